@@ -1,0 +1,5 @@
+"""Allows `python -m pseudolabel ...` (and `torchrun -m pseudolabel ...`)."""
+
+from pseudolabel.cli import main
+
+main()

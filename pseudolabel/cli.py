@@ -1,0 +1,294 @@
+"""The ``pseudolabel`` command: flags -> config -> library call. Thin on purpose."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from typer.core import TyperGroup
+
+from pseudolabel import __version__
+from pseudolabel.config import load_config_file, write_resolved_config
+from pseudolabel.errors import ConfigError, PseudolabelError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class PseudolabelGroup(TyperGroup):
+    """Prints a user error as one line on stderr and exits 1, without a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PseudolabelError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            ctx.exit(1)
+
+
+app = typer.Typer(
+    cls=PseudolabelGroup,
+    help="Image-level labels in, per-pixel pseudo-label masks out: generate, refine and score them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(
+    cls=PseudolabelGroup, help="List, download and verify model checkpoints.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+class DatasetName(str, Enum):
+    """Datasets the ``--dataset`` option knows."""
+
+    voc = "voc"
+    coco = "coco"
+    folder = "folder"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="YAML file of option values; flags given on the command line override it.",
+        callback=load_config_file,
+        is_eager=True,
+    ),
+]
+RootOption = Annotated[
+    Path | None, typer.Option(help="Dataset folder: VOC2012 (holding JPEGImages/), COCO root, or image folder.")
+]
+SplitOption = Annotated[
+    str | None, typer.Option(help="Split: VOC ImageSets/Segmentation list (train), COCO split (train2014).")
+]
+LabelsOption = Annotated[
+    Path | None, typer.Option("--labels", help="Folder dataset: CSV or JSON file, image -> class names.")
+]
+PromptsOption = Annotated[
+    str | None, typer.Option(help="Prompt set: voc, coco, or a YAML file (default: the dataset's).")
+]
+ClassesOption = Annotated[
+    Path | None, typer.Option(help="Class-list file (one name a line) replacing the prompt set's classes.")
+]
+MaxPixelsOption = Annotated[
+    int, typer.Option(help="Refuse images with more pixels than this (decompression-bomb guard).")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"pseudolabel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Image-level labels in, per-pixel pseudo-label masks out."""
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def _open_dataset(
+    dataset: DatasetName,
+    root: Path | None,
+    split: str | None,
+    labels: Path | None,
+    prompts: str | None,
+    classes: Path | None,
+    max_image_pixels: int,
+) -> Any:
+    from pseudolabel.datasets import build_dataset, resolve_prompts
+
+    if root is None:
+        raise ConfigError(f"--dataset {dataset.value} needs --root DIR")
+    prompt_set = resolve_prompts(dataset.value, prompts, classes)
+    return build_dataset(dataset.value, root, split, prompt_set, labels, None, max_image_pixels)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    pred: Annotated[Path, typer.Option(help="Folder of predicted masks, <id>.png (palette, grey or RGB).")],
+    gt: Annotated[Path | None, typer.Option(help="Folder of GT masks; every GT mask in it is scored.")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help="Score a dataset split's GT instead of --gt.")] = None,
+    root: RootOption = None,
+    split: SplitOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    num_classes: Annotated[
+        int | None, typer.Option(help="Number of classes incl. background (default: the prompt set's, 21 for VOC).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write all figures as JSON here.")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write per-class figures as CSV here.")] = None,
+    allow_missing: Annotated[
+        bool, typer.Option(help="Count missing predictions as all-unsure instead of failing.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Processes to use; 0 = all CPU cores.")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Score predicted masks against ground truth: mIoU, per-class IoU, coverage, boundary IoU."""
+    from pseudolabel.datasets import resolve_prompts
+    from pseudolabel.score_report import build_report, report_table, summary_lines, write_csv, write_json
+    from pseudolabel.scoring import pair_with_dataset, pair_with_folder, score_pairs
+
+    if (gt is None) == (dataset is None):
+        raise ConfigError("give exactly one of --gt DIR or --dataset voc|coco (with --root)")
+    if dataset is not None:
+        if dataset is DatasetName.folder:
+            raise ConfigError("to score a folder dataset, pass its GT mask folder with --gt DIR")
+        source = _open_dataset(dataset, root, split, None, prompts, classes, sys.maxsize)
+        prompt_set = source.prompts
+        pair_set = pair_with_dataset(pred, source, allow_missing)
+    else:
+        prompt_set = resolve_prompts("voc", prompts, classes)
+        pair_set = pair_with_folder(pred, gt, allow_missing)
+    count = num_classes or prompt_set.num_classes
+    if count < 2 or count > 255:
+        raise ConfigError(f"--num-classes must be 2..255 (background included), got {count}")
+    names = prompt_set.class_names if count == prompt_set.num_classes else [f"class {i}" for i in range(count)]
+    with _progress() as progress:
+        task = progress.add_task("scoring", total=len(pair_set.pairs))
+        counts = score_pairs(pair_set.pairs, count, workers or None, lambda n: progress.advance(task, n))
+    report = build_report(counts, names, pair_set)
+    console.print(report_table(report))
+    for line in summary_lines(report):
+        console.print(line, highlight=False)
+    if json_path:
+        write_json(json_path, report)
+    if csv_path:
+        write_csv(csv_path, report)
+    first_output = json_path or csv_path
+    if first_output:
+        write_resolved_config(first_output.with_suffix(".config.yaml"), "score", ctx.params)
+
+
+@app.command()
+def inspect(
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset kind.")],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    check_images: Annotated[bool, typer.Option(help="Decode every image and report those that fail (slower).")] = False,
+    max_image_pixels: MaxPixelsOption = 89_478_485,
+    config: ConfigOption = None,
+) -> None:
+    """Summarise a dataset split: images, labels per class, GT masks, unreadable files."""
+    from pseudolabel.dataset_summary import summarize_dataset
+
+    source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
+    with _progress() as progress:
+        task = progress.add_task("reading", total=len(source.ids()))
+        summary = summarize_dataset(source, check_images, lambda: progress.advance(task))
+    table = Table(title=f"{source.name} {getattr(source, 'split', '')}: {summary.num_images} images")
+    table.add_column("id", justify="right")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for class_id, name in enumerate(source.class_names[1:], start=1):
+        table.add_row(str(class_id), name, str(summary.images_per_class[class_id]))
+    console.print(table)
+    console.print(f"{summary.num_with_gt} of {summary.num_images} images have a GT mask", highlight=False)
+    for image_id, message in summary.problems:
+        err_console.print(f"[yellow]skipped[/] {image_id}: {message}", highlight=False, soft_wrap=True)
+    if summary.problems:
+        err_console.print(f"{len(summary.problems)} images have problems (listed above)")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the known checkpoints and whether each is in the cache."""
+    from pseudolabel.models.weights import WEIGHTS, cache_dir, cached_path
+
+    table = Table(title=f"checkpoints (cache: {cache_dir()})")
+    for heading in ("name", "kind", "size", "cached", "description"):
+        table.add_column(heading)
+    for spec in WEIGHTS.values():
+        table.add_row(
+            spec.name, spec.kind, f"{spec.size_mb} MB", "yes" if cached_path(spec).is_file() else "no", spec.description
+        )
+    console.print(table)
+
+
+@models_app.command("download")
+def models_download(
+    names: Annotated[list[str] | None, typer.Argument(help="Registry names (see `pseudolabel models list`).")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Download every checkpoint with a URL.")] = False,
+    allow_unverified: Annotated[bool, typer.Option(help="Allow checkpoints whose publisher gives no sha256.")] = False,
+) -> None:
+    """Download checkpoints into the cache, verifying their sha256."""
+    from pseudolabel.models.weights import WEIGHTS, cached_path
+
+    specs = [spec for spec in WEIGHTS.values() if spec.url] if all_models else [_spec(name) for name in names or []]
+    if not specs:
+        raise ConfigError("name checkpoints to download, or pass --all")
+    for spec in specs:
+        if cached_path(spec).is_file():
+            console.print(f"{spec.name}: already at {cached_path(spec)}", highlight=False)
+            continue
+        path = _download_with_progress(spec, allow_unverified)
+        console.print(f"{spec.name}: saved {path}", highlight=False)
+
+
+def _download_with_progress(spec: Any, allow_unverified: bool) -> Path:
+    from pseudolabel.models.weights import download_weights
+
+    with Progress(
+        TextColumn(spec.name), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err_console
+    ) as progress:
+        task = progress.add_task(spec.name, total=None)
+        return download_weights(
+            spec, allow_unverified, lambda done, total: progress.update(task, completed=done, total=total)
+        )
+
+
+@models_app.command("verify")
+def models_verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Registry names; default: all cached ones.")] = None,
+) -> None:
+    """Check cached checkpoints against their sha256; exit 1 on a mismatch."""
+    from pseudolabel.models.weights import WEIGHTS, verify_weights
+
+    specs = [_spec(name) for name in names] if names else list(WEIGHTS.values())
+    results = [verify_weights(spec) for spec in specs]
+    for result in results:
+        if result.status != "missing" or names:
+            console.print(
+                f"{result.spec.name}: {result.status}" + (f" (sha256 {result.digest})" if result.digest else "")
+            )
+    mismatched = [r.spec.name for r in results if r.status == "mismatch"]
+    if mismatched:
+        raise PseudolabelError(f"checksum mismatch: {', '.join(mismatched)}; delete the files and download again")
+
+
+def _spec(name: str) -> Any:
+    from pseudolabel.models.weights import WEIGHTS
+
+    if name not in WEIGHTS:
+        raise ConfigError(f"unknown checkpoint {name!r}; known: {', '.join(WEIGHTS)}")
+    return WEIGHTS[name]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,97 @@
+"""``--config FILE``: YAML option values that command-line flags override.
+
+A config file holds option names as keys (``num-classes`` or ``num_classes``), either at the
+top level or in a section named after the command (``score:``, ``generate:``), so that one
+file can serve several commands. Every command writes the values it finally used
+(``resolved config``) next to its outputs.
+"""
+
+from __future__ import annotations
+
+import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from pseudolabel import __version__
+from pseudolabel.errors import ConfigError
+from pseudolabel.files import atomic_write_text
+
+METADATA_KEYS = ("command", "pseudolabel_version", "written_at")
+"""Keys of a resolved config that are records, not options (so the file can be reused)."""
+
+
+def load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Click callback of ``--config``: read the YAML file into the command's defaults.
+
+    Raises:
+        ConfigError: missing or malformed file, or a key that is not an option of the command.
+    """
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}".replace("\n", " ")) from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of option names to values")
+    command = ctx.command.name or ""
+    options = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    siblings = set(getattr(ctx.parent.command, "commands", {})) if ctx.parent else set()
+    values: dict[str, Any] = {}
+    for key, item in data.items():
+        name = str(key).replace("-", "_")
+        if name in options:
+            values[name] = item
+        elif str(key) in METADATA_KEYS or (str(key) == command and isinstance(item, dict)):
+            continue
+        elif str(key) not in siblings or not isinstance(item, dict):
+            raise ConfigError(
+                f"config file {path}: {key!r} is not an option of '{command}' (options: "
+                f"{', '.join(sorted(o.replace('_', '-') for o in options))})"
+            )
+    section = data.get(command)
+    if isinstance(section, dict):
+        for key, item in section.items():
+            name = str(key).replace("-", "_")
+            if name not in options:
+                raise ConfigError(f"config file {path}: {command}.{key} is not an option of '{command}'")
+            values[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return path
+
+
+def plain(value: Any) -> Any:
+    """A YAML-friendly copy of an option value (paths and enums as strings, tuples as lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def resolved_config(command: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The options a command ran with, ready to be written as YAML."""
+    options = {name.replace("_", "-"): plain(value) for name, value in params.items() if name != "config"}
+    return {
+        "command": command,
+        "pseudolabel_version": __version__,
+        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command: options,
+    }
+
+
+def write_resolved_config(path: Path, command: str, params: dict[str, Any]) -> None:
+    """Write the resolved config; the file can be passed back with ``--config`` to rerun."""
+    config = resolved_config(command, params)
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))

@@ -1,0 +1,47 @@
+"""Datasets behind one Sample type: ``voc``, ``coco`` and ``folder`` (a user's own images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pseudolabel.datasets.base import Dataset, Sample
+from pseudolabel.datasets.coco import CocoDataset
+from pseudolabel.datasets.folder import FolderDataset
+from pseudolabel.datasets.voc import VocDataset
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.prompts import PromptSet, load_class_list, load_prompts
+
+DATASET_NAMES = ("voc", "coco", "folder")
+DEFAULT_SPLITS = {"voc": "train", "coco": "train2014"}
+
+__all__ = ["DATASET_NAMES", "Dataset", "Sample", "build_dataset", "resolve_prompts"]
+
+
+def resolve_prompts(dataset: str, prompts: str | None = None, classes: Path | None = None) -> PromptSet:
+    """The prompt set of a run: ``--prompts`` (built-in name or YAML), else the dataset's own
+    (``voc`` for folders), with class names replaced by a ``--classes`` list when given."""
+    base = load_prompts(prompts or ("coco" if dataset == "coco" else "voc"))
+    return load_class_list(classes, base) if classes else base
+
+
+def build_dataset(
+    name: str,
+    root: Path,
+    split: str | None = None,
+    prompts: PromptSet | None = None,
+    labels_file: Path | None = None,
+    gt_dir: Path | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Dataset:
+    """Build a dataset by name, as the CLI's ``--dataset`` option does."""
+    prompts = prompts or resolve_prompts(name)
+    if name == "voc":
+        return VocDataset(root, split or DEFAULT_SPLITS["voc"], prompts, max_image_pixels)
+    if name == "coco":
+        return CocoDataset(root, split or DEFAULT_SPLITS["coco"], prompts, max_image_pixels)
+    if name == "folder":
+        if labels_file is None:
+            raise ConfigError("--dataset folder needs --labels FILE (CSV or JSON: image -> class names)")
+        return FolderDataset(root, labels_file, prompts, max_image_pixels, gt_dir)
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

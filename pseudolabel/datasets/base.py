@@ -1,0 +1,77 @@
+"""The one sample type every stage reads, and the dataset interface that produces it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS, load_rgb
+from pseudolabel.prompts import PromptSet
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and what is known about it.
+
+    Attributes:
+        image_id: unique id within the dataset; also the output file name (without ``.png``).
+        rgb: uint8 [H, W, 3], upright.
+        labels: sorted dataset class ids present in the image (never 0 = background).
+        gt_path: ground-truth mask file, or None when the dataset has none for this image.
+    """
+
+    image_id: str
+    rgb: np.ndarray
+    labels: tuple[int, ...]
+    gt_path: Path | None
+
+
+class Dataset:
+    """A split of a dataset: ids, image files, image-level labels and GT masks.
+
+    Subclasses implement ``ids``, ``image_path``, ``labels`` and ``gt_path``; ``load`` decodes
+    one sample and is a pure function of the id, so shards and workers can call it freely.
+    """
+
+    name: str = "dataset"
+
+    def __init__(self, prompts: PromptSet, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        self.prompts = prompts
+        self.max_image_pixels = max_image_pixels
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names by id, 0 = background."""
+        return self.prompts.class_names
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return self.prompts.num_classes
+
+    def ids(self) -> list[str]:
+        """Image ids of the split, in a stable order."""
+        raise NotImplementedError
+
+    def image_path(self, image_id: str) -> Path:
+        """The image file of ``image_id``."""
+        raise NotImplementedError
+
+    def labels(self, image_id: str) -> tuple[int, ...]:
+        """Sorted class ids present in the image (background excluded)."""
+        raise NotImplementedError
+
+    def gt_path(self, image_id: str) -> Path | None:
+        """Ground-truth mask of ``image_id``, or None."""
+        raise NotImplementedError
+
+    def load(self, image_id: str) -> Sample:
+        """Decode one sample.
+
+        Raises:
+            SampleError: the image or its mask cannot be read.
+        """
+        rgb = load_rgb(self.image_path(image_id), self.max_image_pixels)
+        return Sample(image_id, rgb, self.labels(image_id), self.gt_path(image_id))

@@ -1,0 +1,91 @@
+"""MS COCO 2014/2017: images + instances_<split>.json, 81 contiguous classes.
+
+Class ids are contiguous: 0 = background, then the 80 categories in increasing COCO category
+id (person = 1, ..., toothbrush = 80); ``prompts/coco.yaml`` records each class's ``coco_id``.
+Images without any instance annotation are left out of the split (they carry no image-level
+label). Optional GT masks with contiguous ids are read from SegmentationClass/<split>/<stem>.png.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from pseudolabel.datasets.base import Dataset
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.prompts import PromptSet, load_prompts, name_key
+
+
+class CocoDataset(Dataset):
+    """A COCO split.
+
+    Args:
+        root: folder holding ``annotations/`` and the image folder ``<split>/`` (or
+            ``images/<split>/``).
+        split: ``train2014``, ``val2014``, ``train2017``, ``val2017``, ...
+        annotations: instances JSON; default ``root/annotations/instances_<split>.json``.
+    """
+
+    name = "coco"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train2014",
+        prompts: PromptSet | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        annotations: str | Path | None = None,
+    ) -> None:
+        super().__init__(prompts or load_prompts("coco"), max_image_pixels)
+        self.root = Path(root).expanduser()
+        self.split = split
+        instances = Path(annotations) if annotations else self.root / "annotations" / f"instances_{split}.json"
+        if not instances.is_file():
+            raise ConfigError(f"COCO annotations not found: {instances}")
+        self.image_dir = next(
+            (d for d in (self.root / split, self.root / "images" / split) if d.is_dir()), self.root / split
+        )
+        self._files, self._labels = self._read_instances(instances)
+
+    def _read_instances(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"cannot read COCO annotations {path}: {error}") from error
+        contiguous = coco_id_to_class_id(self.prompts)
+        for category in data.get("categories", []):
+            class_id = contiguous.get(category["id"])
+            if class_id is None or name_key(self.class_names[class_id]) != name_key(category["name"]):
+                raise ConfigError(
+                    f"{path}: category {category['id']} {category['name']!r} does not match {self.prompts.source}"
+                )
+        files = {str(image["id"]): image["file_name"] for image in data.get("images", [])}
+        labels: dict[str, set[int]] = defaultdict(set)
+        for annotation in data.get("annotations", []):
+            labels[str(annotation["image_id"])].add(contiguous[annotation["category_id"]])
+        by_stem_files = {Path(files[key]).stem: files[key] for key in labels if key in files}
+        by_stem_labels = {Path(files[key]).stem: tuple(sorted(value)) for key, value in labels.items() if key in files}
+        return by_stem_files, by_stem_labels
+
+    def ids(self) -> list[str]:
+        return sorted(self._files)
+
+    def image_path(self, image_id: str) -> Path:
+        return self.image_dir / self._files[image_id]
+
+    def labels(self, image_id: str) -> tuple[int, ...]:
+        return self._labels[image_id]
+
+    def gt_path(self, image_id: str) -> Path | None:
+        candidate = self.root / "SegmentationClass" / self.split / f"{image_id}.png"
+        return candidate if candidate.is_file() else None
+
+
+def coco_id_to_class_id(prompts: PromptSet) -> dict[int, int]:
+    """Map COCO category ids (1..90) to contiguous class ids (1..80) as the prompt set records."""
+    mapping = {entry.coco_id: index for index, entry in enumerate(prompts.classes) if entry.coco_id is not None}
+    if not mapping:
+        raise ConfigError(f"{prompts.source} has no coco_id entries; use the coco prompt set")
+    return mapping

@@ -1,0 +1,140 @@
+"""A user's own images: an image folder plus a labels file naming the classes in each image.
+
+Labels file formats (chosen by suffix):
+
+* CSV: ``image,labels`` rows; ``labels`` holds class names separated by ``;`` (further columns
+  are read as more names). A first row starting with ``image`` is a header; ``#`` starts a
+  comment line.
+* JSON: ``{"img1.jpg": ["cat", "sofa"], ...}`` or ``[{"image": "img1.jpg", "labels": [...]}, ...]``.
+
+Image paths are relative to the folder (an extension may be left out). The id of an image is
+its relative path without extension. Every problem in the file is reported before any work.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from pseudolabel.datasets.base import Dataset
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.prompts import PromptSet, load_prompts
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+HEADER_WORDS = {"image", "file", "filename", "path"}
+
+
+class FolderDataset(Dataset):
+    """Images in ``root`` listed in ``labels_file``; class names resolved through ``prompts``.
+
+    Args:
+        gt_dir: optional folder of GT masks named ``<id>.png``.
+    """
+
+    name = "folder"
+
+    def __init__(
+        self,
+        root: str | Path,
+        labels_file: str | Path,
+        prompts: PromptSet | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        gt_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(prompts or load_prompts("voc"), max_image_pixels)
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise ConfigError(f"image folder {self.root} does not exist")
+        self.gt_dir = Path(gt_dir).expanduser() if gt_dir else None
+        self._paths: dict[str, Path] = {}
+        self._labels: dict[str, tuple[int, ...]] = {}
+        self._read_labels_file(Path(labels_file).expanduser())
+
+    def _read_labels_file(self, path: Path) -> None:
+        if not path.is_file():
+            raise ConfigError(f"labels file {path} does not exist")
+        entries = read_json_labels(path) if path.suffix.lower() == ".json" else read_csv_labels(path)
+        if not entries:
+            raise ConfigError(f"labels file {path} lists no images")
+        missing: list[str] = []
+        for where, image, names in entries:
+            if not names:
+                raise ConfigError(f"{where}: {image} has no labels; give at least one class name or remove it")
+            image_path = self._find_image(image)
+            if image_path is None:
+                missing.append(image)
+                continue
+            image_id = image_path.relative_to(self.root).with_suffix("").as_posix()
+            if image_id in self._labels:
+                raise ConfigError(f"{where}: image id {image_id!r} is listed more than once")
+            self._paths[image_id] = image_path
+            self._labels[image_id] = tuple(sorted({self.prompts.class_id(n, where=f"{where}: ") for n in names}))
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise ConfigError(f"{path}: {len(missing)} listed images are not in {self.root}: {shown}")
+
+    def _find_image(self, image: str) -> Path | None:
+        candidate = self.root / image
+        if candidate.is_file():
+            return candidate
+        if not candidate.suffix:
+            for suffix in IMAGE_SUFFIXES:
+                for variant in (suffix, suffix.upper()):
+                    if candidate.with_suffix(variant).is_file():
+                        return candidate.with_suffix(variant)
+        return None
+
+    def ids(self) -> list[str]:
+        return list(self._labels)
+
+    def image_path(self, image_id: str) -> Path:
+        return self._paths[image_id]
+
+    def labels(self, image_id: str) -> tuple[int, ...]:
+        return self._labels[image_id]
+
+    def gt_path(self, image_id: str) -> Path | None:
+        if self.gt_dir is None:
+            return None
+        candidate = self.gt_dir / f"{image_id}.png"
+        return candidate if candidate.is_file() else None
+
+
+def read_csv_labels(path: Path) -> list[tuple[str, str, list[str]]]:
+    """Entries ``(where, image, class names)`` of a CSV labels file."""
+    entries = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            cells = [cell.strip() for cell in row]
+            if not cells or not cells[0] or cells[0].startswith("#"):
+                continue
+            if line_number == 1 and cells[0].lower() in HEADER_WORDS:
+                continue
+            names = [name.strip() for cell in cells[1:] for name in cell.split(";") if name.strip()]
+            entries.append((f"{path}:{line_number}", cells[0], names))
+    return entries
+
+
+def read_json_labels(path: Path) -> list[tuple[str, str, list[str]]]:
+    """Entries ``(where, image, class names)`` of a JSON labels file."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"labels file {path} is not valid JSON: {error}") from error
+    if isinstance(data, dict):
+        items = list(data.items())
+    elif isinstance(data, list) and all(isinstance(item, dict) and "image" in item for item in data):
+        items = [(item["image"], item.get("labels", [])) for item in data]
+    else:
+        raise ConfigError(f"labels file {path}: expected {{image: [names]}} or [{{image, labels}}]")
+    entries = []
+    for image, names in items:
+        if isinstance(names, str):
+            names = names.split(";")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"labels file {path}: labels of {image} must be a list of class names")
+        entries.append((str(path), str(image), [n.strip() for n in names if n.strip()]))
+    return entries

@@ -1,0 +1,117 @@
+"""PASCAL VOC 2012 layout: JPEGImages, SegmentationClass[Aug], Annotations, ImageSets/Segmentation."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from pseudolabel.datasets.base import Dataset
+from pseudolabel.errors import ConfigError, MaskError
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.masks import IGNORE_INDEX, read_mask
+from pseudolabel.prompts import PromptSet, load_prompts
+
+GT_FOLDERS = ("SegmentationClassAug", "SegmentationClass")
+"""Where GT masks are looked for, in this order, per image."""
+
+
+class VocDataset(Dataset):
+    """A VOC2012 split.
+
+    Args:
+        root: the VOC2012 folder (holding JPEGImages/). A VOCdevkit folder, or the folder
+            holding VOCdevkit, is accepted too.
+        split: name of a list in ImageSets/Segmentation (train, val, trainaug, ...).
+
+    Image labels come from the image's GT mask (classes present except 0 and 255), else from
+    Annotations/<id>.xml object names.
+    """
+
+    name = "voc"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        prompts: PromptSet | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
+        super().__init__(prompts or load_prompts("voc"), max_image_pixels)
+        self.root = find_voc_root(Path(root).expanduser())
+        self.split = split
+        self._ids = read_split_file(self.root, split)
+
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "JPEGImages" / f"{image_id}.jpg"
+
+    def gt_path(self, image_id: str) -> Path | None:
+        for folder in GT_FOLDERS:
+            candidate = self.root / folder / f"{image_id}.png"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def labels(self, image_id: str) -> tuple[int, ...]:
+        gt = self.gt_path(image_id)
+        if gt is not None:
+            return labels_from_mask(read_mask(gt), self.num_classes, gt)
+        annotation = self.root / "Annotations" / f"{image_id}.xml"
+        if annotation.is_file():
+            return self._labels_from_annotation(annotation)
+        raise MaskError(
+            f"no labels for {image_id}: no mask in {' or '.join(GT_FOLDERS)} and no Annotations/{image_id}.xml "
+            f"under {self.root}"
+        )
+
+    def _labels_from_annotation(self, path: Path) -> tuple[int, ...]:
+        try:
+            tree = ElementTree.parse(path)
+        except ElementTree.ParseError as error:
+            raise MaskError(f"cannot parse annotation {path}: {error}") from error
+        names = [obj.findtext("name", "").strip() for obj in tree.getroot().iter("object")]
+        return tuple(sorted({self.prompts.class_id(name, where=f"{path}: ") for name in names if name}))
+
+
+def labels_from_mask(mask: np.ndarray, num_classes: int, path: Path) -> tuple[int, ...]:
+    """Class ids present in a GT mask, without background and ignore.
+
+    Raises:
+        MaskError: a value that is not a class id (names the file and the values).
+    """
+    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    bad = [int(v) for v in present if v >= num_classes and v != IGNORE_INDEX]
+    if bad:
+        raise MaskError(f"mask {path} holds values {bad} that are not class ids (0..{num_classes - 1} or 255)")
+    return tuple(int(v) for v in present if 0 < v < num_classes)
+
+
+def find_voc_root(root: Path) -> Path:
+    """The folder holding JPEGImages/, given it or a VOCdevkit folder or the folder above."""
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir():
+            return candidate
+    raise ConfigError(f"{root} is not a VOC2012 folder: no JPEGImages/ in it (nor in VOC2012/ or VOCdevkit/VOC2012/)")
+
+
+def read_split_file(root: Path, split: str) -> list[str]:
+    """Ids listed in ImageSets/Segmentation/<split>.txt.
+
+    Lines may be plain ids or DeepLab-style ``/JPEGImages/<id>.jpg /Segmentation.../<id>.png``
+    pairs; the id is the stem of the first field.
+    """
+    folder = root / "ImageSets" / "Segmentation"
+    path = folder / f"{split}.txt"
+    if not path.is_file():
+        available = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
+        raise ConfigError(f"split {split!r} not found: no {path} (available: {', '.join(available) or 'none'})")
+    ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
+    duplicates = sorted(image_id for image_id, count in Counter(ids).items() if count > 1)
+    if duplicates:
+        raise ConfigError(f"{path} lists ids more than once: {', '.join(duplicates[:10])}")
+    return ids

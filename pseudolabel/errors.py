@@ -1,0 +1,29 @@
+"""Errors a user can act on.
+
+The CLI prints their message as one line and exits with status 1; any other exception is a
+bug and keeps its traceback.
+"""
+
+
+class PseudolabelError(Exception):
+    """A user error: the message says what is wrong, where, and how to fix it, in one line."""
+
+
+class ConfigError(PseudolabelError):
+    """A bad option value or config file."""
+
+
+class SampleError(PseudolabelError):
+    """A problem with one image or mask: a run reports it and goes on with the others."""
+
+
+class ImageLoadError(SampleError):
+    """An image that cannot be decoded, or is larger than the allowed pixel count."""
+
+
+class MaskError(SampleError):
+    """A mask that cannot be read or holds values that are not class ids."""
+
+
+class WeightsError(PseudolabelError):
+    """A checkpoint that is missing, cannot be downloaded, or fails its checksum."""

@@ -1,0 +1,86 @@
+"""Decode any image a user may have into an RGB uint8 array.
+
+EXIF orientation is applied; grey, palette, RGBA/LA (composited over white), CMYK, YCbCr and
+16-bit images become 8-bit RGB. Pillow's own decompression-bomb limit is replaced by an
+explicit pixel limit that the user can raise (``--max-image-pixels``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from pseudolabel.errors import ImageLoadError
+
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+"""Pillow's default warning limit (about 9,459 x 9,459): larger images need an explicit opt-in."""
+
+# The explicit check in load_rgb replaces Pillow's global limit, which cannot be raised per call.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Args:
+        path: image file (any format Pillow reads).
+        max_pixels: refuse images with more pixels than this (None: no limit).
+
+    Returns:
+        uint8 [H, W, 3], upright after EXIF orientation.
+
+    Raises:
+        ImageLoadError: missing, corrupt or truncated file, or too many pixels.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageLoadError(
+                    f"image {path} is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,}; raise it with --max-image-pixels if the file is trusted"
+                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+            return to_rgb_array(upright)
+    except ImageLoadError:
+        raise
+    except FileNotFoundError as error:
+        raise ImageLoadError(f"image {path} does not exist") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"cannot decode image {path}: {error}") from error
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert a decoded Pillow image of any mode to uint8 [H, W, 3]."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return np.repeat(_scale_to_uint8(np.asarray(image), mode)[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale single-channel high-bit-depth values to 0..255.
+
+    16-bit images (and 32-bit integer images whose values fit 16 bits, which is how Pillow
+    opens 16-bit PNGs) are divided by 257; float images in [0, 1] are multiplied by 255.
+    """
+    values = values.astype(np.float64)
+    if mode == "F" and values.size and values.max() <= 1.0:
+        scaled = values * 255.0
+    elif values.size and values.max() > 65535:
+        scaled = values / (values.max() / 255.0)
+    else:
+        scaled = values / 257.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -1,0 +1,295 @@
+"""Checkpoint registry, cache and downloads.
+
+Every model option takes one of: a registry name (downloaded on first use into the cache and
+verified by sha256), a local file path, or ``random`` (random initialisation, for tests and
+throughput benchmarks only). The cache is ``$PSEUDOLABEL_HOME/weights``, else the platform
+cache folder (``~/.cache/pseudolabel/weights`` on Linux). ``PSEUDOLABEL_OFFLINE=1`` never
+tries the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from pseudolabel.errors import WeightsError
+from pseudolabel.files import atomic_output
+
+RANDOM = "random"
+HASH_CHUNK_BYTES = 1 << 20
+DOWNLOAD_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One published checkpoint.
+
+    Attributes:
+        name: registry key, e.g. ``sam_vit_b``.
+        kind: which model option takes it (``clip``, ``sam``, ``grounding-dino``, ``clipn``,
+            ``backbone``).
+        filename: file name in the cache.
+        url: direct download address, or None when the publisher offers none.
+        sha256: full hex digest, or the publisher's prefix of it (torchvision names its files
+            with the first 8 hex digits); None when no checksum is published.
+        size_mb: approximate size, for display.
+        description: what it is.
+        manual: how to get the file by hand when ``url`` is None.
+    """
+
+    name: str
+    kind: str
+    filename: str
+    url: str | None
+    sha256: str | None
+    size_mb: int
+    description: str
+    manual: str = ""
+
+
+WEIGHTS: dict[str, WeightSpec] = {
+    spec.name: spec
+    for spec in (
+        WeightSpec(
+            "clip_vit_b16_openai",
+            "clip",
+            "ViT-B-16.pt",
+            "https://openaipublic.azureedge.net/clip/models/"
+            "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+            "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+            351,
+            "OpenAI CLIP ViT-B/16 (TorchScript archive; open_clip arch ViT-B-16-quickgelu)",
+        ),
+        WeightSpec(
+            "sam_vit_b",
+            "sam",
+            "sam_vit_b_01ec64.pth",
+            "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            375,
+            "Segment Anything ViT-B",
+        ),
+        WeightSpec(
+            "sam_vit_l",
+            "sam",
+            "sam_vit_l_0b3195.pth",
+            "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            1250,
+            "Segment Anything ViT-L",
+        ),
+        WeightSpec(
+            "sam_vit_h",
+            "sam",
+            "sam_vit_h_4b8939.pth",
+            "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            2565,
+            "Segment Anything ViT-H",
+        ),
+        WeightSpec(
+            "gdino_swint",
+            "grounding-dino",
+            "groundingdino_swint_ogc.pth",
+            "https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha/groundingdino_swint_ogc.pth",
+            "3b3ca2563c77c69f651d7bd133e97139c186df06231157a64c507099c52bc799",
+            694,
+            "Grounding DINO Swin-T (O365, GoldG, Cap4M)",
+        ),
+        WeightSpec(
+            "gdino_swinb",
+            "grounding-dino",
+            "groundingdino_swinb_cogcoor.pth",
+            "https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha2/groundingdino_swinb_cogcoor.pth",
+            None,
+            938,
+            "Grounding DINO Swin-B (no published checksum: download needs --allow-unverified)",
+        ),
+        WeightSpec(
+            "clipn_vit_b16",
+            "clipn",
+            "clipn_vit_b16.pt",
+            None,
+            None,
+            600,
+            "CLIPN ViT-B/16 'no' text tower (OpenCLIP laion2b based)",
+            manual="the CLIPN project (ICCV 2023) distributes it outside package registries; "
+            "download it there and pass its path with --exclusion-weights",
+        ),
+        WeightSpec(
+            "resnet101_imagenet",
+            "backbone",
+            "resnet101-63fe2227.pth",
+            "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+            "63fe2227",
+            171,
+            "torchvision ResNet-101 ImageNet-1k (V1); checksum = torchvision's published sha256 prefix",
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """Folder where registry checkpoints are stored."""
+    home = os.environ.get("PSEUDOLABEL_HOME")
+    base = Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("pseudolabel"))
+    return base / "weights"
+
+
+def cached_path(spec: WeightSpec) -> Path:
+    """Where ``spec`` lives in the cache (whether or not it is there)."""
+    return cache_dir() / spec.filename
+
+
+def offline() -> bool:
+    """True when ``PSEUDOLABEL_OFFLINE`` is set to a true value."""
+    return os.environ.get("PSEUDOLABEL_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def warn_random(kind: str) -> None:
+    """Tell the user that randomly initialised weights give meaningless masks."""
+    print(
+        f"warning: {kind} weights are random: the masks mean nothing (use this for tests and benchmarks only)",
+        file=sys.stderr,
+    )
+
+
+def resolve_weights(value: str, kind: str, download: bool = True) -> Path | None:
+    """Turn a model option value into a checkpoint file.
+
+    Args:
+        value: registry name, local file path, or ``random``.
+        kind: the model option's kind; a registry name of another kind is refused.
+        download: fetch a missing registry checkpoint (unless offline).
+
+    Returns:
+        The file, or None for ``random`` (after printing a warning).
+
+    Raises:
+        WeightsError: one line naming the file, where it was looked for, and how to get it.
+    """
+    if value == RANDOM:
+        warn_random(kind)
+        return None
+    spec = WEIGHTS.get(value)
+    if spec is not None:
+        if spec.kind != kind:
+            raise WeightsError(
+                f"{value!r} is a {spec.kind} checkpoint, not a {kind} one; known {kind} names: {_names(kind)}"
+            )
+        path = cached_path(spec)
+        if path.is_file():
+            return path
+        if not download or offline() or spec.url is None:
+            raise WeightsError(missing_message(spec))
+        return download_weights(spec)
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix or os.sep in value or "/" in value:
+        raise WeightsError(f"weights file {path} does not exist")
+    raise WeightsError(f"unknown {kind} weights {value!r}: give one of {_names(kind)}, a file path, or 'random'")
+
+
+def _names(kind: str) -> str:
+    return ", ".join(name for name, spec in WEIGHTS.items() if spec.kind == kind) or "none"
+
+
+def missing_message(spec: WeightSpec) -> str:
+    """One line: which file is missing, where it was looked for, how to get it."""
+    path = cached_path(spec)
+    if spec.url is None:
+        return f"missing weights {spec.filename}: looked for {path}; {spec.manual}, or place it at {path}"
+    return (
+        f"missing weights {spec.filename}: looked for {path}; get it with `pseudolabel models download "
+        f"{spec.name}` or from {spec.url} and place it there (or pass a file path)"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_matches(spec: WeightSpec, digest: str) -> bool:
+    """True when ``digest`` agrees with the registry's full sha256 or published prefix."""
+    return spec.sha256 is not None and digest.startswith(spec.sha256.lower())
+
+
+def download_weights(
+    spec: WeightSpec,
+    allow_unverified: bool = False,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """Download ``spec`` into the cache, verifying its sha256 before it appears there.
+
+    ``on_progress(bytes_done, bytes_total_or_None)`` is called as data arrives. Nothing is
+    left in the cache when the download fails or the checksum does not match.
+
+    Raises:
+        WeightsError: no URL, network failure, checksum mismatch, or no published checksum
+            without ``allow_unverified``.
+    """
+    path = cached_path(spec)
+    if spec.url is None:
+        raise WeightsError(missing_message(spec))
+    if spec.sha256 is None and not allow_unverified:
+        raise WeightsError(
+            f"{spec.name} has no published sha256; download it with `pseudolabel models download {spec.name} "
+            f"--allow-unverified` or from {spec.url} to {path}"
+        )
+    digest = hashlib.sha256()
+    try:
+        with atomic_output(path) as temp, urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done = 0
+            with temp.open("wb") as handle:
+                while chunk := response.read(HASH_CHUNK_BYTES):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if on_progress:
+                        on_progress(done, total)
+            if spec.sha256 is not None and not checksum_matches(spec, digest.hexdigest()):
+                raise WeightsError(
+                    f"checksum mismatch for {spec.filename} from {spec.url}: got sha256 {digest.hexdigest()}, "
+                    f"expected {spec.sha256}; the file was not kept"
+                )
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise WeightsError(
+            f"could not download {spec.filename} from {spec.url} ({reason}); {missing_message(spec)}"
+        ) from error
+    return path
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of checking one cached checkpoint: ``ok``, ``mismatch``, ``missing`` or ``unverifiable``."""
+
+    spec: WeightSpec
+    status: str
+    digest: str | None
+
+
+def verify_weights(spec: WeightSpec) -> VerifyResult:
+    """Hash the cached file of ``spec`` and compare it with the registry."""
+    path = cached_path(spec)
+    if not path.is_file():
+        return VerifyResult(spec, "missing", None)
+    digest = sha256_file(path)
+    if spec.sha256 is None:
+        return VerifyResult(spec, "unverifiable", digest)
+    return VerifyResult(spec, "ok" if checksum_matches(spec, digest) else "mismatch", digest)

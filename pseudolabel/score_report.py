@@ -1,0 +1,92 @@
+"""Score results as a Rich table, a JSON file and a per-class CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pseudolabel.files import atomic_write_text
+from pseudolabel.metrics import CONVENTIONS, Counts, summarize
+from pseudolabel.scoring import PairSet
+
+PER_CLASS_KEYS = ("iou", "iou_confident", "biou", "precision", "recall")
+
+
+def build_report(counts: Counts, class_names: list[str], pair_set: PairSet) -> dict[str, Any]:
+    """The JSON report: top-level figures, per-class lists (by class id), bookkeeping, conventions."""
+    report = summarize(counts)
+    report.update(
+        class_names=class_names,
+        num_images=len(pair_set.pairs),
+        num_missing_predictions=len(pair_set.missing),
+        missing_predictions=pair_set.missing,
+        num_extra_predictions=pair_set.extra_predictions,
+        num_images_without_gt=pair_set.without_gt,
+        conventions=CONVENTIONS,
+    )
+    return report
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    """Per-class table in percent, classes without GT or prediction left out."""
+    table = Table(title=f"pseudo-label scores over {report['num_images']} images (%)")
+    table.add_column("id", justify="right")
+    table.add_column("class")
+    for heading in ("IoU", "IoU conf.", "BIoU", "precision", "recall"):
+        table.add_column(heading, justify="right")
+    table.add_column("GT pixels", justify="right")
+    for class_id, name in enumerate(report["class_names"]):
+        if report["gt_pixels"][class_id] == 0 and report["pred_pixels"][class_id] == 0:
+            continue
+        table.add_row(
+            str(class_id),
+            name,
+            *(_percent(report[key][class_id]) for key in PER_CLASS_KEYS),
+            f"{report['gt_pixels'][class_id]:,}",
+        )
+    table.add_section()
+    table.add_row(
+        "", "mean", _percent(report["miou"]), _percent(report["miou_confident"]), _percent(report["mbiou"]), "", "", ""
+    )
+    return table
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The headline figures, one per line."""
+    lines = [
+        f"mIoU {_percent(report['miou'])}  (unsure pixels counted as misses; mean over classes with GT)",
+        f"mIoU on confident pixels {_percent(report['miou_confident'])}  coverage {_percent(report['coverage'])}",
+        f"mBIoU {_percent(report['mbiou'])}  pixel accuracy {_percent(report['pixel_accuracy'])}",
+    ]
+    if report["num_missing_predictions"]:
+        lines.append(f"{report['num_missing_predictions']} missing predictions counted as all-unsure")
+    if report["num_extra_predictions"]:
+        lines.append(f"{report['num_extra_predictions']} predictions without GT were not scored")
+    if report["num_images_without_gt"]:
+        lines.append(f"{report['num_images_without_gt']} images of the split have no GT mask and were not scored")
+    return lines
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write the report as JSON, atomically."""
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
+def write_csv(path: Path, report: dict[str, Any]) -> None:
+    """Write one row per class (fractions; empty = undefined), atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["class_id", "class", *PER_CLASS_KEYS, "gt_pixels", "pred_pixels"])
+    for class_id, name in enumerate(report["class_names"]):
+        values = ["" if report[key][class_id] is None else f"{report[key][class_id]:.6f}" for key in PER_CLASS_KEYS]
+        writer.writerow([class_id, name, *values, report["gt_pixels"][class_id], report["pred_pixels"][class_id]])
+    atomic_write_text(path, buffer.getvalue())
