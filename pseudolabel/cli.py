@@ -179,7 +179,7 @@ def score(
         write_csv(csv_path, report)
     first_output = json_path or csv_path
     if first_output:
-        write_resolved_config(first_output.with_suffix(".config.yaml"), "score", ctx.params)
+        write_resolved_config(first_output.with_suffix(".config.yaml"), ctx)
 
 
 @app.command()

@@ -42,25 +42,25 @@ def load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Path
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of option names to values")
     command = ctx.command.name or ""
-    options = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    options = option_names(ctx)
     siblings = set(getattr(ctx.parent.command, "commands", {})) if ctx.parent else set()
     values: dict[str, Any] = {}
     for key, item in data.items():
-        name = str(key).replace("-", "_")
-        if name in options:
+        name = options.get(str(key).replace("-", "_"))
+        if name is not None:
             values[name] = item
         elif str(key) in METADATA_KEYS or (str(key) == command and isinstance(item, dict)):
             continue
         elif str(key) not in siblings or not isinstance(item, dict):
             raise ConfigError(
                 f"config file {path}: {key!r} is not an option of '{command}' (options: "
-                f"{', '.join(sorted(o.replace('_', '-') for o in options))})"
+                f"{', '.join(sorted({display_name(ctx, n) for n in options.values()}))})"
             )
     section = data.get(command)
     if isinstance(section, dict):
         for key, item in section.items():
-            name = str(key).replace("-", "_")
-            if name not in options:
+            name = options.get(str(key).replace("-", "_"))
+            if name is None:
                 raise ConfigError(f"config file {path}: {command}.{key} is not an option of '{command}'")
             values[name] = item
     ctx.default_map = {**(ctx.default_map or {}), **values}
@@ -80,9 +80,33 @@ def plain(value: Any) -> Any:
     return value
 
 
-def resolved_config(command: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The options a command ran with, ready to be written as YAML."""
-    options = {name.replace("_", "-"): plain(value) for name, value in params.items() if name != "config"}
+def option_names(ctx: typer.Context) -> dict[str, str]:
+    """Config keys a command accepts (``json`` for ``--json``, and the parameter name) -> parameter name."""
+    names = {}
+    for param in ctx.command.params:
+        if not param.name or param.name == "config":
+            continue
+        names[param.name] = param.name
+        for flag in getattr(param, "opts", []):
+            if flag.startswith("--"):
+                names[flag[2:].replace("-", "_")] = param.name
+    return names
+
+
+def display_name(ctx: typer.Context, name: str) -> str:
+    """The long flag of a parameter without dashes (``json`` for ``json_path``)."""
+    for param in ctx.command.params:
+        if param.name == name:
+            flags = [flag for flag in getattr(param, "opts", []) if flag.startswith("--")]
+            if flags:
+                return flags[0][2:]
+    return name.replace("_", "-")
+
+
+def resolved_config(ctx: typer.Context) -> dict[str, Any]:
+    """The options a command ran with, keyed by flag name, ready to be written as YAML."""
+    command = ctx.command.name or ""
+    options = {display_name(ctx, name): plain(value) for name, value in ctx.params.items() if name != "config"}
     return {
         "command": command,
         "pseudolabel_version": __version__,
@@ -91,7 +115,6 @@ def resolved_config(command: str, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_resolved_config(path: Path, command: str, params: dict[str, Any]) -> None:
+def write_resolved_config(path: Path, ctx: typer.Context) -> None:
     """Write the resolved config; the file can be passed back with ``--config`` to rerun."""
-    config = resolved_config(command, params)
-    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(resolved_config(ctx), sort_keys=False))

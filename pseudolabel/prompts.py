@@ -1,6 +1,6 @@
 """Class names, synonyms, background words and prompt templates of a dataset.
 
-Built-in sets live in ``prompts/<name>.yaml`` (installed as ``pseudolabel.prompts``); a user
+Built-in sets live in ``prompts/<name>.yaml`` (installed as ``pseudolabel.prompt_files``); a user
 can pass their own YAML of the same form, or a plain class-list file (one name a line).
 """
 
@@ -113,7 +113,7 @@ def load_prompts(name_or_path: str | Path) -> PromptSet:
     """
     text_name = str(name_or_path)
     if text_name in BUILTIN_PROMPT_SETS:
-        resource = importlib.resources.files("pseudolabel.prompts") / f"{text_name}.yaml"
+        resource = importlib.resources.files("pseudolabel.prompt_files") / f"{text_name}.yaml"
         return parse_prompts(yaml.safe_load(resource.read_text(encoding="utf-8")), f"prompts/{text_name}.yaml")
     path = Path(name_or_path).expanduser()
     if not path.is_file():

@@ -1,0 +1,48 @@
+"""Builders of small datasets on disk for tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pseudolabel.masks import write_mask
+
+
+def make_voc(root: Path, masks: dict[str, np.ndarray], split: str = "train", folder: str = "SegmentationClass") -> Path:
+    """A VOC2012 folder with one JPEG per mask (same size) and the split list; returns VOC2012/."""
+    voc = root / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for image_id, mask in masks.items():
+        pixels = rng.integers(0, 255, size=(*mask.shape, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(voc / "JPEGImages" / f"{image_id}.jpg")
+        write_mask(voc / folder / f"{image_id}.png", mask)
+    (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(masks) + "\n")
+    return voc
+
+
+def voc_annotation(names: list[str]) -> str:
+    """A VOC Annotations XML with one object per name."""
+    objects = "".join(f"<object><name>{name}</name><difficult>0</difficult></object>" for name in names)
+    return f"<annotation><filename>x.jpg</filename>{objects}</annotation>"
+
+
+def make_coco(root: Path, split: str, images: dict[str, list[int]]) -> Path:
+    """A COCO root with images named <stem>.jpg and instances with the given category ids."""
+    (root / split).mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    from pseudolabel.prompts import load_prompts
+
+    categories = [{"id": c.coco_id, "name": c.name} for c in load_prompts("coco").classes[1:]]
+    entries, annotations = [], []
+    for number, (stem, category_ids) in enumerate(images.items(), start=1):
+        Image.new("RGB", (8, 6), (number, 0, 0)).save(root / split / f"{stem}.jpg")
+        entries.append({"id": number, "file_name": f"{stem}.jpg", "width": 8, "height": 6})
+        annotations += [{"id": len(annotations) + 1, "image_id": number, "category_id": c} for c in category_ids]
+    data = {"images": entries, "annotations": annotations, "categories": categories}
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root

@@ -1,0 +1,176 @@
+"""VOC, COCO and folder datasets: ids, labels, GT paths, and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_coco, make_voc, voc_annotation
+from PIL import Image
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.datasets import build_dataset, resolve_prompts
+from pseudolabel.datasets.coco import CocoDataset
+from pseudolabel.datasets.folder import FolderDataset
+from pseudolabel.datasets.voc import VocDataset
+from pseudolabel.errors import ConfigError, ImageLoadError, MaskError
+
+runner = CliRunner()
+
+
+def _mask(*class_ids: int) -> np.ndarray:
+    mask = np.zeros((6, 8), np.uint8)
+    for position, class_id in enumerate(class_ids):
+        mask[position, :] = class_id
+    mask[-1, -1] = 255
+    return mask
+
+
+def test_voc_labels_come_from_masks_and_aug_wins(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8, 15), "b": _mask(12)})
+    dataset = VocDataset(tmp_path, "train")  # the folder above VOC2012 is accepted
+    assert dataset.root == voc
+    assert dataset.ids() == ["a", "b"]
+    assert dataset.labels("a") == (8, 15)
+    (voc / "SegmentationClassAug").mkdir()
+    from pseudolabel.masks import write_mask
+
+    write_mask(voc / "SegmentationClassAug" / "b.png", _mask(3))
+    assert dataset.labels("b") == (3,)
+    sample = dataset.load("a")
+    assert sample.rgb.shape == (6, 8, 3) and sample.gt_path == voc / "SegmentationClass" / "a.png"
+
+
+def test_voc_labels_from_annotations_when_no_mask(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8)})
+    (voc / "SegmentationClass" / "a.png").unlink()
+    (voc / "Annotations").mkdir()
+    (voc / "Annotations" / "a.xml").write_text(voc_annotation(["dog", "person", "dog"]))
+    dataset = VocDataset(voc, "train")
+    assert dataset.labels("a") == (12, 15)
+    assert dataset.gt_path("a") is None
+    (voc / "Annotations" / "a.xml").write_text(voc_annotation(["dragon"]))
+    with pytest.raises(ConfigError, match=r"a\.xml: unknown class 'dragon'"):
+        dataset.labels("a")
+
+
+def test_voc_split_errors(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8)})
+    with pytest.raises(ConfigError, match=r"split 'val' not found.*available: train"):
+        VocDataset(voc, "val")
+    with pytest.raises(ConfigError, match="is not a VOC2012 folder"):
+        VocDataset(tmp_path / "nowhere", "train")
+    (voc / "ImageSets" / "Segmentation" / "dup.txt").write_text("a\na\n")
+    with pytest.raises(ConfigError, match="more than once: a"):
+        VocDataset(voc, "dup")
+
+
+def test_voc_split_accepts_deeplab_style_lines(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8)})
+    (voc / "ImageSets" / "Segmentation" / "aug.txt").write_text("/JPEGImages/a.jpg /SegmentationClassAug/a.png\n")
+    assert VocDataset(voc, "aug").ids() == ["a"]
+
+
+def test_voc_mask_with_non_class_values_is_a_sample_error(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8)})
+    from pseudolabel.masks import write_mask
+
+    write_mask(voc / "SegmentationClass" / "a.png", _mask(40))
+    with pytest.raises(MaskError, match=r"a\.png holds values \[40\]"):
+        VocDataset(voc, "train").labels("a")
+
+
+def test_coco_labels_use_contiguous_ids(tmp_path: Path) -> None:
+    root = make_coco(tmp_path, "val2014", {"x": [1, 90, 1], "y": [62], "empty": []})
+    dataset = CocoDataset(root, "val2014")
+    assert dataset.ids() == ["x", "y"]  # images without annotations carry no label
+    assert dataset.labels("x") == (1, 80)  # person, toothbrush
+    assert dataset.class_names[dataset.labels("y")[0]] == "chair"
+    assert dataset.load("x").rgb.shape == (6, 8, 3)
+    assert dataset.gt_path("x") is None
+
+
+def test_coco_category_mismatch_is_refused(tmp_path: Path) -> None:
+    root = make_coco(tmp_path, "val2014", {"x": [1]})
+    path = root / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["categories"][0]["name"] = "human"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"category 1 'human' does not match"):
+        CocoDataset(root, "val2014")
+
+
+def _folder(tmp_path: Path) -> Path:
+    images = tmp_path / "imgs"
+    (images / "sub").mkdir(parents=True)
+    Image.new("RGB", (5, 4)).save(images / "one.jpg")
+    Image.new("RGB", (5, 4)).save(images / "sub" / "two.png")
+    return images
+
+
+def test_folder_dataset_reads_csv_and_json(tmp_path: Path) -> None:
+    images = _folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("image,labels\none.jpg,cat;sofa\n# comment\nsub/two,Dining Table\n")
+    dataset = FolderDataset(images, tmp_path / "labels.csv")
+    assert dataset.ids() == ["one", "sub/two"]
+    assert dataset.labels("one") == (8, 18)
+    assert dataset.labels("sub/two") == (11,)
+    (tmp_path / "labels.json").write_text(json.dumps({"one.jpg": ["dog"], "sub/two.png": "cat;dog"}))
+    assert FolderDataset(images, tmp_path / "labels.json").labels("sub/two") == (8, 12)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("one.jpg,kitten\n", r"labels\.csv:1: unknown class 'kitten'.*synonym of 'cat'"),
+        ("one.jpg,\n", r"labels\.csv:1: one\.jpg has no labels"),
+        ("one.jpg,cat\nghost.jpg,dog\nghost2.jpg,dog\n", r"2 listed images are not in .*: ghost\.jpg, ghost2\.jpg"),
+        ("one.jpg,cat\none,dog\n", r"image id 'one' is listed more than once"),
+    ],
+)
+def test_folder_dataset_errors(tmp_path: Path, content: str, message: str) -> None:
+    images = _folder(tmp_path)
+    (tmp_path / "labels.csv").write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        FolderDataset(images, tmp_path / "labels.csv")
+
+
+def test_folder_dataset_with_own_class_list(tmp_path: Path) -> None:
+    images = _folder(tmp_path)
+    (tmp_path / "classes.txt").write_text("widget\ngadget\n")
+    (tmp_path / "labels.csv").write_text("one.jpg,gadget\n")
+    prompts = resolve_prompts("folder", None, tmp_path / "classes.txt")
+    dataset = build_dataset("folder", images, prompts=prompts, labels_file=tmp_path / "labels.csv")
+    assert dataset.class_names == ["background", "widget", "gadget"]
+    assert dataset.labels("one") == (2,)
+
+
+def test_corrupt_image_fails_load_with_its_name(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8), "b": _mask(12)})
+    (voc / "JPEGImages" / "b.jpg").write_bytes(b"garbage")
+    dataset = VocDataset(voc, "train")
+    assert dataset.load("a").labels == (8,)
+    with pytest.raises(ImageLoadError, match=r"b\.jpg"):
+        dataset.load("b")
+
+
+def test_inspect_reports_bad_images_and_counts_the_rest(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8), "b": _mask(12), "c": _mask(8, 15)})
+    (voc / "JPEGImages" / "b.jpg").write_bytes(b"garbage")
+    result = runner.invoke(app, ["inspect", "--dataset", "voc", "--root", str(voc), "--check-images"])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 images have a GT mask" in result.output
+    assert "skipped b: cannot decode image" in result.output
+    assert "1 images have problems" in result.output
+    cat_row = next(line for line in result.output.splitlines() if " cat " in line)
+    assert cat_row.split("│")[3].strip() == "2"
+
+
+def test_inspect_needs_root() -> None:
+    result = runner.invoke(app, ["inspect", "--dataset", "voc"])
+    assert result.exit_code == 1
+    assert "error: --dataset voc needs --root DIR" in result.output
+    assert "Traceback" not in result.output

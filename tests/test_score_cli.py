@@ -1,0 +1,172 @@
+"""`pseudolabel score` end to end: figures match the independent implementation for every GT format."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import random_label_pair
+from helpers import make_voc
+from PIL import Image
+from reference_metrics import reference_scores
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.masks import VOC_COLORMAP, write_mask
+from pseudolabel.scoring import Pair, score_pairs
+
+runner = CliRunner()
+NUM_CLASSES = 21
+
+
+def _pairs(count: int = 5, seed: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [random_label_pair(rng, 41 + 3 * i, 60 - 2 * i, NUM_CLASSES) for i in range(count)]
+
+
+def _write_gt(folder: Path, name: str, gt: np.ndarray, fmt: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "P":
+        write_mask(folder / f"{name}.png", gt)
+    elif fmt == "L":
+        Image.fromarray(gt).save(folder / f"{name}.png")
+    else:
+        Image.fromarray(VOC_COLORMAP[gt]).save(folder / f"{name}.png")
+
+
+def _write_folders(tmp_path: Path, pairs: list, fmt: str = "P") -> tuple[Path, Path]:
+    for index, (gt, pred) in enumerate(pairs):
+        _write_gt(tmp_path / "gt", f"img{index}", gt, fmt)
+        write_mask(tmp_path / "pred" / f"img{index}.png", pred)
+    return tmp_path / "pred", tmp_path / "gt"
+
+
+@pytest.mark.parametrize("fmt", ["P", "L", "RGB"])
+def test_score_matches_reference_for_each_gt_format(tmp_path: Path, fmt: str) -> None:
+    pairs = _pairs()
+    pred, gt = _write_folders(tmp_path, pairs, fmt)
+    out = tmp_path / "report" / "score.json"
+    result = runner.invoke(app, ["score", "--pred", str(pred), "--gt", str(gt), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    expected = reference_scores(pairs, NUM_CLASSES)
+    for key in ("miou", "miou_confident", "coverage", "pixel_accuracy"):
+        assert report[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert report["mbiou"] == pytest.approx(expected["mbiou"], abs=1e-4)
+    assert len(report["iou"]) == NUM_CLASSES
+    for ours, theirs in zip(report["iou"], expected["iou"], strict=True):
+        assert ours is None if theirs is None else ours == pytest.approx(theirs, abs=1e-6)
+    assert report["class_names"][15] == "person"
+    assert report["num_images"] == 5
+    assert f"mIoU {100 * expected['miou']:.2f}" in result.output
+
+
+def test_csv_and_resolved_config_are_written(tmp_path: Path) -> None:
+    pred, gt = _write_folders(tmp_path, _pairs(2))
+    out_csv = tmp_path / "per_class.csv"
+    result = runner.invoke(app, ["score", "--pred", str(pred), "--gt", str(gt), "--csv", str(out_csv)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == NUM_CLASSES and rows[8]["class"] == "cat"
+    config = yaml.safe_load((tmp_path / "per_class.config.yaml").read_text())
+    assert config["score"]["csv"] == str(out_csv)
+
+
+def test_dataset_mode_scores_the_split(tmp_path: Path) -> None:
+    pairs = _pairs(3)
+    voc = make_voc(tmp_path, {f"id{i}": gt for i, (gt, _) in enumerate(pairs)})
+    for index, (_, pred) in enumerate(pairs):
+        write_mask(tmp_path / "pred" / f"id{index}.png", pred)
+    write_mask(tmp_path / "pred" / "stray.png", pairs[0][1])
+    out = tmp_path / "s.json"
+    args = ["score", "--pred", str(tmp_path / "pred"), "--dataset", "voc", "--root", str(voc), "--json", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["miou"] == pytest.approx(reference_scores(pairs, NUM_CLASSES)["miou"], abs=1e-6)
+    assert report["num_extra_predictions"] == 1
+    assert "1 predictions without GT were not scored" in result.output
+
+
+def test_missing_predictions_fail_or_count_as_unsure(tmp_path: Path) -> None:
+    pairs = _pairs(3)
+    pred, gt = _write_folders(tmp_path, pairs)
+    (pred / "img1.png").unlink()
+    result = runner.invoke(app, ["score", "--pred", str(pred), "--gt", str(gt)])
+    assert result.exit_code == 1
+    assert "1 of 3 predictions are missing" in result.output and "img1" in result.output
+    assert "Traceback" not in result.output
+    out = tmp_path / "s.json"
+    result = runner.invoke(app, ["score", "--pred", str(pred), "--gt", str(gt), "--allow-missing", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    all_unsure = np.full_like(pairs[1][0], 255)
+    expected = reference_scores([pairs[0], (pairs[1][0], all_unsure), pairs[2]], NUM_CLASSES)
+    assert report["coverage"] == pytest.approx(expected["coverage"], abs=1e-6)
+    assert report["miou"] == pytest.approx(expected["miou"], abs=1e-6)
+    assert report["missing_predictions"] == ["img1"]
+
+
+def test_size_mismatch_is_a_one_line_error(tmp_path: Path) -> None:
+    pred, gt = _write_folders(tmp_path, _pairs(2))
+    write_mask(pred / "img1.png", np.zeros((10, 10), np.uint8))
+    result = runner.invoke(app, ["score", "--pred", str(pred), "--gt", str(gt)])
+    assert result.exit_code == 1
+    assert "size mismatch for img1.png" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_out_of_range_prediction_is_refused(tmp_path: Path) -> None:
+    pred, gt = _write_folders(tmp_path, _pairs(1))
+    mask = np.zeros_like(_pairs(1)[0][0])
+    mask[0, 0] = 30
+    write_mask(pred / "img0.png", mask)
+    result = runner.invoke(app, ["score", "--pred", str(pred), "--gt", str(gt)])
+    assert result.exit_code == 1 and "holds values 30 beyond the 21 classes" in result.output
+
+
+def test_config_file_values_are_overridden_by_flags(tmp_path: Path) -> None:
+    pred, gt = _write_folders(tmp_path, _pairs(2))
+    config = tmp_path / "score.yaml"
+    config.write_text(yaml.safe_dump({"score": {"pred": str(pred), "gt": str(gt), "json": str(tmp_path / "a.json")}}))
+    result = runner.invoke(app, ["score", "--config", str(config), "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "b.json").exists() and not (tmp_path / "a.json").exists()
+    resolved = yaml.safe_load((tmp_path / "b.config.yaml").read_text())
+    assert resolved["score"]["json"] == str(tmp_path / "b.json")
+    rerun = runner.invoke(app, ["score", "--config", str(tmp_path / "b.config.yaml")])
+    assert rerun.exit_code == 0, rerun.output
+
+
+def test_config_file_with_unknown_key_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("pred: x\nthreshold: 3\n")
+    result = runner.invoke(app, ["score", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "'threshold' is not an option of 'score'" in result.output
+
+
+def test_usage_errors_exit_2_and_user_errors_exit_1(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["score"]).exit_code == 2  # --pred missing: Typer usage error
+    result = runner.invoke(app, ["score", "--pred", str(tmp_path)])
+    assert result.exit_code == 1 and "exactly one of --gt DIR or --dataset" in result.output
+
+
+def test_parallel_scoring_equals_in_process(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    pairs = []
+    for index in range(70):
+        gt, pred = random_label_pair(rng, 20, 24, 5)
+        write_mask(tmp_path / f"g{index}.png", gt)
+        write_mask(tmp_path / f"p{index}.png", pred)
+        pairs.append(Pair(str(index), tmp_path / f"g{index}.png", tmp_path / f"p{index}.png"))
+    seen: list[int] = []
+    parallel = score_pairs(pairs, 5, workers=2, on_progress=seen.append)
+    serial = score_pairs(pairs, 5, workers=1)
+    np.testing.assert_array_equal(parallel.confusion, serial.confusion)
+    np.testing.assert_array_equal(parallel.boundary_union, serial.boundary_union)
+    assert sum(seen) == 70
