@@ -105,9 +105,9 @@ def count_pair(gt: np.ndarray, pred: np.ndarray, num_classes: int, name: str = "
     counts = Counts(num_classes)
     columns = [*range(num_classes), IGNORE_INDEX]
     counts.confusion[:] = joint[:num_classes][:, columns]
-    present = np.flatnonzero(
-        joint[:num_classes].sum(axis=0)[:num_classes] + joint[:num_classes, :num_classes].sum(axis=1)
-    )
+    in_gt = counts.confusion.sum(axis=1) > 0
+    in_pred = counts.confusion[:, :num_classes].sum(axis=0) > 0
+    present = np.flatnonzero(in_gt | in_pred)
     if present.size:
         width = boundary_width(*gt.shape)
         valid = gt != IGNORE_INDEX

@@ -79,6 +79,18 @@ def test_unsure_prediction_is_a_miss_only_for_the_gt_class() -> None:
     assert scores["precision"][0] is None
 
 
+def test_class_predicted_only_as_unsure_scores_zero_boundary_iou() -> None:
+    gt = np.zeros((20, 20), dtype=np.uint8)
+    gt[5:15, 5:15] = 3
+    pred = gt.copy()
+    pred[gt == 3] = 255
+    scores = summarize(count_pair(gt, pred, 4))
+    assert scores["biou"][3] == 0.0
+    assert scores["iou"][3] == 0.0
+    expected = reference_scores([(gt, pred)], 4)
+    assert scores["mbiou"] == pytest.approx(expected["mbiou"], abs=1e-4)
+
+
 def test_gt_ignore_pixels_are_not_scored() -> None:
     gt = np.array([[255, 255, 1, 1]], dtype=np.uint8)
     pred = np.array([[2, 0, 1, 1]], dtype=np.uint8)
