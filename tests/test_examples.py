@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,18 @@ def test_readme_score_command_on_examples(tmp_path: Path) -> None:
         assert report["precision"][class_id] < 1.0
     assert report["mbiou"] < report["miou"]
     assert report["coverage"] == pytest.approx(1.0)
+
+
+def test_module_entry_point_runs_outside_the_test_runner(tmp_path: Path) -> None:
+    args = ["score", "--pred", str(EXAMPLES / "voc" / "coarse_masks"), "--gt", str(VOC_ROOT / "SegmentationClass")]
+    result = subprocess.run([sys.executable, "-m", "pseudolabel", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "mIoU" in result.stdout and "motorbike" in result.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "pseudolabel", "score", "--pred", str(tmp_path / "none"), "--gt", str(VOC_ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [f"error: mask folder {tmp_path / 'none'} does not exist"]
