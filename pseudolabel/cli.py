@@ -9,8 +9,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from pseudolabel import __version__
@@ -213,6 +223,140 @@ def inspect(
         err_console.print(f"[yellow]skipped[/] {image_id}: {message}", highlight=False, soft_wrap=True)
     if summary.problems:
         err_console.print(f"{len(summary.problems)} images have problems (listed above)")
+
+
+class Method(str, Enum):
+    """Labelers ``generate --method`` knows."""
+
+    cam = "cam"
+
+
+class Synonyms(str, Enum):
+    """How class names become prompts."""
+
+    none = "none"
+    fuse = "fuse"
+    pole = "pole"
+
+
+class RateColumn(ProgressColumn):
+    """Images per second of a Rich progress task."""
+
+    def render(self, task: Task) -> Text:
+        return Text("-" if task.speed is None else f"{task.speed:.2f} img/s")
+
+
+def _parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise ConfigError(f"--scales must be comma-separated numbers, got {text!r}") from error
+    if not scales or any(scale <= 0 for scale in scales):
+        raise ConfigError(f"--scales must be positive numbers, got {text!r}")
+    return scales
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset kind.")],
+    out: Annotated[Path, typer.Option(help="Output folder: <id>.png masks, manifest.jsonl, config.yaml.")],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    method: Annotated[Method, typer.Option(help="Labeler.")] = Method.cam,
+    clip_model: Annotated[str, typer.Option(help="open_clip architecture (OpenAI weights need -quickgelu).")] = (
+        "ViT-B-16-quickgelu"
+    ),
+    clip_weights: Annotated[
+        str, typer.Option(help="openai (downloaded once into the cache), a state-dict file, or random.")
+    ] = "openai",
+    synonyms: Annotated[
+        Synonyms, typer.Option(help="Class names as prompts: none, fuse (CLIP-ES fused names), pole.")
+    ] = Synonyms.fuse,
+    pole_candidates: Annotated[int, typer.Option(help="POLE: names per class to choose from.")] = 4,
+    scales: Annotated[str, typer.Option(help="Comma-separated image scales, e.g. 1.0,0.75,1.25.")] = "1.0",
+    flip: Annotated[bool, typer.Option(help="Add a horizontally flipped view per scale.")] = False,
+    caa: Annotated[bool, typer.Option(help="Refine CAMs with class-aware attention affinity.")] = True,
+    box_threshold: Annotated[float, typer.Option(help="CAA boxes around CAM regions above this share of max.")] = 0.4,
+    bg_alpha: Annotated[float, typer.Option(help="Background score = (1 - max CAM) ** alpha.")] = 1.0,
+    bg_threshold: Annotated[
+        float | None, typer.Option(help="Constant background score instead (foreground where a CAM exceeds it).")
+    ] = None,
+    unsure_margin: Annotated[
+        float, typer.Option(help="Mark pixels whose two best scores differ by less than this as 255.")
+    ] = 0.05,
+    save_scores: Annotated[Path | None, typer.Option(help="Also save soft scores <id>.npz (float16) here.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")] = "auto",
+    limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
+    shard: Annotated[str, typer.Option(help="i/n: this run does every n-th image from i.")] = "0/1",
+    overwrite: Annotated[bool, typer.Option(help="Redo images whose outputs exist (default: resume).")] = False,
+    num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for anything random (random weights included).")] = 0,
+    max_image_pixels: MaxPixelsOption = 89_478_485,
+    config: ConfigOption = None,
+) -> None:
+    """Generate pseudo-label masks from image-level labels."""
+    import torch
+
+    from pseudolabel.devices import autocast_dtype, resolve_device
+    from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
+    from pseudolabel.labelers.clip_es import CamOptions
+    from pseudolabel.models.clip import build_clip
+    from pseudolabel.pipeline import RunOptions, parse_shard, run_labeler
+
+    run = RunOptions(out, save_scores, unsure_margin, overwrite, limit, parse_shard(shard), num_workers)
+    cam_options = CamOptions(_parse_scales(scales), flip, caa, box_threshold)
+    labeler_options = CamLabelerOptions(synonyms.value, pole_candidates, bg_alpha, bg_threshold)
+    source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
+    torch_device = resolve_device(device)
+    dtype = autocast_dtype(precision, torch_device)
+
+    def make_labeler() -> CamLabeler:
+        torch.manual_seed(seed)
+        clip = build_clip(clip_model, clip_weights, torch_device)
+        return CamLabeler(clip, source.prompts, cam_options, labeler_options, dtype)
+
+    write_resolved_config(out / "config.yaml", ctx)
+    with Progress(
+        TextColumn("generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    ) as progress:
+        task = progress.add_task("generate", total=None)
+        summary = run_labeler(
+            source, make_labeler, run,
+            on_start=lambda total: progress.update(task, total=total),
+            on_progress=lambda: progress.advance(task),
+            on_stop_request=lambda: err_console.print("stopping after the current image (Ctrl-C again to abort)"),
+        )  # fmt: skip
+    _print_generate_summary(summary, out)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_generate_summary(summary: Any, out: Path) -> None:
+    rate = summary.done / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"{summary.done} images labelled, {summary.failed} failed, {summary.already_done} already done "
+        f"(of {summary.selected} selected) in {summary.seconds:.1f} s ({rate:.2f} img/s); masks in {out}",
+        highlight=False,
+    )
+    if summary.failed:
+        err_console.print(f"[yellow]{summary.failed} images failed: see status 'failed' in the manifest[/]")
+    if summary.synonym_wins:
+        table = Table(title="POLE: how often each name won")
+        table.add_column("class")
+        table.add_column("chosen names (count)")
+        for class_name, wins in sorted(summary.synonym_wins.items()):
+            table.add_row(class_name, ", ".join(f"{name} ({count})" for name, count in wins.most_common()))
+        console.print(table)
 
 
 @models_app.command("list")

@@ -13,6 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_current_umask()
+"""Mode of new outputs: what ``open()`` would give (mkstemp alone would make them private)."""
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on normal exit rename it onto ``path``.
@@ -27,6 +37,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     temp = Path(temp_name)
     try:
         yield temp
+        os.chmod(temp, FILE_MODE)
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)

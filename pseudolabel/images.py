@@ -66,8 +66,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.array(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
 def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:

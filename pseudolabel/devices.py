@@ -1,0 +1,40 @@
+"""``--device`` and ``--precision`` to a torch device and an autocast dtype."""
+
+from __future__ import annotations
+
+import torch
+
+from pseudolabel.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(text: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {text!r} is not a device (use auto, cpu, cuda or cuda:N)") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {text}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {text}: only {torch.cuda.device_count()} CUDA devices here")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {text}: only cpu and cuda are supported")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision (None = plain fp32); ``auto`` is bf16 on CUDA, fp32 on CPU."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        raise ConfigError(f"--precision {precision} needs a CUDA device; use fp32 on the CPU")
+    return torch.bfloat16 if precision == "bf16" else torch.float16

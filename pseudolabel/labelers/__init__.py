@@ -1,0 +1,1 @@
+"""Labelers turn a Sample into ScoreMaps: ``cam`` (CLIP-ES) for now."""

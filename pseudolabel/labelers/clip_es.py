@@ -1,0 +1,221 @@
+"""CLIP-ES class activation maps from CLIP ViT (training-free), with class-aware attention affinity.
+
+Per image view (scale, flip): the image is resized to a multiple of the patch size without
+cropping; the first L-1 blocks run without gradients and record attention; GradCAM is taken
+at the input of the last block for all classes at once (one forward of the last block, one
+batched backward that computes input gradients only); each class map is refined with the
+class-aware attention affinity (CAA) and resized to the image. Views are averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pseudolabel.models.clip import ClipModel, block_forward, patch_tokens, pooled_patch_features
+
+EPSILON = 1e-7
+
+
+@dataclass(frozen=True)
+class CamOptions:
+    """CAM settings.
+
+    Attributes:
+        scales: image scales, each view resized to a multiple of the patch size.
+        flip: add a horizontally flipped view per scale.
+        caa: refine with class-aware attention affinity.
+        box_threshold: CAA keeps affinities into boxes around CAM regions above this share of the max.
+        attention_layers: last blocks whose attention forms the affinity.
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    caa: bool = True
+    box_threshold: float = 0.4
+    attention_layers: int = 8
+
+
+@dataclass
+class View:
+    """One encoded view: last-block input tokens and the summed attention of the earlier window blocks."""
+
+    tokens: torch.Tensor
+    attention_sum: torch.Tensor
+    attention_count: int
+    grid: tuple[int, int]
+    flipped: bool
+
+
+def min_max(values: torch.Tensor) -> torch.Tensor:
+    """Scale each row of [K, ...] to [0, 1] (subtract min, divide by max + 1e-7)."""
+    flat = values.flatten(1)
+    flat = flat - flat.min(dim=1, keepdim=True).values
+    flat = flat / (flat.max(dim=1, keepdim=True).values + EPSILON)
+    return flat.view_as(values)
+
+
+def gradcam_last_block(
+    clip: ClipModel, tokens: torch.Tensor, text_features: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GradCAM of every target class at the input of the last block, in one batched backward.
+
+    The target of class k is its softmax probability over all texts (the image's classes and
+    the background words): softmax is what makes the classes compete.
+
+    Args:
+        tokens: last-block input [1, 1 + N, C] (no grad needed).
+        text_features: normalised [T, D]; the first ``num_classes`` rows are the targets.
+
+    Returns:
+        (cams [K, N] min-max scaled, last-block attention [1 + N, 1 + N] averaged over heads).
+    """
+    visual = clip.model.visual
+    inputs = tokens.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out, attention = block_forward(visual.transformer.resblocks[-1], inputs, need_attention=True)
+        features = F.normalize(pooled_patch_features(visual, out).float(), dim=-1)
+        logits = clip.model.logit_scale.exp() * features @ text_features.T
+        probabilities = logits.softmax(dim=-1)[0, :num_classes]
+        selectors = torch.eye(num_classes, device=probabilities.device, dtype=probabilities.dtype)
+        (gradients,) = torch.autograd.grad(probabilities, inputs, grad_outputs=selectors, is_grads_batched=True)
+    channel_weights = gradients[:, 0, 1:].float().mean(dim=1)
+    cams = torch.relu(channel_weights @ tokens[0, 1:].float().T)
+    return min_max(cams), attention[0].detach().float()
+
+
+def caa_transition(attention: torch.Tensor) -> torch.Tensor:
+    """Affinity from patch attention [N, N]: normalise columns then rows three times, symmetrise, square."""
+    transition = attention
+    for _ in range(3):
+        transition = transition / transition.sum(dim=0, keepdim=True)
+        transition = transition / transition.sum(dim=1, keepdim=True)
+    transition = (transition + transition.T) / 2
+    return transition @ transition
+
+
+def region_box_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
+    """1 inside the bounding box of each 8-connected region where ``cam > threshold * max``, else 0.
+
+    Args:
+        cam: float [h, w].
+
+    Returns:
+        float32 [h, w].
+    """
+    binary = (cam > threshold * cam.max()).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    mask = np.zeros(cam.shape, dtype=np.float32)
+    for left, top, width, height, _ in stats[1:count]:
+        mask[top : top + height, left : left + width] = 1.0
+    return mask
+
+
+def refine_with_affinity(
+    cams: torch.Tensor, transition: torch.Tensor, grid: tuple[int, int], threshold: float
+) -> torch.Tensor:
+    """CAA: refined_k = T_k @ cam_k, with T's columns outside class k's boxes zeroed; min-max scaled.
+
+    Args:
+        cams: [K, N] in [0, 1]; transition: [N, N].
+
+    Returns:
+        [K, N].
+    """
+    boxes = np.stack([region_box_mask(cam.reshape(grid).cpu().numpy(), threshold).ravel() for cam in cams])
+    masked = torch.from_numpy(boxes).to(cams.device) * cams
+    return min_max(masked @ transition.T)
+
+
+class ClipEsCam:
+    """CAMs of an image's classes from a CLIP model; the model is built once and reused.
+
+    ``encode_views`` runs the text-independent part once per image; ``class_maps`` can then be
+    called for several prompt sets (POLE uses this to re-prompt without re-encoding).
+    """
+
+    def __init__(self, clip: ClipModel, options: CamOptions | None = None, autocast_dtype: torch.dtype | None = None):
+        self.clip = clip
+        self.options = options or CamOptions()
+        self.autocast_dtype = autocast_dtype
+
+    def _autocast(self) -> torch.autocast:
+        device_type = self.clip.device.type
+        return torch.autocast(
+            device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        )
+
+    def view_tensor(self, rgb: np.ndarray, scale: float, flipped: bool) -> torch.Tensor:
+        """Normalised [1, 3, H', W'] with H', W' = ceil(scale * side / patch) * patch."""
+        patch = self.clip.patch_size
+        height, width = rgb.shape[:2]
+        size = (max(1, math.ceil(scale * height / patch)) * patch, max(1, math.ceil(scale * width / patch)) * patch)
+        image = torch.as_tensor(np.ascontiguousarray(rgb)).to(self.clip.device).permute(2, 0, 1)[None].float() / 255
+        if flipped:
+            image = image.flip(-1)
+        image = F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        return self.clip.normalize(image)
+
+    @torch.no_grad()
+    def encode_views(self, rgb: np.ndarray) -> list[View]:
+        """Run every view through all blocks but the last, collecting window attention."""
+        views = []
+        blocks = self.clip.model.visual.transformer.resblocks
+        window_start = max(0, len(blocks) - self.options.attention_layers)
+        for scale in self.options.scales:
+            for flipped in (False, True) if self.options.flip else (False,):
+                image = self.view_tensor(rgb, scale, flipped)
+                grid = (image.shape[2] // self.clip.patch_size, image.shape[3] // self.clip.patch_size)
+                with self._autocast():
+                    tokens = patch_tokens(self.clip.model.visual, image)
+                    attention_sum = torch.zeros(tokens.shape[1], tokens.shape[1], device=tokens.device)
+                    for index, block in enumerate(blocks[:-1]):
+                        tokens, attention = block_forward(block, tokens, need_attention=index >= window_start)
+                        if attention is not None:
+                            attention_sum += attention[0].float()
+                views.append(View(tokens, attention_sum, len(blocks) - 1 - window_start, grid, flipped))
+        return views
+
+    def class_maps(
+        self, views: list[View], text_features: torch.Tensor, num_classes: int, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """CAMs of the first ``num_classes`` texts, averaged over views.
+
+        Args:
+            text_features: normalised [T, D]: target classes first, then background words.
+            size: (H, W) of the original image.
+
+        Returns:
+            float32 [K, H, W] in [0, 1]: the mean over views of each view's min-max scaled map,
+            bilinearly resized to the image (not re-scaled after resizing or averaging).
+        """
+        total = torch.zeros(num_classes, *size, device=self.clip.device)
+        if num_classes == 0:
+            return total
+        for view in views:
+            with self._autocast():
+                cams, last_attention = gradcam_last_block(self.clip, view.tokens, text_features, num_classes)
+            if self.options.caa:
+                attention = (view.attention_sum + last_attention) / (view.attention_count + 1)
+                cams = refine_with_affinity(
+                    cams, caa_transition(attention[1:, 1:]), view.grid, self.options.box_threshold
+                )
+            maps = F.interpolate(
+                cams.view(1, num_classes, *view.grid), size=size, mode="bilinear", align_corners=False
+            )[0]
+            total += maps.flip(-1) if view.flipped else maps
+        return total / len(views)
+
+
+def background_score(cams: torch.Tensor, alpha: float = 1.0, threshold: float | None = None) -> torch.Tensor:
+    """Background channel [H, W]: (1 - max_k cam_k) ** alpha, or a constant ``threshold`` when given."""
+    if threshold is not None:
+        return torch.full(cams.shape[1:], float(threshold), device=cams.device)
+    if cams.shape[0] == 0:
+        return torch.ones(cams.shape[1:], device=cams.device)
+    return (1 - cams.max(dim=0).values).clamp(min=0) ** alpha

@@ -1,0 +1,204 @@
+"""CLIP through open_clip: building the model from the weights manager, text embeddings, and the
+token-level pieces of the ViT that CLIP-ES style CAMs need (positional-embedding interpolation,
+a block forward that also returns attention maps, patch-token pooling).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.models.weights import resolve_weights
+
+DEFAULT_ARCH = "ViT-B-16-quickgelu"
+"""OpenAI's CLIP was trained with QuickGELU; open_clip's plain ``ViT-B-16`` uses GELU."""
+OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+WEIGHT_NAMES = {"openai": "clip_vit_b16_openai"}
+
+
+@dataclass
+class ClipModel:
+    """A frozen CLIP model with its tokenizer and cached text embeddings.
+
+    Attributes:
+        model: open_clip ``CLIP`` in eval mode; parameters do not require gradients.
+        mean, std: per-channel normalisation of [0, 1] RGB input.
+        patch_size: ViT patch size in pixels.
+    """
+
+    model: Any
+    tokenizer: Any
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    patch_size: int
+    _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings [T, D] (float32), computed once per distinct text."""
+        missing = [text for text in dict.fromkeys(texts) if text not in self._text_cache]
+        if missing:
+            tokens = self.tokenizer(missing).to(self.device)
+            features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            self._text_cache.update(zip(missing, features, strict=True))
+        return torch.stack([self._text_cache[text] for text in texts])
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings [B, D] of normalised images [B, 3, S, S] at the model's size."""
+        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+
+    def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Normalise [B, 3, H, W] RGB in [0, 1] with CLIP's mean and std."""
+        mean = torch.tensor(self.mean, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+        return (rgb - mean) / std
+
+
+def build_clip(
+    arch: str | dict[str, Any] = DEFAULT_ARCH, weights: str = "openai", device: str | torch.device = "cpu"
+) -> ClipModel:
+    """Create CLIP once per process.
+
+    Args:
+        arch: open_clip model name (``ViT-B-16-quickgelu``), or a config dict
+            (``embed_dim``, ``vision_cfg``, ``text_cfg``, ``quick_gelu``) for small test models.
+        weights: ``openai`` (OpenAI's ViT-B/16 from the weights cache), a file path (an open_clip
+            state dict, an OpenAI-format state dict, or OpenAI's TorchScript archive), or
+            ``random``.
+
+    Raises:
+        WeightsError: missing file, or weights that do not fit the architecture.
+    """
+    config = dict(arch) if isinstance(arch, dict) else open_clip.get_model_config(arch)
+    if config is None:
+        raise ConfigError(f"unknown open_clip architecture {arch!r} (e.g. ViT-B-16-quickgelu)")
+    model = open_clip.model.CLIP(config.pop("embed_dim"), config.pop("vision_cfg"), config.pop("text_cfg"), **config)
+    path = resolve_weights(WEIGHT_NAMES.get(weights, weights), "clip")
+    if path is not None:
+        state_dict = read_clip_state_dict(path)
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as error:
+            first_line = str(error).splitlines()[0]
+            raise WeightsError(f"CLIP weights {path} do not fit architecture {arch}: {first_line}") from error
+    model = model.float().eval().to(device)
+    model.requires_grad_(False)
+    visual = model.visual
+    mean = tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
+    std = tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
+    patch = visual.conv1.kernel_size[0]
+    tokenizer = open_clip.get_tokenizer(arch if isinstance(arch, str) else "ViT-B-16")
+    return ClipModel(model, tokenizer, mean, std, patch)
+
+
+def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read CLIP weights from OpenAI's TorchScript archive or a (possibly wrapped) state dict.
+
+    State dicts load with ``weights_only=True``; OpenAI's metadata entries are dropped.
+    """
+    if is_torchscript_archive(path):
+        # OpenAI ships ViT-B-16.pt as TorchScript; its checksum is verified on download.
+        state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+    else:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise WeightsError(f"cannot read CLIP weights {path}: {str(error).splitlines()[0]}") from error
+        state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+        if not isinstance(state_dict, dict):
+            raise WeightsError(f"CLIP weights {path} hold no state dict")
+    cleaned = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    for key in OPENAI_META_KEYS:
+        cleaned.pop(key, None)
+    return {key: value.float() for key, value in cleaned.items()}
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """True for a TorchScript zip (it holds ``constants.pkl`` and ``code/``), False for torch.save files."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Embed images of any size whose sides are multiples of the patch size.
+
+    The patch positional embeddings are resized bicubically from the training grid to the
+    image's grid; the class token keeps its own.
+
+    Args:
+        images: normalised [B, 3, H, W].
+
+    Returns:
+        tokens [B, 1 + (H/p)(W/p), C] after ``ln_pre``, class token first.
+    """
+    x = visual.conv1(images)
+    batch, width, grid_h, grid_w = x.shape
+    x = x.reshape(batch, width, grid_h * grid_w).permute(0, 2, 1)
+    position = visual.positional_embedding.to(x.dtype)
+    trained = round((position.shape[0] - 1) ** 0.5)
+    patch_position = position[1:]
+    if (grid_h, grid_w) != (trained, trained):
+        grid = patch_position.reshape(1, trained, trained, width).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        patch_position = grid.permute(0, 2, 3, 1).reshape(grid_h * grid_w, width)
+    class_token = (visual.class_embedding.to(x.dtype) + position[0]).expand(batch, 1, width)
+    x = torch.cat([class_token, x + patch_position], dim=1)
+    return visual.ln_pre(x)
+
+
+def block_forward(
+    block: nn.Module, x: torch.Tensor, need_attention: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One open_clip ``ResidualAttentionBlock`` on batch-first tokens, optionally with attention maps.
+
+    Args:
+        x: tokens [B, L, C].
+        need_attention: also return the softmax attention averaged over heads.
+
+    Returns:
+        (tokens [B, L, C], attention [B, L, L] or None).
+    """
+    attention_module = block.attn
+    batch, length, width = x.shape
+    heads = attention_module.num_heads
+    qkv = F.linear(block.ln_1(x), attention_module.in_proj_weight, attention_module.in_proj_bias)
+    query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    if need_attention:
+        weights = torch.softmax((query * (width // heads) ** -0.5) @ key.transpose(-2, -1), dim=-1)
+        mixed = weights @ value
+        attention = weights.mean(dim=1)
+    else:
+        mixed = F.scaled_dot_product_attention(query, key, value)
+        attention = None
+    mixed = attention_module.out_proj(mixed.transpose(1, 2).reshape(batch, length, width))
+    x = x + block.ls_1(mixed)
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, attention
+
+
+def pooled_patch_features(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP-ES image feature: ``ln_post`` on each patch token, mean over patches, then ``proj``.
+
+    Args:
+        tokens: final tokens [B, L, C], class token first.
+
+    Returns:
+        features [B, D] (not normalised).
+    """
+    pooled = visual.ln_post(tokens[:, 1:]).mean(dim=1)
+    return pooled @ visual.proj if visual.proj is not None else pooled

@@ -1,0 +1,209 @@
+"""Run a labeler over a dataset split: shard and limit selection, resume, decoding in worker
+processes, atomic outputs, a manifest record per image, a progress bar, and a clean stop on
+Ctrl-C (the current image is finished and recorded, then the run stops).
+
+One image is a pure function of its id, so ``--shard i/n`` runs can go on different GPUs or
+machines over the same output folder.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from pseudolabel.datasets.base import Dataset, Sample
+from pseudolabel.errors import ConfigError, SampleError
+from pseudolabel.manifest import Manifest, manifest_name
+from pseudolabel.masks import write_mask
+from pseudolabel.scoremaps import ScoreMaps, decode, save_scores
+
+Labeler = Callable[[Sample], tuple[ScoreMaps, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where outputs go and which images to do.
+
+    Attributes:
+        out_dir: palette PNGs ``<id>.png``, the manifest and the resolved config.
+        scores_dir: if set, soft scores ``<id>.npz`` (float16) are saved there too.
+        unsure_margin: decode marks pixels whose two best scores are closer than this as 255.
+        overwrite: redo images whose outputs already exist.
+        limit: only the first N images of the split (before sharding).
+        shard: (i, n): this run does every n-th image starting at i.
+        num_workers: processes decoding images ahead of the model (0 = in this process).
+    """
+
+    out_dir: Path
+    scores_dir: Path | None = None
+    unsure_margin: float = 0.05
+    overwrite: bool = False
+    limit: int | None = None
+    shard: tuple[int, int] = (0, 1)
+    num_workers: int = 2
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``synonym_wins[class][name]`` counts POLE choices."""
+
+    selected: int = 0
+    already_done: int = 0
+    done: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+    synonym_wins: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError as error:
+        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from error
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def select_ids(ids: list[str], shard: tuple[int, int], limit: int | None) -> list[str]:
+    """The first ``limit`` ids, then every n-th from i: shards of one split are disjoint and cover it."""
+    index, count = shard
+    return ids[:limit][index::count]
+
+
+def is_finished(image_id: str, out_dir: Path, scores_dir: Path | None) -> bool:
+    """True when the image's PNG is complete (and its scores exist when asked for)."""
+    png = out_dir / f"{image_id}.png"
+    if not png.is_file():
+        return False
+    try:
+        with Image.open(png) as image:
+            image.verify()
+    except (OSError, SyntaxError):
+        return False
+    return scores_dir is None or (scores_dir / f"{image_id}.npz").is_file()
+
+
+class SampleSource(torch.utils.data.Dataset):
+    """Decodes samples (in DataLoader workers); a failure comes back as its message."""
+
+    def __init__(self, dataset: Dataset, ids: list[str]) -> None:
+        self.dataset = dataset
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, position: int) -> tuple[str, Sample | None, str | None, float]:
+        image_id = self.ids[position]
+        start = time.perf_counter()
+        try:
+            return image_id, self.dataset.load(image_id), None, time.perf_counter() - start
+        except SampleError as error:
+            return image_id, None, str(error), time.perf_counter() - start
+
+
+def _keep_as_is(item: Any) -> Any:
+    return item
+
+
+def iterate_samples(
+    dataset: Dataset, ids: list[str], num_workers: int
+) -> Iterator[tuple[str, Sample | None, str | None, float]]:
+    """Samples in order, decoded by ``num_workers`` processes ahead of use."""
+    loader = torch.utils.data.DataLoader(
+        SampleSource(dataset, ids),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_keep_as_is,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+class StopRequest:
+    """While active, the first Ctrl-C asks the run to stop after the current image; a second one aborts."""
+
+    def __init__(self, on_request: Callable[[], None] | None = None) -> None:
+        self.requested = False
+        self._on_request = on_request
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self._on_request:
+            self._on_request()
+
+    def __enter__(self) -> StopRequest:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def run_labeler(
+    dataset: Dataset,
+    make_labeler: Callable[[], Labeler],
+    options: RunOptions,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[], None] | None = None,
+    on_stop_request: Callable[[], None] | None = None,
+) -> RunSummary:
+    """Label every selected image that is not finished yet; returns what was done.
+
+    Each finished image has ``<id>.png`` (and ``<id>.npz``) written atomically and one manifest
+    record: id, status (``ok`` or ``failed``), classes, stage seconds, synonym choices, error.
+    The labeler is made (``make_labeler()``: models loaded) only when there is work to do.
+    ``on_start(n)`` gets the number of images to do; ``on_progress()`` is called after each.
+    """
+    start = time.perf_counter()
+    selected = select_ids(dataset.ids(), options.shard, options.limit)
+    todo = [i for i in selected if options.overwrite or not is_finished(i, options.out_dir, options.scores_dir)]
+    summary = RunSummary(selected=len(selected), already_done=len(selected) - len(todo))
+    if on_start:
+        on_start(len(todo))
+    if not todo:
+        summary.seconds = time.perf_counter() - start
+        return summary
+    labeler = make_labeler()
+    names = dataset.class_names
+    with Manifest(options.out_dir / manifest_name(options.shard)) as manifest, StopRequest(on_stop_request) as stop:
+        for image_id, sample, error, load_seconds in iterate_samples(dataset, todo, options.num_workers):
+            record: dict[str, Any] = {"id": image_id, "load_s": round(load_seconds, 4)}
+            if sample is None:
+                manifest.write({**record, "status": "failed", "error": error})
+                summary.failed += 1
+            else:
+                record["classes"] = [names[c] for c in sample.labels]
+                maps, labeler_record = labeler(sample)
+                write_start = time.perf_counter()
+                write_mask(options.out_dir / f"{image_id}.png", decode(maps, options.unsure_margin))
+                if options.scores_dir is not None:
+                    save_scores(options.scores_dir / f"{image_id}.npz", maps)
+                record.update(labeler_record, write_s=round(time.perf_counter() - write_start, 4), status="ok")
+                manifest.write(record)
+                summary.done += 1
+                for class_name, chosen in labeler_record.get("synonyms", {}).items():
+                    summary.synonym_wins.setdefault(class_name, Counter())[chosen] += 1
+            if on_progress:
+                on_progress()
+            if stop.requested:
+                summary.interrupted = True
+                break
+    summary.seconds = time.perf_counter() - start
+    return summary
