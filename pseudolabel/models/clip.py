@@ -5,6 +5,7 @@ a block forward that also returns attention maps, patch-token pooling).
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,8 @@ def build_clip(
     """Create CLIP once per process.
 
     Args:
-        arch: open_clip model name (``ViT-B-16-quickgelu``), or a config dict
-            (``embed_dim``, ``vision_cfg``, ``text_cfg``, ``quick_gelu``) for small test models.
+        arch: open_clip model name (``ViT-B-16-quickgelu``), or an open_clip config (a dict or
+            a ``.json`` file with ``embed_dim``, ``vision_cfg``, ``text_cfg``, ``quick_gelu``).
         weights: ``openai`` (OpenAI's ViT-B/16 from the weights cache), a file path (an open_clip
             state dict, an OpenAI-format state dict, or OpenAI's TorchScript archive), or
             ``random``.
@@ -82,6 +83,8 @@ def build_clip(
     Raises:
         WeightsError: missing file, or weights that do not fit the architecture.
     """
+    if isinstance(arch, str) and arch.endswith(".json"):
+        arch = read_json_config(Path(arch))
     config = dict(arch) if isinstance(arch, dict) else open_clip.get_model_config(arch)
     if config is None:
         raise ConfigError(f"unknown open_clip architecture {arch!r} (e.g. ViT-B-16-quickgelu)")
@@ -102,6 +105,15 @@ def build_clip(
     patch = visual.conv1.kernel_size[0]
     tokenizer = open_clip.get_tokenizer(arch if isinstance(arch, str) else "ViT-B-16")
     return ClipModel(model, tokenizer, mean, std, patch)
+
+
+def read_json_config(path: Path) -> dict[str, Any]:
+    """An open_clip model config from a JSON file (``model_cfg`` inside it, or the whole file)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read CLIP config {path}: {error}") from error
+    return dict(data.get("model_cfg", data))
 
 
 def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:

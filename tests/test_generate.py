@@ -1,0 +1,164 @@
+"""`pseudolabel generate --method cam` end to end with a tiny random CLIP: outputs, resume, shards,
+bad images, Ctrl-C, soft scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_voc
+from tiny_clip import tiny_clip, write_tiny_config
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.datasets.voc import VocDataset
+from pseudolabel.labelers.cam import CamLabeler
+from pseudolabel.manifest import read_manifest
+from pseudolabel.masks import read_mask
+from pseudolabel.pipeline import RunOptions, run_labeler, select_ids
+from pseudolabel.scoremaps import load_scores
+
+runner = CliRunner()
+
+
+def _dataset(tmp_path: Path, count: int = 5) -> Path:
+    masks = {}
+    for index in range(count):
+        mask = np.zeros((40 + 4 * index, 56), np.uint8)
+        mask[5:25, 5:30] = (8, 12, 15, 3, 19)[index % 5]
+        if index % 2:
+            mask[28:38, 35:50] = 15
+        masks[f"im{index}"] = mask
+    return make_voc(tmp_path, masks)
+
+
+def _generate(voc: Path, out: Path, *extra: str) -> object:
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(out.parent)), "--device", "cpu", "--num-workers", "0", *extra]
+    return runner.invoke(app, args)
+
+
+def test_generate_writes_masks_manifest_and_config(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path)
+    out = tmp_path / "masks"
+    result = _generate(voc, out, "--synonyms", "pole", "--save-scores", str(tmp_path / "scores"))
+    assert result.exit_code == 0, result.output
+    assert "5 images labelled, 0 failed" in result.output
+    assert "POLE: how often each name won" in result.output
+    dataset = VocDataset(voc, "train")
+    for image_id in dataset.ids():
+        labels = read_mask(out / f"{image_id}.png")
+        assert labels.shape == dataset.load(image_id).rgb.shape[:2]
+        assert set(np.unique(labels)) <= {0, 255, *dataset.labels(image_id)}
+        scores = load_scores(tmp_path / "scores" / f"{image_id}.npz")
+        assert scores.class_ids == (0, *dataset.labels(image_id))
+        assert scores.scores.shape == (len(scores.class_ids), *labels.shape)
+    records = read_manifest(out / "manifest.jsonl")
+    assert [r["id"] for r in records] == dataset.ids()
+    assert all(r["status"] == "ok" and set(r["synonyms"]) == set(r["classes"]) for r in records)
+    assert (out / "config.yaml").read_text().count("synonyms: pole") == 1
+
+
+def test_rerun_rewrites_nothing_and_overwrite_redoes(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 3)
+    out = tmp_path / "masks"
+    assert _generate(voc, out).exit_code == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    again = _generate(voc, out)
+    assert again.exit_code == 0 and "0 images labelled, 0 failed, 3 already done" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    assert len(read_manifest(out / "manifest.jsonl")) == 3
+    redo = _generate(voc, out, "--overwrite")
+    assert "3 images labelled" in redo.output
+    assert len(read_manifest(out / "manifest.jsonl")) == 6
+
+
+def test_shards_partition_the_split(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 5)
+    out = tmp_path / "masks"
+    for shard in ("0/2", "1/2"):
+        assert _generate(voc, out, "--shard", shard).exit_code == 0
+    first = [r["id"] for r in read_manifest(out / "manifest-shard0of2.jsonl")]
+    second = [r["id"] for r in read_manifest(out / "manifest-shard1of2.jsonl")]
+    assert not set(first) & set(second)
+    assert sorted(first + second) == VocDataset(voc, "train").ids()
+    ids = [f"x{i}" for i in range(10)]
+    parts = [select_ids(ids, (i, 3), 7) for i in range(3)]
+    assert sorted(i for part in parts for i in part) == ids[:7]
+
+
+def test_corrupt_image_is_recorded_and_skipped(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 3)
+    (voc / "JPEGImages" / "im1.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "masks"
+    result = _generate(voc, out, "--num-workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "2 images labelled, 1 failed" in result.output
+    failed = [r for r in read_manifest(out / "manifest.jsonl") if r["status"] == "failed"]
+    assert [r["id"] for r in failed] == ["im1"] and "im1.jpg" in failed[0]["error"]
+    assert not (out / "im1.png").exists() and (out / "im2.png").exists()
+
+
+def test_ctrl_c_finishes_the_current_image_and_resume_does_the_rest(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 5)
+    dataset = VocDataset(voc, "train")
+    labeler = CamLabeler(tiny_clip(), dataset.prompts)
+    calls: list[str] = []
+
+    def interrupting_labeler(sample):
+        calls.append(sample.image_id)
+        if sample.image_id == "im1":
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while image 2 is labelled
+        return labeler(sample)
+
+    options = RunOptions(tmp_path / "masks", num_workers=0)
+    summary = run_labeler(dataset, lambda: interrupting_labeler, options)
+    assert summary.interrupted and summary.done == 2
+    records = read_manifest(tmp_path / "masks" / "manifest.jsonl")
+    assert [r["id"] for r in records] == ["im0", "im1"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "masks").glob("*.png")}
+    calls.clear()
+    resumed = run_labeler(dataset, lambda: interrupting_labeler, options)
+    assert calls == ["im2", "im3", "im4"] and resumed.already_done == 2 and not resumed.interrupted
+    assert all((tmp_path / "masks" / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
+
+
+def test_killed_run_leftovers_do_not_break_resume(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 2)
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "manifest.jsonl").write_text('{"id": "im0", "status": "ok"}\n{"id": "im1", "sta')  # cut mid-line
+    (out / ".im1.png.1234.tmp").write_bytes(b"half")  # a temp file of a killed write
+    (out / "im0.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")  # not ours, but must not count as done
+    result = _generate(voc, out)
+    assert result.exit_code == 0, result.output
+    assert "2 images labelled" in result.output
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["im0", "im0", "im1"]
+    assert read_mask(out / "im0.png").shape == (40, 56)
+
+
+def test_missing_clip_weights_is_a_one_line_error(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 1)
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(tmp_path / "m"), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert (
+        "missing weights ViT-B-16.pt" in result.output
+        and "pseudolabel models download clip_vit_b16_openai" in result.output
+    )
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--shard", "2/2", "need 0 <= i < n"), ("--scales", "1,x", "comma-separated"), ("--device", "cuda:7", "CUDA")],
+)
+def test_bad_options_are_user_errors(tmp_path: Path, flag: str, value: str, message: str) -> None:
+    voc = _dataset(tmp_path, 1)
+    result = _generate(voc, tmp_path / "m", flag, value)
+    assert result.exit_code == 1 and message in result.output, result.output
