@@ -163,22 +163,26 @@ class ClipEsCam:
 
     @torch.no_grad()
     def encode_views(self, rgb: np.ndarray) -> list[View]:
-        """Run every view through all blocks but the last, collecting window attention."""
+        """Run every view through all blocks but the last, collecting window attention.
+
+        A scale's flipped view has the same shape as the unflipped one, so the two run as one batch.
+        """
         views = []
         blocks = self.clip.model.visual.transformer.resblocks
         window_start = max(0, len(blocks) - self.options.attention_layers)
+        flips = (False, True) if self.options.flip else (False,)
         for scale in self.options.scales:
-            for flipped in (False, True) if self.options.flip else (False,):
-                image = self.view_tensor(rgb, scale, flipped)
-                grid = (image.shape[2] // self.clip.patch_size, image.shape[3] // self.clip.patch_size)
-                with self._autocast():
-                    tokens = patch_tokens(self.clip.model.visual, image)
-                    attention_sum = torch.zeros(tokens.shape[1], tokens.shape[1], device=tokens.device)
-                    for index, block in enumerate(blocks[:-1]):
-                        tokens, attention = block_forward(block, tokens, need_attention=index >= window_start)
-                        if attention is not None:
-                            attention_sum += attention[0].float()
-                views.append(View(tokens, attention_sum, len(blocks) - 1 - window_start, grid, flipped))
+            images = torch.cat([self.view_tensor(rgb, scale, flipped) for flipped in flips])
+            grid = (images.shape[2] // self.clip.patch_size, images.shape[3] // self.clip.patch_size)
+            with self._autocast():
+                tokens = patch_tokens(self.clip.model.visual, images)
+                attention_sum = torch.zeros(len(flips), tokens.shape[1], tokens.shape[1], device=tokens.device)
+                for index, block in enumerate(blocks[:-1]):
+                    tokens, attention = block_forward(block, tokens, need_attention=index >= window_start)
+                    if attention is not None:
+                        attention_sum += attention.float()
+            count = len(blocks) - 1 - window_start
+            views += [View(tokens[i : i + 1], attention_sum[i], count, grid, f) for i, f in enumerate(flips)]
         return views
 
     def class_maps(
