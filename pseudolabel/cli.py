@@ -328,6 +328,7 @@ def generate(
         RateColumn(),
         TimeRemainingColumn(),
         console=err_console,
+        transient=True,
     ) as progress:
         task = progress.add_task("generate", total=None)
         summary = run_labeler(

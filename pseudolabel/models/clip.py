@@ -6,6 +6,7 @@ a block forward that also returns attention maps, patch-token pooling).
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from pseudolabel.models.weights import resolve_weights
 
 DEFAULT_ARCH = "ViT-B-16-quickgelu"
 """OpenAI's CLIP was trained with QuickGELU; open_clip's plain ``ViT-B-16`` uses GELU."""
-OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+"""OpenAI's metadata entries, and the text mask buffer a TorchScript archive carries."""
 WEIGHT_NAMES = {"openai": "clip_vit_b16_openai"}
 
 
@@ -96,7 +98,8 @@ def build_clip(
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
             first_line = str(error).splitlines()[0]
-            raise WeightsError(f"CLIP weights {path} do not fit architecture {arch}: {first_line}") from error
+            name = arch if isinstance(arch, str) else "the given config"
+            raise WeightsError(f"CLIP weights {path} do not fit architecture {name}: {first_line}") from error
     model = model.float().eval().to(device)
     model.requires_grad_(False)
     visual = model.visual
@@ -119,11 +122,13 @@ def read_json_config(path: Path) -> dict[str, Any]:
 def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read CLIP weights from OpenAI's TorchScript archive or a (possibly wrapped) state dict.
 
-    State dicts load with ``weights_only=True``; OpenAI's metadata entries are dropped.
+    State dicts load with ``weights_only=True``; entries that are not weights are dropped.
     """
     if is_torchscript_archive(path):
         # OpenAI ships ViT-B-16.pt as TorchScript; its checksum is verified on download.
-        state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; OpenAI still ships it
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -133,7 +138,7 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(state_dict, dict):
             raise WeightsError(f"CLIP weights {path} hold no state dict")
     cleaned = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    for key in OPENAI_META_KEYS:
+    for key in NON_WEIGHT_KEYS:
         cleaned.pop(key, None)
     return {key: value.float() for key, value in cleaned.items()}
 
