@@ -63,3 +63,17 @@ def test_module_entry_point_runs_outside_the_test_runner(tmp_path: Path) -> None
     )
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [f"error: mask folder {tmp_path / 'none'} does not exist"]
+
+
+def test_generate_then_score_on_examples(tmp_path: Path) -> None:
+    from tiny_clip import write_tiny_config
+
+    out = tmp_path / "cam"
+    args = ["generate", "--dataset", "voc", "--root", str(VOC_ROOT), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--device", "cpu", "--num-workers", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "4 images labelled, 0 failed" in result.output
+    scored = runner.invoke(app, ["score", "--pred", str(out), "--dataset", "voc", "--root", str(VOC_ROOT)])
+    assert scored.exit_code == 0, scored.output
+    assert "mIoU" in scored.output
