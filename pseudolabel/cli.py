@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -256,6 +257,95 @@ def _parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
+class RefineMethod(str, Enum):
+    """Refiners."""
+
+    crf = "crf"
+    sam = "sam"
+
+
+class SamMode(str, Enum):
+    """SAM refinement modes."""
+
+    points = "points"
+    auto = "auto"
+
+
+LabelConfidenceOption = Annotated[
+    float, typer.Option(help="CRF from a hard mask: probability given to each pixel's label.")
+]
+MinConfidenceOption = Annotated[
+    float | None, typer.Option(help="CRF: mark pixels whose refined probability is below this as 255 (CLIP-ES: 0.95).")
+]
+CrfIterationsOption = Annotated[int, typer.Option(help="CRF mean-field iterations.")]
+SamOption = Annotated[str, typer.Option("--sam", help="SAM variant: vit_b, vit_l or vit_h.")]
+SamCheckpointOption = Annotated[
+    str, typer.Option(help="default (the variant's checkpoint, downloaded once), a registry name, a file, or random.")
+]
+SamModeOption = Annotated[SamMode, typer.Option(help="points (CEP point grid) or auto (SEPL automatic masks).")]
+GridOption = Annotated[int, typer.Option(help="SAM points mode: N x N grid of candidate points.")]
+IouThresholdOption = Annotated[float, typer.Option(help="SAM points mode: keep masks with IoU >= this vs the region.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+LimitOption = Annotated[int | None, typer.Option(help="Only the first N images of the split.")]
+ShardOption = Annotated[str, typer.Option(help="i/n: this run does every n-th image from i.")]
+OverwriteOption = Annotated[bool, typer.Option(help="Redo images whose outputs exist (default: resume).")]
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """The refinement flags shared by ``generate --refine`` and ``refine``."""
+
+    method: RefineMethod | None
+    crf_iterations: int
+    label_confidence: float
+    min_confidence: float | None
+    sam: str
+    sam_checkpoint: str
+    sam_mode: SamMode
+    grid: int
+    iou_threshold: float
+
+
+def _make_refiner(settings: RefineSettings, device: Any) -> Any:
+    """The refiner stage for the settings (builds SAM once), or None."""
+    if settings.method is RefineMethod.crf:
+        from pseudolabel.refiners.crf import CrfOptions, CrfRefiner
+
+        options = CrfOptions(iterations=settings.crf_iterations, label_confidence=settings.label_confidence)
+        return CrfRefiner(options, settings.min_confidence)
+    if settings.method is RefineMethod.sam:
+        from pseudolabel.models.sam import build_sam
+        from pseudolabel.refiners.sam import SamRefineOptions, SamRefiner
+
+        options = SamRefineOptions(settings.sam_mode.value, settings.grid, settings.iou_threshold)
+        return SamRefiner(build_sam(settings.sam, settings.sam_checkpoint, device), options)
+    return None
+
+
+def _run_with_progress(title: str, source: Any, make_labeler: Any, run: Any, out: Path) -> None:
+    from pseudolabel.pipeline import run_labeler
+
+    with Progress(
+        TextColumn(title),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(title, total=None)
+        summary = run_labeler(
+            source, make_labeler, run,
+            on_start=lambda total: progress.update(task, total=total),
+            on_progress=lambda: progress.advance(task),
+            on_stop_request=lambda: err_console.print("stopping after the current image (Ctrl-C again to abort)"),
+        )  # fmt: skip
+    _print_run_summary(summary, out)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
 @app.command()
 def generate(
     ctx: typer.Context,
@@ -289,11 +379,20 @@ def generate(
         float, typer.Option(help="Mark pixels whose two best scores differ by less than this as 255.")
     ] = 0.05,
     save_scores: Annotated[Path | None, typer.Option(help="Also save soft scores <id>.npz (float16) here.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    refine: Annotated[RefineMethod | None, typer.Option(help="Refine each mask: crf or sam (default: none).")] = None,
+    crf_iterations: CrfIterationsOption = 10,
+    label_confidence: LabelConfidenceOption = 0.7,
+    min_confidence: MinConfidenceOption = None,
+    sam: SamOption = "vit_b",
+    sam_checkpoint: SamCheckpointOption = "default",
+    sam_mode: SamModeOption = SamMode.points,
+    grid: GridOption = 16,
+    iou_threshold: IouThresholdOption = 0.5,
+    device: DeviceOption = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")] = "auto",
-    limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
-    shard: Annotated[str, typer.Option(help="i/n: this run does every n-th image from i.")] = "0/1",
-    overwrite: Annotated[bool, typer.Option(help="Redo images whose outputs exist (default: resume).")] = False,
+    limit: LimitOption = None,
+    shard: ShardOption = "0/1",
+    overwrite: OverwriteOption = False,
     num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed for anything random (random weights included).")] = 0,
     max_image_pixels: MaxPixelsOption = 89_478_485,
@@ -306,43 +405,91 @@ def generate(
     from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
     from pseudolabel.labelers.clip_es import CamOptions
     from pseudolabel.models.clip import build_clip
-    from pseudolabel.pipeline import RunOptions, parse_shard, run_labeler
+    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.stages import ScoreThenDecode
 
-    run = RunOptions(out, save_scores, unsure_margin, overwrite, limit, parse_shard(shard), num_workers)
+    run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), num_workers)
     cam_options = CamOptions(_parse_scales(scales), flip, caa, box_threshold)
     labeler_options = CamLabelerOptions(synonyms.value, pole_candidates, bg_alpha, bg_threshold)
+    settings = RefineSettings(
+        refine, crf_iterations, label_confidence, min_confidence, sam, sam_checkpoint, sam_mode, grid, iou_threshold
+    )
     source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
     torch_device = resolve_device(device)
     dtype = autocast_dtype(precision, torch_device)
 
-    def make_labeler() -> CamLabeler:
+    def make_labeler() -> ScoreThenDecode:
         torch.manual_seed(seed)
         clip = build_clip(clip_model, clip_weights, torch_device)
-        return CamLabeler(clip, source.prompts, cam_options, labeler_options, dtype)
+        scorer = CamLabeler(clip, source.prompts, cam_options, labeler_options, dtype)
+        return ScoreThenDecode(scorer, unsure_margin, _make_refiner(settings, torch_device))
 
     write_resolved_config(out / "config.yaml", ctx)
-    with Progress(
-        TextColumn("generate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("generate", total=None)
-        summary = run_labeler(
-            source, make_labeler, run,
-            on_start=lambda total: progress.update(task, total=total),
-            on_progress=lambda: progress.advance(task),
-            on_stop_request=lambda: err_console.print("stopping after the current image (Ctrl-C again to abort)"),
-        )  # fmt: skip
-    _print_generate_summary(summary, out)
-    if summary.interrupted:
-        raise typer.Exit(130)
+    _run_with_progress("generate", source, make_labeler, run, out)
 
 
-def _print_generate_summary(summary: Any, out: Path) -> None:
+@app.command()
+def refine(
+    ctx: typer.Context,
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset kind (for the images and their labels).")],
+    masks: Annotated[Path, typer.Option(help="Folder of masks to refine, <id>.png, from this or any tool.")],
+    out: Annotated[Path, typer.Option(help="Output folder: refined <id>.png, manifest.jsonl, config.yaml.")],
+    method: Annotated[RefineMethod, typer.Option(help="crf or sam.")],
+    scores: Annotated[
+        Path | None, typer.Option(help="Folder of soft scores <id>.npz; used instead of the mask where present.")
+    ] = None,
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    crf_iterations: CrfIterationsOption = 10,
+    label_confidence: LabelConfidenceOption = 0.7,
+    min_confidence: MinConfidenceOption = None,
+    sam: SamOption = "vit_b",
+    sam_checkpoint: SamCheckpointOption = "default",
+    sam_mode: SamModeOption = SamMode.points,
+    grid: GridOption = 16,
+    iou_threshold: IouThresholdOption = 0.5,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
+    shard: ShardOption = "0/1",
+    overwrite: OverwriteOption = False,
+    num_workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: all cores for crf, which runs in them; 2 for sam).")
+    ] = None,
+    max_image_pixels: MaxPixelsOption = 89_478_485,
+    config: ConfigOption = None,
+) -> None:
+    """Refine existing masks (palette PNGs or soft scores) with DenseCRF or SAM."""
+    import os
+
+    from pseudolabel.devices import resolve_device
+    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.stages import StoredMaskRefine
+
+    if not masks.is_dir():
+        raise ConfigError(f"mask folder {masks} does not exist")
+    if scores is not None and not scores.is_dir():
+        raise ConfigError(f"scores folder {scores} does not exist")
+    settings = RefineSettings(
+        method, crf_iterations, label_confidence, min_confidence, sam, sam_checkpoint, sam_mode, grid, iou_threshold
+    )
+    on_cpu = method is RefineMethod.crf
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1) if on_cpu else 2
+    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), workers, label_in_workers=on_cpu)
+    source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
+    torch_device = resolve_device(device)
+
+    def make_labeler() -> StoredMaskRefine:
+        refiner = _make_refiner(settings, torch_device)
+        return StoredMaskRefine(masks, scores, refiner, source.num_classes, label_confidence)
+
+    write_resolved_config(out / "config.yaml", ctx)
+    _run_with_progress("refine", source, make_labeler, run, out)
+
+
+def _print_run_summary(summary: Any, out: Path) -> None:
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     console.print(
         f"{summary.done} images labelled, {summary.failed} failed, {summary.already_done} already done "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -23,9 +24,25 @@ from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.errors import ConfigError, SampleError
 from pseudolabel.manifest import Manifest, manifest_name
 from pseudolabel.masks import write_mask
-from pseudolabel.scoremaps import ScoreMaps, decode, save_scores
+from pseudolabel.scoremaps import ScoreMaps, save_scores
 
-Labeler = Callable[[Sample], tuple[ScoreMaps, dict[str, Any]]]
+
+@dataclass(frozen=True)
+class Labelled:
+    """What labelling one image gives: the label map to write, scores to save, and manifest fields.
+
+    Attributes:
+        labels: uint8 [H, W] class ids, 255 = unsure.
+        scores: soft scores to save with ``--save-scores`` (None: nothing to save).
+        record: extra manifest fields (stage seconds, synonym choices, ...).
+    """
+
+    labels: np.ndarray
+    scores: ScoreMaps | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+Labeler = Callable[[Sample], Labelled]
 
 
 @dataclass(frozen=True)
@@ -35,20 +52,21 @@ class RunOptions:
     Attributes:
         out_dir: palette PNGs ``<id>.png``, the manifest and the resolved config.
         scores_dir: if set, soft scores ``<id>.npz`` (float16) are saved there too.
-        unsure_margin: decode marks pixels whose two best scores are closer than this as 255.
         overwrite: redo images whose outputs already exist.
         limit: only the first N images of the split (before sharding).
         shard: (i, n): this run does every n-th image starting at i.
         num_workers: processes decoding images ahead of the model (0 = in this process).
+        label_in_workers: run the labeler inside those processes too (CPU-bound labelers
+            such as DenseCRF; the labeler must pickle).
     """
 
     out_dir: Path
     scores_dir: Path | None = None
-    unsure_margin: float = 0.05
     overwrite: bool = False
     limit: int | None = None
     shard: tuple[int, int] = (0, 1)
     num_workers: int = 2
+    label_in_workers: bool = False
 
 
 @dataclass
@@ -94,41 +112,60 @@ def is_finished(image_id: str, out_dir: Path, scores_dir: Path | None) -> bool:
     return scores_dir is None or (scores_dir / f"{image_id}.npz").is_file()
 
 
-class SampleSource(torch.utils.data.Dataset):
-    """Decodes samples (in DataLoader workers); a failure comes back as its message."""
+@dataclass
+class Item:
+    """One image as it comes out of a worker: the sample, or the labelled result, or an error."""
 
-    def __init__(self, dataset: Dataset, ids: list[str]) -> None:
+    image_id: str
+    labels: tuple[int, ...] = ()
+    sample: Sample | None = None
+    result: Labelled | None = None
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class SampleSource(torch.utils.data.Dataset):
+    """Decodes samples (in DataLoader workers), and labels them there when given a labeler."""
+
+    def __init__(self, dataset: Dataset, ids: list[str], labeler: Labeler | None = None) -> None:
         self.dataset = dataset
         self.ids = ids
+        self.labeler = labeler
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, position: int) -> tuple[str, Sample | None, str | None, float]:
-        image_id = self.ids[position]
+    def __getitem__(self, position: int) -> Item:
+        item = Item(self.ids[position])
         start = time.perf_counter()
         try:
-            return image_id, self.dataset.load(image_id), None, time.perf_counter() - start
+            sample = self.dataset.load(item.image_id)
+            item.labels = sample.labels
+            item.seconds["load_s"] = round(time.perf_counter() - start, 4)
+            if self.labeler is None:
+                item.sample = sample
+            else:
+                start = time.perf_counter()
+                item.result = self.labeler(sample)
+                item.seconds["label_s"] = round(time.perf_counter() - start, 4)
         except SampleError as error:
-            return image_id, None, str(error), time.perf_counter() - start
+            item.error = str(error)
+        return item
 
 
 def _keep_as_is(item: Any) -> Any:
     return item
 
 
-def iterate_samples(
-    dataset: Dataset, ids: list[str], num_workers: int
-) -> Iterator[tuple[str, Sample | None, str | None, float]]:
-    """Samples in order, decoded by ``num_workers`` processes ahead of use."""
+def iterate_items(dataset: Dataset, ids: list[str], num_workers: int, labeler: Labeler | None = None) -> Iterator[Item]:
+    """Items in order, prepared by ``num_workers`` processes ahead of use."""
     loader = torch.utils.data.DataLoader(
-        SampleSource(dataset, ids),
+        SampleSource(dataset, ids, labeler),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_keep_as_is,
         prefetch_factor=4 if num_workers else None,
-        persistent_workers=False,
     )
     yield from loader
 
@@ -181,24 +218,27 @@ def run_labeler(
         summary.seconds = time.perf_counter() - start
         return summary
     labeler = make_labeler()
+    worker_labeler = labeler if options.label_in_workers and options.num_workers > 0 else None
     names = dataset.class_names
     with Manifest(options.out_dir / manifest_name(options.shard)) as manifest, StopRequest(on_stop_request) as stop:
-        for image_id, sample, error, load_seconds in iterate_samples(dataset, todo, options.num_workers):
-            record: dict[str, Any] = {"id": image_id, "load_s": round(load_seconds, 4)}
-            if sample is None:
-                manifest.write({**record, "status": "failed", "error": error})
+        for item in iterate_items(dataset, todo, options.num_workers, worker_labeler):
+            record: dict[str, Any] = {"id": item.image_id, "classes": [names[c] for c in item.labels], **item.seconds}
+            result = item.result
+            if item.error is None and result is None and item.sample is not None:
+                label_start = time.perf_counter()
+                try:
+                    result = labeler(item.sample)
+                except SampleError as error:
+                    item.error = str(error)
+                record["label_s"] = round(time.perf_counter() - label_start, 4)
+            if result is None:
+                manifest.write({**record, "status": "failed", "error": item.error})
                 summary.failed += 1
             else:
-                record["classes"] = [names[c] for c in sample.labels]
-                maps, labeler_record = labeler(sample)
-                write_start = time.perf_counter()
-                write_mask(options.out_dir / f"{image_id}.png", decode(maps, options.unsure_margin))
-                if options.scores_dir is not None:
-                    save_scores(options.scores_dir / f"{image_id}.npz", maps)
-                record.update(labeler_record, write_s=round(time.perf_counter() - write_start, 4), status="ok")
-                manifest.write(record)
+                _write_outputs(item.image_id, result, options)
+                manifest.write({**record, **result.record, "status": "ok"})
                 summary.done += 1
-                for class_name, chosen in labeler_record.get("synonyms", {}).items():
+                for class_name, chosen in result.record.get("synonyms", {}).items():
                     summary.synonym_wins.setdefault(class_name, Counter())[chosen] += 1
             if on_progress:
                 on_progress()
@@ -207,3 +247,9 @@ def run_labeler(
                 break
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> None:
+    write_mask(options.out_dir / f"{image_id}.png", result.labels)
+    if options.scores_dir is not None and result.scores is not None:
+        save_scores(options.scores_dir / f"{image_id}.npz", result.scores)

@@ -31,8 +31,9 @@ class ScoreMaps:
             raise ValueError(f"scores {self.scores.shape} do not fit class ids {self.class_ids}")
 
 
-def decode(maps: ScoreMaps, unsure_margin: float = 0.0) -> np.ndarray:
-    """Label map from scores: the best channel's class id, 255 where the best two are closer than the margin.
+def decode(maps: ScoreMaps, unsure_margin: float = 0.0, min_score: float | None = None) -> np.ndarray:
+    """Label map from scores: the best channel's class id; 255 where the best two are closer than
+    ``unsure_margin``, or where the best score is below ``min_score``.
 
     Returns:
         uint8 [H, W].
@@ -44,6 +45,8 @@ def decode(maps: ScoreMaps, unsure_margin: float = 0.0) -> np.ndarray:
     if unsure_margin > 0 and scores.shape[0] > 1:
         top_two = np.partition(scores, scores.shape[0] - 2, axis=0)[-2:]
         labels[(top_two[1] - top_two[0]) < unsure_margin] = IGNORE_INDEX
+    if min_score is not None:
+        labels[scores.max(axis=0) < min_score] = IGNORE_INDEX
     return labels
 
 

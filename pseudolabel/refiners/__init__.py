@@ -1,0 +1,1 @@
+"""Refiners take an image and its ScoreMaps and return sharper ScoreMaps: ``crf`` and ``sam``."""

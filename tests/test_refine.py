@@ -1,0 +1,271 @@
+"""DenseCRF and SAM refinement: sharpening, 255 handling, point-grid and merge logic, the refine command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from helpers import make_voc
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.manifest import read_manifest
+from pseudolabel.masks import read_mask, write_mask
+from pseudolabel.metrics import Counts, count_pair, summarize
+from pseudolabel.models.sam import build_sam
+from pseudolabel.refiners.crf import CrfRefiner, crf_refine, scores_from_labels
+from pseudolabel.refiners.sam import (
+    Candidate,
+    SamRefineOptions,
+    SamRefiner,
+    auto_candidates,
+    grid_points,
+    merge_candidates,
+    point_candidates,
+    points_by_class,
+)
+from pseudolabel.scoremaps import ScoreMaps, decode, save_scores
+
+runner = CliRunner()
+
+
+def synthetic_scene(seed: int, height: int = 375, width: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """A VOC-sized scene: two flat-coloured objects with noise on a flat background (rgb uint8, GT uint8)."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((height, width), np.uint8)
+    cv2.ellipse(gt, (width * 3 // 10, height // 2), (width // 7, height // 5), 20, 0, 360, 8, -1)
+    cv2.rectangle(gt, (width * 6 // 10, height // 4), (width * 17 // 20, height * 3 // 4), 15, -1)
+    colours = {0: (90, 140, 60), 8: (200, 60, 40), 15: (40, 70, 190)}
+    rgb = np.zeros((height, width, 3), np.float64)
+    for class_id, colour in colours.items():
+        rgb[gt == class_id] = colour
+    rgb += rng.normal(0, 8, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8), gt
+
+
+def dilate(labels: np.ndarray, pixels: int) -> np.ndarray:
+    return cv2.dilate(labels, np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8))
+
+
+def _scores(gt: np.ndarray, pred: np.ndarray) -> dict:
+    counts = Counts(21)
+    counts.add(count_pair(gt, pred, 21))
+    return summarize(counts)
+
+
+@pytest.mark.parametrize("pixels", [4, 8, 12])
+def test_crf_sharpens_a_dilated_mask(pixels: int) -> None:
+    rgb, gt = synthetic_scene(pixels)
+    coarse = dilate(gt, pixels)
+    refined, record = CrfRefiner()(rgb, scores_from_labels(coarse, (0, 8, 15), 0.7), coarse)
+    before, after = _scores(gt, coarse), _scores(gt, refined)
+    assert after["miou"] >= 0.95 and after["mbiou"] >= 0.60
+    assert after["mbiou"] >= before["mbiou"] + 0.2
+    assert record["crf_s"] >= 0
+
+
+def test_unsure_input_pixels_are_unknown_not_a_class() -> None:
+    rgb, gt = synthetic_scene(1, 120, 160)
+    band = cv2.dilate(gt, np.ones((7, 7), np.uint8)) != cv2.erode(gt, np.ones((7, 7), np.uint8))
+    with_unknown = np.where(band, 255, gt).astype(np.uint8)
+    maps = scores_from_labels(with_unknown, (0, 8, 15), 0.7)
+    assert maps.class_ids == (0, 8, 15)
+    np.testing.assert_allclose(maps.scores[:, band], 1 / 3)
+    np.testing.assert_allclose(maps.scores.sum(axis=0), 1.0, rtol=1e-6)
+    refined = decode(crf_refine(rgb, maps))
+    assert not (refined == 255).any()  # every unknown pixel gets a class...
+    assert (refined[band] == gt[band]).mean() > 0.95  # ...the right one, from the image edges
+    strict = CrfRefiner(min_confidence=0.999999)(rgb, maps, with_unknown)[0]
+    assert (strict == 255).any()
+
+
+def test_grid_points_are_cell_centres() -> None:
+    points = grid_points(100, 200, 4)
+    assert points.shape == (16, 2)
+    assert points[0].tolist() == [25.0, 12.5] and points[-1].tolist() == [175.0, 87.5]
+
+
+def test_points_inside_foreground_regions_are_selected() -> None:
+    labels = np.zeros((100, 200), np.uint8)
+    labels[:50, :100] = 8
+    labels[50:, 100:] = 255
+    points, classes = points_by_class(labels, grid_points(100, 200, 4))
+    assert classes.tolist() == [8, 8, 8, 8]  # 255 and background cells give no prompt
+    assert (points[:, 0] < 100).all() and (points[:, 1] < 50).all()
+
+
+class KnownMasks:
+    """A predictor that answers each point with the mask of the region a lookup table gives."""
+
+    def __init__(self, masks_for: dict[tuple[int, int], tuple[np.ndarray, float]]) -> None:
+        self.masks_for = masks_for
+        self.asked: list[tuple[int, int]] = []
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        self.shape = rgb.shape[:2]
+
+    def predict_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks, scores = [], []
+        for x, y in points:
+            self.asked.append((int(x), int(y)))
+            mask, score = self.masks_for.get((int(x), int(y)), (np.zeros(self.shape, bool), 0.0))
+            masks.append(mask)
+            scores.append(score)
+        return np.stack(masks), np.asarray(scores)
+
+
+def test_point_masks_are_filtered_by_iou_and_merged_by_score() -> None:
+    labels = np.zeros((40, 40), np.uint8)
+    labels[0:20, 0:20] = 8  # cat region; grid 2x2 -> points at (10,10), (30,10), (10,30), (30,30)
+    labels[20:40, 20:40] = 15  # person region
+    good_cat = np.zeros((40, 40), bool)
+    good_cat[0:18, 0:22] = True  # IoU with the cat region 0.82: kept
+    person = np.zeros((40, 40), bool)
+    person[16:40, 16:40] = True  # IoU 0.69: kept, overlaps the cat mask at [16:18, 16:22]
+    predictor = KnownMasks({(10, 10): (good_cat, 0.6), (30, 30): (person, 0.9)})
+    options = SamRefineOptions(grid=2, iou_threshold=0.5)
+    predictor.set_image(np.zeros((40, 40, 3), np.uint8))
+    kept = point_candidates(labels, predictor, options)
+    assert sorted(predictor.asked) == [(10, 10), (30, 30)]
+    assert [c.class_id for c in kept] == [8, 15]
+    merged = merge_candidates(labels, kept)
+    assert (merged[16:18, 16:22] == 15).all()  # overlap goes to the higher score, not the higher id
+    assert (merged[0:16, 0:16] == 8).all() and (merged[18:20, 0:16] == 8).all()  # uncovered: input kept
+    low = KnownMasks({(10, 10): (np.ones((40, 40), bool), 0.99)})  # IoU 0.25 with the cat region
+    low.set_image(np.zeros((40, 40, 3), np.uint8))
+    assert point_candidates(labels, low, options) == []
+
+
+def test_merge_by_score_when_the_higher_id_scores_lower() -> None:
+    labels = np.zeros((4, 4), np.uint8)
+    whole = np.ones((4, 4), bool)
+    merged = merge_candidates(labels, [Candidate(15, whole, 0.2), Candidate(8, whole, 0.7)])
+    assert (merged == 8).all()
+
+
+def test_auto_masks_are_assigned_by_share_inside_or_region_cover() -> None:
+    labels = np.zeros((20, 20), np.uint8)
+    labels[0:10, 0:10] = 8  # 100 px
+    inside = np.zeros((20, 20), bool)
+    inside[0:10, 0:6] = True
+    inside[10:14, 0:6] = True  # 60 of 84 px inside: assigned
+    covering = np.zeros((20, 20), bool)
+    covering[0:20, 0:10] = True  # 50% inside (not > 50%) but covers 100% of the region: assigned
+    neither = np.zeros((20, 20), bool)
+    neither[5:15, 5:15] = True  # 25 px inside of 100, covers 25%: not assigned
+    proposals = [{"segmentation": m, "predicted_iou": s} for m, s in ((inside, 0.9), (covering, 0.8), (neither, 0.95))]
+    kept = auto_candidates(labels, proposals, SamRefineOptions(mode="auto"))
+    assert [(c.class_id, c.score) for c in kept] == [(8, 0.9), (8, 0.8)]
+
+
+def tiny_sam():
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(0)
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=128, patch_size=16, embed_dim=32, depth=2, num_heads=2, out_chans=32, window_size=4,
+            global_attn_indexes=(1,), use_rel_pos=True, qkv_bias=True,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=32, image_embedding_size=(8, 8), input_image_size=(128, 128), mask_in_chans=8
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
+            transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["points", "auto"])
+def test_tiny_random_sam_runs_end_to_end(mode: str) -> None:
+    rgb, gt = synthetic_scene(3, 120, 160)
+    coarse = dilate(gt, 5)
+    refiner = SamRefiner(tiny_sam(), SamRefineOptions(mode=mode, grid=8))
+    refined, record = refiner(rgb, ScoreMaps(np.zeros((1, *gt.shape), np.float32), (0,)), coarse)
+    assert refined.shape == gt.shape and refined.dtype == np.uint8
+    assert set(np.unique(refined)) <= {0, 8, 15}
+    assert isinstance(record["sam_masks_kept"], int)
+
+
+def test_build_sam_checks_variant_and_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--sam must be one of vit_b, vit_l, vit_h"):
+        build_sam("vit_x", "random")
+    torch.save({"image_encoder.pos_embed": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(WeightsError, match=r"wrong\.pth does not load into vit_b"):
+        build_sam("vit_b", str(tmp_path / "wrong.pth"))
+    with pytest.raises(WeightsError, match=r"missing weights sam_vit_l_0b3195\.pth"):
+        build_sam("vit_l")
+
+
+def _example(tmp_path: Path, count: int = 3) -> tuple[Path, Path]:
+    masks, coarse = {}, tmp_path / "coarse"
+    for index in range(count):
+        _, gt = synthetic_scene(index, 60, 80)
+        masks[f"im{index}"] = gt
+        write_mask(coarse / f"im{index}.png", dilate(gt, 4))
+    return make_voc(tmp_path, masks), coarse
+
+
+def _refine(voc: Path, masks: Path, out: Path, *extra: str):
+    args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(masks), "--out", str(out)]
+    return runner.invoke(app, [*args, "--method", "crf", "--num-workers", "0", *extra])
+
+
+def test_refine_command_writes_masks_and_resumes(tmp_path: Path) -> None:
+    voc, coarse = _example(tmp_path)
+    out = tmp_path / "refined"
+    first = _refine(voc, coarse, out, "--limit", "2")
+    assert first.exit_code == 0, first.output
+    assert "2 images labelled" in first.output
+    second = _refine(voc, coarse, out, "--num-workers", "2")
+    assert "1 images labelled, 0 failed, 2 already done" in second.output
+    records = read_manifest(out / "manifest.jsonl")
+    assert [r["id"] for r in records] == ["im0", "im1", "im2"] and {r["input"] for r in records} == {"mask"}
+    assert read_mask(out / "im2.png").shape == (60, 80)
+
+
+def test_refine_prefers_saved_scores(tmp_path: Path) -> None:
+    voc, coarse = _example(tmp_path, 1)
+    labels = read_mask(coarse / "im0.png")
+    save_scores(tmp_path / "scores" / "im0.npz", scores_from_labels(labels, (0, 8, 15), 0.9))
+    result = _refine(voc, coarse, tmp_path / "out", "--scores", str(tmp_path / "scores"))
+    assert result.exit_code == 0, result.output
+    assert read_manifest(tmp_path / "out" / "manifest.jsonl")[0]["input"] == "scores"
+
+
+def test_refine_reports_bad_masks_and_images_and_goes_on(tmp_path: Path) -> None:
+    voc, coarse = _example(tmp_path, 4)
+    write_mask(coarse / "im1.png", np.zeros((10, 10), np.uint8))  # wrong size
+    (coarse / "im2.png").unlink()  # missing mask
+    (voc / "JPEGImages" / "im3.jpg").unlink()  # missing image
+    result = _refine(voc, coarse, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "1 images labelled, 3 failed" in result.output
+    errors = {
+        r["id"]: r["error"] for r in read_manifest(tmp_path / "out" / "manifest.jsonl") if r["status"] == "failed"
+    }
+    assert "im1.png is 10x10 but its image is 80x60" in errors["im1"]
+    assert "no input mask for im2" in errors["im2"]
+    assert "im3.jpg does not exist" in errors["im3"]
+    missing_folder = _refine(voc, tmp_path / "nowhere", tmp_path / "out2")
+    assert missing_folder.exit_code == 1 and "mask folder" in missing_folder.output
+
+
+def test_generate_with_crf_refinement(tmp_path: Path) -> None:
+    from tiny_clip import write_tiny_config
+
+    voc, _ = _example(tmp_path, 2)
+    out = tmp_path / "cam-crf"
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--device", "cpu", "--num-workers", "0"]
+    result = runner.invoke(app, [*args, "--refine", "crf", "--min-confidence", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert all("crf_s" in r for r in read_manifest(out / "manifest.jsonl"))
