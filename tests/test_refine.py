@@ -269,3 +269,24 @@ def test_generate_with_crf_refinement(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--refine", "crf", "--min-confidence", "0.9"])
     assert result.exit_code == 0, result.output
     assert all("crf_s" in r for r in read_manifest(out / "manifest.jsonl"))
+
+
+@pytest.mark.parametrize("mode", ["points", "auto"])
+def test_refine_command_with_sam(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    built: list[tuple] = []
+
+    def fake_build_sam(variant: str, checkpoint: str, device: object) -> object:
+        built.append((variant, checkpoint))
+        return tiny_sam()
+
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", fake_build_sam)
+    voc, coarse = _example(tmp_path, 2)
+    args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(coarse), "--out", str(tmp_path / "out")]
+    args += ["--method", "sam", "--sam-mode", mode, "--grid", "8", "--sam-checkpoint", "random", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert built == [("vit_b", "random")]  # the model is built once for the run
+    records = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    assert [r["status"] for r in records] == ["ok", "ok"] and all("sam_masks_kept" in r for r in records)
+    for image_id in ("im0", "im1"):
+        assert set(np.unique(read_mask(tmp_path / "out" / f"{image_id}.png"))) <= {0, 8, 15}
