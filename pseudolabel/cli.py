@@ -507,6 +507,160 @@ def _print_run_summary(summary: Any, out: Path) -> None:
         console.print(table)
 
 
+@app.command("train-seg")
+def train_seg(
+    ctx: typer.Context,
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset kind (images; labels come from --masks).")],
+    masks: Annotated[Path, typer.Option(help="Folder of training masks <id>.png (pseudo-labels from any tool).")],
+    out: Annotated[Path, typer.Option(help="Run folder: last.pt, iter_*.pt, metrics.jsonl, config.yaml.")],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    val_split: Annotated[str | None, typer.Option(help="Split with GT masks for periodic val mIoU.")] = None,
+    val_every: Annotated[int, typer.Option(help="Val mIoU every N iterations (0 = never).")] = 0,
+    backbone: Annotated[str, typer.Option(help="resnet101 (DeepLabV2), resnet50 or resnet18.")] = "resnet101",
+    backbone_weights: Annotated[
+        str, typer.Option(help="imagenet (torchvision ResNet-101, downloaded once), a state-dict file, or random.")
+    ] = "imagenet",
+    freeze_bn: Annotated[
+        bool | None, typer.Option(help="Freeze batch norm (default: yes for pretrained backbones, no for random).")
+    ] = None,
+    iters: Annotated[int, typer.Option(help="Training iterations (poly schedule spans them).")] = 20_000,
+    batch_size: Annotated[int, typer.Option(help="Images per iteration, over all processes and accumulation.")] = 10,
+    accumulate: Annotated[int, typer.Option(help="Gradient-accumulation steps per iteration.")] = 2,
+    crop_size: Annotated[int, typer.Option(help="Square training crop in pixels.")] = 321,
+    lr: Annotated[float, typer.Option(help="Backbone learning rate (ASPP weights x10, biases x20).")] = 2.5e-4,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (not on ASPP biases).")] = 5e-4,
+    msc: Annotated[bool, typer.Option(help="Multi-scale loss: scales 1, 0.75, 0.5 and their max.")] = True,
+    train_scales: Annotated[
+        str, typer.Option(help="Random-scale augmentation: comma-separated scales to draw from.")
+    ] = "0.5,0.75,1.0,1.25,1.5",
+    loss: Annotated[str, typer.Option(help="ce, or balanced (classes weighted by inverse pixel count).")] = "ce",
+    log_every: Annotated[int, typer.Option(help="Write a metrics.jsonl record every N iterations.")] = 20,
+    save_every: Annotated[int, typer.Option(help="Keep iter_N.pt every N iterations (last.pt always).")] = 1000,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt exactly where it stopped.")] = False,
+    device: DeviceOption = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")] = "auto",
+    num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and augmentation.")] = 0,
+    max_image_pixels: MaxPixelsOption = 89_478_485,
+    config: ConfigOption = None,
+) -> None:
+    """Train DeepLabV2 on pseudo-label masks (torchrun --nproc-per-node N -m pseudolabel train-seg for DDP)."""
+    import os
+
+    from pseudolabel.pipeline import StopRequest
+    from pseudolabel.train.trainer import LOSSES, TrainConfig, train
+
+    if loss not in LOSSES:
+        raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}")
+    if not masks.is_dir():
+        raise ConfigError(f"mask folder {masks} does not exist")
+    source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
+    settings = TrainConfig(
+        out, masks, iters, batch_size, accumulate, crop_size, lr, 0.9, weight_decay, 0.9, msc,
+        _parse_scales(train_scales), loss, backbone,
+        backbone_weights, freeze_bn, seed, log_every, save_every, val_every, num_workers, device, precision, resume,
+    )  # fmt: skip
+    evaluate = (
+        _val_evaluator(dataset, root, val_split, labels, prompts, classes, max_image_pixels) if val_split else None
+    )
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        write_resolved_config(out / "config.yaml", ctx)
+    progress = Progress(
+        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(), console=err_console, transient=True, disable=not main_process,
+    )  # fmt: skip
+    with progress, StopRequest(lambda: err_console.print("saving and stopping after this iteration")) as stop:
+        task = progress.add_task("train", total=iters, loss="-")
+        result = train(
+            source, settings, evaluate,
+            should_stop=lambda: stop.requested,
+            on_iteration=lambda i, value: progress.update(task, completed=i, loss=f"{value:.4f}"),
+        )  # fmt: skip
+    if main_process:
+        state = "stopped" if result.stopped_early else "finished"
+        console.print(
+            f"{state} at iteration {result.iteration} (loss {result.last_loss:.4f}) in {result.seconds:.0f} s; "
+            f"checkpoint {out / 'last.pt'}",
+            highlight=False,
+        )
+    if result.stopped_early:
+        raise typer.Exit(130)
+
+
+def _val_evaluator(
+    dataset: DatasetName, root: Path | None, split: str, labels: Path | None, prompts: str | None,
+    classes: Path | None, max_image_pixels: int,
+) -> Any:  # fmt: skip
+    """A function giving the val mIoU of a model (single scale, no flip) on a split with GT."""
+    from pseudolabel.masks import read_mask
+    from pseudolabel.metrics import Counts, count_pair, summarize
+    from pseudolabel.train.predict import predict_probabilities
+
+    val = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
+    with_gt = [i for i in val.ids() if val.gt_path(i) is not None]
+    if not with_gt:
+        raise ConfigError(f"--val-split {split} has no GT masks")
+
+    def evaluate(model: Any) -> float:
+        model.eval()
+        counts = Counts(val.num_classes)
+        for image_id in with_gt:
+            sample = val.load(image_id)
+            prediction = predict_probabilities(model, sample.rgb, (1.0,), flip=False).argmax(dim=0)
+            counts.add(count_pair(read_mask(sample.gt_path), prediction.cpu().numpy().astype("uint8"), val.num_classes))
+        return round(float(summarize(counts)["miou"] or 0.0), 6)
+
+    return evaluate
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Option(help="A train-seg checkpoint (RUN/last.pt).")],
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset kind.")],
+    out: Annotated[Path, typer.Option(help="Output folder: <id>.png, manifest.jsonl, config.yaml.")],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    scales: Annotated[str, typer.Option(help="Comma-separated test scales; logits are max-fused.")] = "1.0,0.75,0.5",
+    flip: Annotated[bool, typer.Option(help="Also max-fuse horizontally flipped views.")] = True,
+    crf: Annotated[bool, typer.Option(help="Refine with DenseCRF.")] = False,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
+    shard: ShardOption = "0/1",
+    overwrite: OverwriteOption = False,
+    num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
+    max_image_pixels: MaxPixelsOption = 89_478_485,
+    config: ConfigOption = None,
+) -> None:
+    """Predict masks with a trained DeepLabV2 (multi-scale max + flip, optional CRF)."""
+    from pseudolabel.devices import resolve_device
+    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.refiners.crf import CrfRefiner
+    from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint
+
+    source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
+    test_scales = _parse_scales(scales)
+    torch_device = resolve_device(device)
+    if not checkpoint.is_file():
+        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), num_workers)
+
+    def make_labeler() -> SegmentationPredictor:
+        model = model_from_checkpoint(checkpoint, source.num_classes, torch_device)
+        return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
+
+    write_resolved_config(out / "config.yaml", ctx)
+    _run_with_progress("predict", source, make_labeler, run, out)
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Show the known checkpoints and whether each is in the cache."""

@@ -1,0 +1,161 @@
+"""DeepLabV2: a dilated ResNet (output stride 8, frozen batch norm) and ASPP as the SUM of four
+dilated 3x3 convolutions (rates 6, 12, 18, 24), each initialised N(0, 0.01) with zero bias.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.models.weights import resolve_weights
+
+BACKBONES = ("resnet101", "resnet50", "resnet18")
+"""resnet101 is DeepLabV2's; the smaller ones are for quick experiments and tests."""
+ASPP_RATES = (6, 12, 18, 24)
+IMAGENET_WEIGHTS = {"resnet101": "resnet101_imagenet"}
+MSC_SCALES = (1.0, 0.75, 0.5)
+
+
+class Aspp(nn.Module):
+    """Atrous spatial pyramid pooling, DeepLabV2 style: the sum of parallel dilated 3x3 convolutions."""
+
+    def __init__(self, in_channels: int, num_classes: int, rates: tuple[int, ...] = ASPP_RATES) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=rate, dilation=rate, bias=True) for rate in rates
+        )
+        for branch in self.branches:
+            nn.init.normal_(branch.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(branch.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, C, h, w] -> logits [B, K, h, w]."""
+        return sum(branch(features) for branch in self.branches)
+
+
+class DeepLabV2(nn.Module):
+    """ResNet body with dilation 2 in layer3 and 4 in layer4 (stride 8), then ASPP.
+
+    Args:
+        backbone: ``resnet101`` (DeepLabV2), ``resnet50`` or ``resnet18``.
+        freeze_bn: replace batch norm by frozen batch norm (DeepLabV2 does).
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "resnet101", freeze_bn: bool = True) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+        if backbone == "resnet18":
+            resnet = torchvision.models.resnet18(weights=None)
+            _dilate_basic_blocks(resnet)
+        else:
+            norm = FrozenBatchNorm2d if freeze_bn else nn.BatchNorm2d
+            builder = getattr(torchvision.models, backbone)
+            resnet = builder(weights=None, replace_stride_with_dilation=[False, True, True], norm_layer=norm)
+        if freeze_bn and backbone == "resnet18":
+            resnet = _freeze_batch_norm(resnet)
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.freeze_bn = freeze_bn
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        self.aspp = Aspp(resnet.fc.in_features, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images [B, 3, H, W] -> logits [B, K, ceil(H/8), ceil(W/8)]."""
+        x = self.stem(images)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.aspp(x)
+
+    def multi_scale(self, images: torch.Tensor, scales: tuple[float, ...] = MSC_SCALES) -> list[torch.Tensor]:
+        """MSC: logits at each scale resized to the first scale's grid, then their element-wise max (last)."""
+        outputs = []
+        for scale in scales:
+            scaled = (
+                images
+                if scale == 1.0
+                else F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+            )
+            outputs.append(self(scaled))
+        size = outputs[0].shape[2:]
+        resized = [
+            o if o.shape[2:] == size else F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+            for o in outputs
+        ]
+        return [*resized, torch.stack(resized).max(dim=0).values]
+
+    def parameter_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """SGD groups: backbone (lr, decay), ASPP weights (10 lr, decay), ASPP biases (20 lr, no decay)."""
+        backbone = [p for name, p in self.named_parameters() if not name.startswith("aspp.") and p.requires_grad]
+        aspp_weights = [branch.weight for branch in self.aspp.branches]
+        aspp_biases = [branch.bias for branch in self.aspp.branches]
+        return [
+            {"params": backbone, "lr": lr, "weight_decay": weight_decay, "lr_mult": 1},
+            {"params": aspp_weights, "lr": 10 * lr, "weight_decay": weight_decay, "lr_mult": 10},
+            {"params": aspp_biases, "lr": 20 * lr, "weight_decay": 0.0, "lr_mult": 20},
+        ]
+
+
+def _dilate_basic_blocks(resnet: nn.Module) -> None:
+    """Output stride 8 for BasicBlock ResNets (torchvision only dilates Bottleneck ones)."""
+    for layer, dilation in ((resnet.layer3, 2), (resnet.layer4, 4)):
+        for index, block in enumerate(layer):
+            for conv in (block.conv1, block.conv2):
+                if conv.stride == (2, 2):
+                    conv.stride = (1, 1)
+                conv.dilation = (
+                    (dilation, dilation) if not (index == 0 and conv is block.conv1) else (dilation // 2, dilation // 2)
+                )
+                conv.padding = conv.dilation
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+
+
+def _freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batch_norm(child)
+    return module
+
+
+def load_backbone_weights(model: DeepLabV2, weights: str) -> None:
+    """``imagenet`` (torchvision's ImageNet state dict from the weights cache), a file path in
+    torchvision's ResNet state-dict format, or ``random``. The classifier (``fc``) is dropped."""
+    name = IMAGENET_WEIGHTS.get(model.backbone_name) if weights == "imagenet" else weights
+    if name is None:
+        raise ConfigError(f"no ImageNet checkpoint is registered for {model.backbone_name}; give a file or random")
+    path = resolve_weights(name, "backbone")
+    if path is None:
+        return
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"cannot read backbone weights {path}: {str(error).splitlines()[0]}") from error
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            continue
+        head, _, rest = key.partition(".")
+        stem_index = {"conv1": 0, "bn1": 1}.get(head)
+        renamed[f"stem.{stem_index}.{rest}" if stem_index is not None else key] = value
+    missing, unexpected = model.load_state_dict(renamed, strict=False)
+    missing = [key for key in missing if not key.startswith("aspp.")]
+    if missing or unexpected:
+        raise WeightsError(
+            f"backbone weights {path} do not fit {model.backbone_name}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )

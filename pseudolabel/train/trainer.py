@@ -1,0 +1,345 @@
+"""Train DeepLabV2 on pseudo-label masks: SGD with 1x/10x/20x groups and a poly schedule,
+gradient accumulation, optional multi-scale (MSC) loss, balanced cross-entropy, bf16 autocast
+on CUDA, DDP under ``torchrun`` (gloo on CPU), exact resume, metrics.jsonl, NaN stop.
+
+The loss of a batch is the mean over its samples of each sample's mean cross-entropy over its
+valid (non-255) pixels, so accumulation steps and DDP processes add up to exactly the loss of
+one process with the whole batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from pseudolabel.datasets.base import Dataset
+from pseudolabel.devices import autocast_dtype, resolve_device
+from pseudolabel.errors import ConfigError, PseudolabelError
+from pseudolabel.files import atomic_output
+from pseudolabel.manifest import Manifest
+from pseudolabel.masks import IGNORE_INDEX
+from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
+from pseudolabel.train.data import TRAIN_SCALES, GlobalSamples, TrainingCrops, check_masks
+
+LOSSES = ("ce", "balanced")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; defaults are DeepLabV2's VOC schedule (REFERENCE.md).
+
+    ``freeze_bn=None`` freezes batch norm for pretrained backbones (DeepLabV2) and trains it for
+    ``random`` ones (frozen random statistics would leave the network unnormalised).
+    """
+
+    def batch_norm_frozen(self) -> bool:
+        """Whether batch norm is frozen for this run."""
+        return self.freeze_bn if self.freeze_bn is not None else self.backbone_weights != "random"
+
+    out_dir: Path
+    masks_dir: Path
+    iterations: int = 20_000
+    batch_size: int = 10
+    accumulate: int = 2
+    crop_size: int = 321
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    msc: bool = True
+    train_scales: tuple[float, ...] = TRAIN_SCALES
+    loss: str = "ce"
+    backbone: str = "resnet101"
+    backbone_weights: str = "imagenet"
+    freeze_bn: bool | None = None
+    seed: int = 0
+    log_every: int = 20
+    save_every: int = 1000
+    val_every: int = 0
+    num_workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    resume: bool = False
+
+
+class TrainingDiverged(PseudolabelError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env(device_type: str) -> Distributed:
+    """Join the process group when ``torchrun`` set WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def poly_factor(iteration: int, total: int, power: float) -> float:
+    """(1 - iteration / total) ** power."""
+    return max(0.0, 1.0 - iteration / total) ** power
+
+
+def make_optimizer(model: DeepLabV2, config: TrainConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD over the 1x/10x/20x groups with the poly schedule over ``config.iterations``."""
+    optimizer = torch.optim.SGD(
+        model.parameter_groups(config.lr, config.weight_decay), lr=config.lr, momentum=config.momentum
+    )
+    total, power = config.iterations, config.poly_power
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: poly_factor(iteration, total, power))
+    return optimizer, scheduler
+
+
+def sample_mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """Mean over samples of each sample's mean CE over its valid pixels (255 ignored).
+
+    Args:
+        logits: [B, K, h, w]; labels: int64 [B, h, w].
+        balanced: weight each class by the inverse of its pixel count in the sample.
+    """
+    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    valid = labels != IGNORE_INDEX
+    if balanced:
+        safe = labels.clamp(max=logits.shape[1] - 1) * valid
+        counts = F.one_hot(safe, logits.shape[1]).mul(valid[..., None]).flatten(1, 2).sum(dim=1).float()
+        weights = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+        weights = weights / weights.gt(0).sum(dim=1, keepdim=True).clamp(min=1)
+        pixel_weights = torch.gather(weights, 1, safe.flatten(1)).view_as(labels) * valid
+        per_sample = (per_pixel * pixel_weights).flatten(1).sum(dim=1)
+    else:
+        per_sample = (per_pixel * valid).flatten(1).sum(dim=1) / valid.flatten(1).sum(dim=1).clamp(min=1)
+    return per_sample.mean()
+
+
+class MscNetwork(torch.nn.Module):
+    """``forward(images, msc)``: plain logits, or with MSC the list of per-scale logits and their max.
+
+    Going through ``forward`` (not ``multi_scale`` directly) lets DDP synchronise MSC gradients.
+    """
+
+    def __init__(self, model: DeepLabV2) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, msc: bool = False) -> list[torch.Tensor]:
+        return self.model.multi_scale(images) if msc else [self.model(images)]
+
+
+def training_loss(
+    network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
+    """CE on the logits (with MSC: on each scale's logits and their max, summed); labels are
+    resized to the logits' grid, sampling each cell's centre (nearest-exact: plain nearest would take its
+    top-left pixel and shift every label by half a cell)."""
+    outputs = network(images, msc=config.msc)
+    size = outputs[0].shape[2:]
+    small = F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
+    return sum(sample_mean_cross_entropy(o, small, config.loss == "balanced") for o in outputs)
+
+
+def checkpoint_state(
+    model: DeepLabV2, optimizer: Any, scheduler: Any, iteration: int, config: TrainConfig, class_names: list[str]
+) -> dict[str, Any]:
+    """Everything needed to continue exactly: weights, optimiser, schedule, iteration, RNG, config."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "iteration": iteration,
+        "torch_rng": torch.get_rng_state(),
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
+        "num_classes": model.num_classes,
+        "backbone": model.backbone_name,
+        "freeze_bn": model.freeze_bn,
+        "class_names": class_names,
+    }
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save into a temporary file, then rename: a killed save never leaves a broken last.pt."""
+    with atomic_output(path) as temp:
+        torch.save(state, temp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`, read with ``weights_only=True``."""
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ConfigError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from error
+
+
+@dataclass
+class TrainResult:
+    """Where training ended."""
+
+    iteration: int
+    last_loss: float
+    seconds: float
+    stopped_early: bool
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig,
+    evaluate: Callable[[DeepLabV2], float] | None = None,
+    stop_after: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) and checkpoint to ``config.out_dir``.
+
+    Args:
+        evaluate: returns val mIoU for the model, called every ``val_every`` iterations (rank 0).
+        stop_after: save and stop after this iteration (the schedule still spans ``iterations``).
+        should_stop: polled after each iteration (Ctrl-C); True saves and stops.
+        on_iteration: ``(iteration, loss)`` after each iteration (rank 0), for progress display.
+
+    Raises:
+        TrainingDiverged: NaN/inf loss; ``last.pt`` keeps the last good state.
+    """
+    device = resolve_device(config.device)
+    place = distributed_from_env(device.type)
+    if device.type == "cuda" and place.world > 1:
+        device = torch.device("cuda", place.local_rank)
+    dtype = autocast_dtype(config.precision, device)
+    micro_batch, remainder = divmod(config.batch_size, config.accumulate * place.world)
+    if remainder or micro_batch < 1:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} must be a multiple of --accumulate {config.accumulate} x "
+            f"{place.world} processes"
+        )
+    check_masks(dataset, config.masks_dir)
+    torch.manual_seed(config.seed)
+    frozen = config.batch_norm_frozen()
+    if not frozen and place.world > 1 and device.type == "cpu":
+        raise ConfigError(
+            "trainable batch norm needs SyncBatchNorm, which runs on GPUs only; use --freeze-bn on the CPU"
+        )
+    model = DeepLabV2(dataset.num_classes, config.backbone, frozen)
+    last = config.out_dir / "last.pt"
+    state = load_checkpoint(last) if config.resume else None
+    if state is None:
+        load_backbone_weights(model, config.backbone_weights)
+    else:
+        model.load_state_dict(state["model"])
+    model.to(device)
+    optimizer, scheduler = make_optimizer(model, config)
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["iteration"])
+    network: Any = MscNetwork(model)
+    if place.world > 1:
+        if not frozen:
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    crops = TrainingCrops(dataset, config.masks_dir, config.crop_size, config.seed, config.train_scales)
+    sampler = GlobalSamples(start, config.iterations, micro_batch, config.accumulate, place.rank, place.world)
+    loader = torch.utils.data.DataLoader(
+        crops, batch_size=micro_batch, sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda"
+    )
+    batches = iter(loader)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    loss_value = math.nan
+    iteration = start
+    names = dataset.class_names
+    with Manifest(config.out_dir / "metrics.jsonl") if place.main else _NoLog() as metrics:
+        window_start, window_iterations = time.perf_counter(), 0
+        while iteration < config.iterations:
+            model.train()
+            total = torch.zeros((), device=device)
+            for step in range(config.accumulate):
+                images, labels = (t.to(device, non_blocking=True) for t in next(batches))
+                sync = step == config.accumulate - 1 or place.world == 1
+                context = network.no_sync() if (place.world > 1 and not sync) else contextlib.nullcontext()
+                with context, torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    loss = training_loss(network, images, labels, config) / config.accumulate
+                loss.backward()
+                total += loss.detach()
+            if place.world > 1:
+                dist.all_reduce(total)
+                total /= place.world
+            loss_value = float(total)
+            if not math.isfinite(loss_value):
+                if last.is_file():
+                    kept = f"the last good checkpoint is {last} (iteration {int(load_checkpoint(last)['iteration'])})"
+                else:
+                    kept = "no checkpoint was saved yet (see --save-every)"
+                raise TrainingDiverged(
+                    f"loss became {loss_value} at iteration {iteration + 1}; {kept}; "
+                    "lower --lr (2e-4 is common for noisy pseudo-labels) or use --loss balanced"
+                )
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            iteration += 1
+            window_iterations += 1
+            if place.main:
+                if on_iteration:
+                    on_iteration(iteration, loss_value)
+                if iteration % config.log_every == 0 or iteration == config.iterations:
+                    rate = window_iterations / (time.perf_counter() - window_start)
+                    metrics.write(
+                        {"iter": iteration, "loss": round(loss_value, 6), "lr": lr, "it_per_s": round(rate, 3)}
+                    )
+                    window_start, window_iterations = time.perf_counter(), 0
+                if evaluate and config.val_every and iteration % config.val_every == 0:
+                    metrics.write({"iter": iteration, "val_miou": evaluate(model)})
+            stopping = (stop_after is not None and iteration >= stop_after) or (
+                should_stop is not None and should_stop()
+            )
+            if place.main and (iteration % config.save_every == 0 or iteration == config.iterations or stopping):
+                state = checkpoint_state(model, optimizer, scheduler, iteration, config, names)
+                save_checkpoint(last, state)
+                if iteration % config.save_every == 0:
+                    save_checkpoint(config.out_dir / f"iter_{iteration:06d}.pt", state)
+            if stopping:
+                break
+    if place.world > 1:
+        dist.barrier()
+    return TrainResult(iteration, loss_value, time.perf_counter() - began, iteration < config.iterations)
+
+
+class _NoLog:
+    """Metrics writer of non-main DDP processes: writes nothing."""
+
+    def __enter__(self) -> _NoLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def write(self, record: dict[str, Any]) -> None:
+        return None
