@@ -560,9 +560,11 @@ def train_seg(
         raise ConfigError(f"mask folder {masks} does not exist")
     source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
     settings = TrainConfig(
-        out, masks, iters, batch_size, accumulate, crop_size, lr, 0.9, weight_decay, 0.9, msc,
-        _parse_scales(train_scales), loss, backbone,
-        backbone_weights, freeze_bn, seed, log_every, save_every, val_every, num_workers, device, precision, resume,
+        out_dir=out, masks_dir=masks, iterations=iters, batch_size=batch_size, accumulate=accumulate,
+        crop_size=crop_size, lr=lr, weight_decay=weight_decay, msc=msc, train_scales=_parse_scales(train_scales),
+        loss=loss, backbone=backbone, backbone_weights=backbone_weights, freeze_bn=freeze_bn, seed=seed,
+        log_every=log_every, save_every=save_every, val_every=val_every, num_workers=num_workers, device=device,
+        precision=precision, resume=resume,
     )  # fmt: skip
     evaluate = (
         _val_evaluator(dataset, root, val_split, labels, prompts, classes, max_image_pixels) if val_split else None
