@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,32 @@ def test_train_and_predict_commands(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "none.pt"), "--dataset", "voc",
                                   "--root", str(voc), "--out", str(tmp_path / "p2")])  # fmt: skip
     assert missing.exit_code == 1 and "none.pt does not exist" in missing.output
+
+
+def test_torchrun_command_trains_with_ddp_like_one_process(tmp_path: Path) -> None:
+    voc, masks = synthetic_voc(tmp_path)
+    weights = calibrated_resnet18(tmp_path / "resnet18.pth")
+    args = ["train-seg", "--dataset", "voc", "--root", str(voc), "--masks", str(masks), "--backbone", "resnet18"]
+    args += ["--backbone-weights", str(weights), "--iters", "3", "--crop-size", "48", "--batch-size", "2"]
+    args += ["--accumulate", "1", "--log-every", "1", "--device", "cpu", "--num-workers", "0"]
+    single = runner.invoke(app, [*args, "--out", str(tmp_path / "single")])
+    assert single.exit_code == 0, single.output
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+    ]
+    result = subprocess.run(
+        [*launcher, "-m", "pseudolabel", *args, "--out", str(tmp_path / "ddp")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("finished at iteration 3") == 1  # only rank 0 reports
+    losses = [[r["loss"] for r in read_manifest(tmp_path / run / "metrics.jsonl")] for run in ("single", "ddp")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
