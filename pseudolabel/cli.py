@@ -80,7 +80,8 @@ SplitOption = Annotated[
     str | None, typer.Option(help="Split: VOC ImageSets/Segmentation list (train), COCO split (train2014).")
 ]
 LabelsOption = Annotated[
-    Path | None, typer.Option("--labels", help="Folder dataset: CSV or JSON file, image -> class names.")
+    Path | None,
+    typer.Option("--labels", help="Folder dataset: CSV or JSON file, image -> class names; none = no labels."),
 ]
 PromptsOption = Annotated[
     str | None, typer.Option(help="Prompt set: voc, coco, or a YAML file (default: the dataset's).")
@@ -367,6 +368,14 @@ def generate(
         Synonyms, typer.Option(help="Class names as prompts: none, fuse (CLIP-ES fused names), pole.")
     ] = Synonyms.fuse,
     pole_candidates: Annotated[int, typer.Option(help="POLE: names per class to choose from.")] = 4,
+    exclude: Annotated[
+        bool, typer.Option(help="ELSE-style exclusion: drop classes CLIP finds impossible in their own region.")
+    ] = False,
+    exclusion_threshold: Annotated[float, typer.Option(help="Exclude a (region, class) when P_ex >= this.")] = 0.2,
+    zero_shot_top_k: Annotated[int, typer.Option(help="--labels none: candidate classes per image.")] = 3,
+    zero_shot_min_probability: Annotated[
+        float, typer.Option(help="--labels none: keep candidates with CLIP probability above this.")
+    ] = 0.1,
     scales: Annotated[str, typer.Option(help="Comma-separated image scales, e.g. 1.0,0.75,1.25.")] = "1.0",
     flip: Annotated[bool, typer.Option(help="Add a horizontally flipped view per scale.")] = False,
     caa: Annotated[bool, typer.Option(help="Refine CAMs with class-aware attention affinity.")] = True,
@@ -410,7 +419,11 @@ def generate(
 
     run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), num_workers)
     cam_options = CamOptions(_parse_scales(scales), flip, caa, box_threshold)
-    labeler_options = CamLabelerOptions(synonyms.value, pole_candidates, bg_alpha, bg_threshold)
+    labeler_options = CamLabelerOptions(
+        synonyms.value, pole_candidates, bg_alpha, bg_threshold, exclude, exclusion_threshold,
+        zero_shot=labels is not None and str(labels) == "none", zero_shot_top_k=zero_shot_top_k,
+        zero_shot_min_probability=zero_shot_min_probability,
+    )  # fmt: skip
     settings = RefineSettings(
         refine, crf_iterations, label_confidence, min_confidence, sam, sam_checkpoint, sam_mode, grid, iou_threshold
     )
@@ -498,6 +511,13 @@ def _print_run_summary(summary: Any, out: Path) -> None:
     )
     if summary.failed:
         err_console.print(f"[yellow]{summary.failed} images failed: see status 'failed' in the manifest[/]")
+    if summary.excluded_classes or summary.excluded_pairs:
+        dropped = ", ".join(f"{name} ({count})" for name, count in summary.excluded_classes.most_common())
+        console.print(
+            f"exclusion: {summary.excluded_pairs} (region, class) pairs had P_ex over the threshold; "
+            f"classes dropped: {dropped or 'none'}",
+            highlight=False,
+        )
     if summary.synonym_wins:
         table = Table(title="POLE: how often each name won")
         table.add_column("class")

@@ -71,7 +71,8 @@ class RunOptions:
 
 @dataclass
 class RunSummary:
-    """What a run did; ``synonym_wins[class][name]`` counts POLE choices."""
+    """What a run did; ``synonym_wins[class][name]`` counts POLE choices, ``excluded_classes``
+    how often exclusion dropped each class, ``excluded_pairs`` the zeroed (region, class) pairs."""
 
     selected: int = 0
     already_done: int = 0
@@ -80,6 +81,8 @@ class RunSummary:
     interrupted: bool = False
     seconds: float = 0.0
     synonym_wins: dict[str, Counter[str]] = field(default_factory=dict)
+    excluded_classes: Counter[str] = field(default_factory=Counter)
+    excluded_pairs: int = 0
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -240,6 +243,8 @@ def run_labeler(
                 summary.done += 1
                 for class_name, chosen in result.record.get("synonyms", {}).items():
                     summary.synonym_wins.setdefault(class_name, Counter())[chosen] += 1
+                summary.excluded_classes.update(result.record.get("excluded", []))
+                summary.excluded_pairs += len(result.record.get("exclusions", []))
             if on_progress:
                 on_progress()
             if stop.requested:

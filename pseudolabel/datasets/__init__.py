@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pseudolabel.datasets.base import Dataset, Sample
+from pseudolabel.datasets.base import Dataset, Sample, WithoutLabels
 from pseudolabel.datasets.coco import CocoDataset
 from pseudolabel.datasets.folder import FolderDataset
 from pseudolabel.datasets.voc import VocDataset
@@ -34,8 +34,16 @@ def build_dataset(
     gt_dir: Path | None = None,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Dataset:
-    """Build a dataset by name, as the CLI's ``--dataset`` option does."""
+    """Build a dataset by name, as the CLI's ``--dataset`` option does.
+
+    ``labels_file`` ``none`` means no image-level labels (zero-shot): a folder dataset then
+    takes every image under ``root``, and VOC/COCO hide their labels.
+    """
     prompts = prompts or resolve_prompts(name)
+    if labels_file is not None and str(labels_file) == "none":
+        if name == "folder":
+            return FolderDataset(root, None, prompts, max_image_pixels, gt_dir)
+        return WithoutLabels(build_dataset(name, root, split, prompts, None, gt_dir, max_image_pixels))
     if name == "voc":
         return VocDataset(root, split or DEFAULT_SPLITS["voc"], prompts, max_image_pixels)
     if name == "coco":

@@ -75,3 +75,24 @@ class Dataset:
         """
         rgb = load_rgb(self.image_path(image_id), self.max_image_pixels)
         return Sample(image_id, rgb, self.labels(image_id), self.gt_path(image_id))
+
+
+class WithoutLabels(Dataset):
+    """Another dataset's split with its image-level labels hidden (zero-shot: ``--labels none``)."""
+
+    def __init__(self, inner: Dataset) -> None:
+        super().__init__(inner.prompts, inner.max_image_pixels)
+        self.inner = inner
+        self.name = inner.name
+
+    def ids(self) -> list[str]:
+        return self.inner.ids()
+
+    def image_path(self, image_id: str) -> Path:
+        return self.inner.image_path(image_id)
+
+    def labels(self, image_id: str) -> tuple[int, ...]:
+        return ()
+
+    def gt_path(self, image_id: str) -> Path | None:
+        return self.inner.gt_path(image_id)

@@ -31,6 +31,8 @@ class FolderDataset(Dataset):
     """Images in ``root`` listed in ``labels_file``; class names resolved through ``prompts``.
 
     Args:
+        labels_file: CSV or JSON, or None for every image under ``root`` without labels
+            (zero-shot).
         gt_dir: optional folder of GT masks named ``<id>.png``.
     """
 
@@ -39,7 +41,7 @@ class FolderDataset(Dataset):
     def __init__(
         self,
         root: str | Path,
-        labels_file: str | Path,
+        labels_file: str | Path | None,
         prompts: PromptSet | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         gt_dir: str | Path | None = None,
@@ -51,7 +53,21 @@ class FolderDataset(Dataset):
         self.gt_dir = Path(gt_dir).expanduser() if gt_dir else None
         self._paths: dict[str, Path] = {}
         self._labels: dict[str, tuple[int, ...]] = {}
-        self._read_labels_file(Path(labels_file).expanduser())
+        if labels_file is None:
+            self._list_images()
+        else:
+            self._read_labels_file(Path(labels_file).expanduser())
+
+    def _list_images(self) -> None:
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+                image_id = path.relative_to(self.root).with_suffix("").as_posix()
+                if image_id in self._labels:
+                    raise ConfigError(f"two images in {self.root} share the id {image_id!r} (same name, other suffix)")
+                self._paths[image_id] = path
+                self._labels[image_id] = ()
+        if not self._labels:
+            raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
 
     def _read_labels_file(self, path: Path) -> None:
         if not path.is_file():

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from pseudolabel.datasets.base import Sample
+from pseudolabel.exclusion import DEFAULT_THRESHOLD, ClassExclusion, zero_shot_candidates
 from pseudolabel.labelers.clip_es import CamOptions, ClipEsCam, background_score
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms
+from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms, masked_images
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 
@@ -29,12 +30,21 @@ class CamLabelerOptions:
         bg_alpha: background = (1 - max cam) ** alpha.
         bg_threshold: if set, a constant background score instead (a pixel is foreground
             where its best CAM exceeds it).
+        exclude: drop candidate classes that ELSE-style exclusion finds impossible in their
+            own CAM region (threshold ``exclusion_threshold`` on P_ex).
+        zero_shot: ignore image labels; candidates are the ``zero_shot_top_k`` classes by
+            CLIP image-level probability above ``zero_shot_min_probability``.
     """
 
     synonyms: str = "fuse"
     pole_candidates: int = DEFAULT_CANDIDATES
     bg_alpha: float = 1.0
     bg_threshold: float | None = None
+    exclude: bool = False
+    exclusion_threshold: float = DEFAULT_THRESHOLD
+    zero_shot: bool = False
+    zero_shot_top_k: int = 3
+    zero_shot_min_probability: float = 0.1
 
 
 class CamLabeler:
@@ -54,6 +64,7 @@ class CamLabeler:
         if self.options.synonyms not in SYNONYM_MODES:
             raise ValueError(f"synonyms must be one of {SYNONYM_MODES}")
         self.cam = ClipEsCam(clip, cam_options, autocast_dtype)
+        self.exclusion = ClassExclusion(clip, prompts, self.options.exclusion_threshold)
         self.background_texts = [prompts.cam_template.format(word) for word in prompts.background_words]
 
     def _text_features(self, names: list[str]) -> torch.Tensor:
@@ -61,29 +72,74 @@ class CamLabeler:
         return self.clip.encode_texts(texts)
 
     def __call__(self, sample: Sample) -> tuple[ScoreMaps, dict[str, Any]]:
-        """Score maps of the sample's classes and a manifest record (synonym choices, stage seconds)."""
-        entries = [self.prompts.classes[class_id] for class_id in sample.labels]
-        size = sample.rgb.shape[:2]
+        """Score maps of the sample's classes and a manifest record (candidates, exclusions,
+        synonym choices, stage seconds)."""
         record: dict[str, Any] = {}
+        size = sample.rgb.shape[:2]
+        class_ids = list(sample.labels)
+        if self.options.zero_shot:
+            class_ids = self._zero_shot_classes(sample, record)
         start = time.perf_counter()
         views = self.cam.encode_views(sample.rgb)
         record["encode_s"] = round(time.perf_counter() - start, 4)
-        if self.options.synonyms == "pole":
+        base_names = self._names(class_ids)
+        first = None
+        if self.options.exclude or self.options.synonyms == "pole":
+            first = self.cam.class_maps(views, self._text_features(base_names), len(class_ids), size)
+        changed = False
+        if self.options.exclude and class_ids:
             start = time.perf_counter()
-            first = self.cam.class_maps(views, self._text_features([e.name for e in entries]), len(entries), size)
+            kept = self._exclude(sample, class_ids, first, record)
+            changed = not all(kept)
+            class_ids = [c for c, keep in zip(class_ids, kept, strict=True) if keep]
+            first = first[torch.tensor(kept, device=first.device)]
+            base_names = self._names(class_ids)
+            record["exclusion_s"] = round(time.perf_counter() - start, 4)
+        names = base_names
+        if self.options.synonyms == "pole" and class_ids:
+            start = time.perf_counter()
+            entries = [self.prompts.classes[c] for c in class_ids]
             choices = choose_synonyms(
                 self.clip, sample.rgb, first, entries, self.prompts.pole_template, self.options.pole_candidates
             )
             names = [choice.chosen for choice in choices]
             record["synonyms"] = {c.class_name: c.chosen for c in choices}
             record["pole_s"] = round(time.perf_counter() - start, 4)
-        elif self.options.synonyms == "fuse":
-            names = [entry.display for entry in entries]
-        else:
-            names = [entry.name for entry in entries]
+            changed = True
         start = time.perf_counter()
-        cams = self.cam.class_maps(views, self._text_features(names), len(entries), size)
+        if first is not None and not changed:
+            cams = first
+        else:
+            cams = self.cam.class_maps(views, self._text_features(names), len(class_ids), size)
         background = background_score(cams, self.options.bg_alpha, self.options.bg_threshold)
         scores = torch.cat([background[None], cams]).cpu().numpy()
         record["cam_s"] = round(time.perf_counter() - start, 4)
-        return ScoreMaps(scores, (0, *sample.labels)), record
+        if self.options.zero_shot or self.options.exclude:
+            record["classes"] = [self.prompts.classes[c].name for c in class_ids]
+        return ScoreMaps(scores, (0, *class_ids)), record
+
+    def _names(self, class_ids: list[int]) -> list[str]:
+        entries = [self.prompts.classes[c] for c in class_ids]
+        return [entry.display if self.options.synonyms == "fuse" else entry.name for entry in entries]
+
+    def _clip_input_size(self) -> int:
+        size = self.clip.model.visual.image_size
+        return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+    def _zero_shot_classes(self, sample: Sample, record: dict[str, Any]) -> list[int]:
+        whole = torch.ones(1, *sample.rgb.shape[:2], device=self.clip.device)
+        embedding = self.clip.encode_images(masked_images(self.clip, sample.rgb, whole, self._clip_input_size()))[0]
+        candidates = zero_shot_candidates(
+            self.clip, embedding, self.prompts, self.options.zero_shot_top_k, self.options.zero_shot_min_probability
+        )
+        record["candidates"] = {self.prompts.classes[c].name: round(p, 4) for c, p in candidates}
+        return sorted(c for c, _ in candidates)
+
+    def _exclude(self, sample: Sample, class_ids: list[int], cams: torch.Tensor, record: dict[str, Any]) -> list[bool]:
+        regions = self.clip.encode_images(masked_images(self.clip, sample.rgb, cams, self._clip_input_size()))
+        result = self.exclusion(regions, class_ids)
+        record["exclusions"] = result.exclusions
+        record["excluded"] = [
+            self.prompts.classes[c].name for c, keep in zip(class_ids, result.kept, strict=True) if not keep
+        ]
+        return result.kept

@@ -1,0 +1,133 @@
+"""ELSE-style exclusion and the zero-shot mode: formulas, prompts from the YAML, constructed cases, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_clip import tiny_clip, write_tiny_config
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.datasets import build_dataset
+from pseudolabel.datasets.folder import FolderDataset
+from pseudolabel.errors import ConfigError
+from pseudolabel.exclusion import (
+    ClassExclusion,
+    corrected_probabilities,
+    exclusion_probabilities,
+    inclusion_probabilities,
+    zero_shot_candidates,
+)
+from pseudolabel.manifest import read_manifest
+from pseudolabel.prompts import load_prompts
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+VOC = load_prompts("voc")
+runner = CliRunner()
+
+
+def test_corrected_probability_is_zero_at_or_above_the_threshold() -> None:
+    p_in = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    p_ex = torch.tensor([[0.19, 0.2, 0.9], [0.0, 0.5, 0.1999]])
+    expected = torch.tensor([[0.7, 0.0, 0.0], [0.3, 0.0, 0.4]])
+    torch.testing.assert_close(corrected_probabilities(p_in, p_ex, 0.2), expected)
+
+
+def test_probabilities_follow_their_formulas() -> None:
+    torch.manual_seed(0)
+    regions, forward, reverse = (F.normalize(torch.randn(n, 8), dim=-1) for n in (2, 3, 3))
+    inclusion = inclusion_probabilities(regions, forward)
+    torch.testing.assert_close(inclusion, torch.softmax(100 * regions @ forward.T, dim=1))
+    exclusion = exclusion_probabilities(regions, forward, reverse)
+    yes, no = 100 * regions @ forward.T, 100 * regions @ reverse.T
+    torch.testing.assert_close(exclusion, torch.exp(no) / (torch.exp(yes) + torch.exp(no)))
+
+
+class FakeTexts:
+    """encode_texts stand-in: remembers every text and returns chosen unit vectors."""
+
+    def __init__(self, vectors: dict[str, torch.Tensor], dimension: int = 4) -> None:
+        self.vectors = vectors
+        self.seen: list[str] = []
+        self.dimension = dimension
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        self.seen += texts
+        rows = [self.vectors.get(text, torch.full((self.dimension,), 0.5)) for text in texts]
+        return F.normalize(torch.stack(rows), dim=-1)
+
+
+def _unit(index: int, dimension: int = 4) -> torch.Tensor:
+    return torch.eye(dimension)[index]
+
+
+def test_reverse_prompts_come_from_the_prompt_file_and_impossible_classes_are_dropped(monkeypatch) -> None:
+    clip = tiny_clip()
+    texts = FakeTexts({
+        "a photo of a cat.": _unit(0), "a photo of a dog.": _unit(1),
+        "a photo without cat.": _unit(2), "a photo of no cat.": _unit(2),
+        "a photo without dog.": _unit(3), "a photo of no dog.": _unit(3),
+    })  # fmt: skip
+    monkeypatch.setattr(clip, "encode_texts", texts)
+    # the cat region looks like "no cat"; the dog region looks like a dog
+    regions = F.normalize(torch.stack([_unit(2) + 0.1 * _unit(0), _unit(1)]), dim=-1)
+    result = ClassExclusion(clip, VOC, threshold=0.2)(regions, [8, 12])
+    assert {"a photo without cat.", "a photo of no cat.", "a photo of a dog."} <= set(texts.seen)
+    assert result.kept == [False, True]
+    cat_cat = next(e for e in result.exclusions if e["region"] == "cat" and e["class"] == "cat")
+    assert cat_cat["p_ex"] >= 0.2 and 0 <= cat_cat["p_in"] <= 1
+    assert all(e["p_ex"] >= 0.2 for e in result.exclusions)
+
+
+def test_zero_shot_candidates_take_top_k_above_the_minimum(monkeypatch) -> None:
+    clip = tiny_clip()
+    dimension = 24
+    vectors = {f"a photo of a {entry.name}.": _unit(i % dimension, dimension) for i, entry in enumerate(VOC.classes)}
+    monkeypatch.setattr(clip, "encode_texts", FakeTexts(vectors, dimension))
+    image = F.normalize(_unit(8, dimension) + 0.97 * _unit(15, dimension), dim=-1)  # cat, then person
+    chosen = zero_shot_candidates(clip, image, VOC, top_k=3, min_probability=0.05)
+    assert [c for c, _ in chosen] == [8, 15]
+    assert chosen[0][1] > chosen[1][1] > 0.05
+    only_best = zero_shot_candidates(clip, image, VOC, top_k=3, min_probability=0.99)
+    assert [c for c, _ in only_best] == [8]
+
+
+def test_unlabelled_datasets(tmp_path: Path) -> None:
+    hidden = build_dataset("voc", EXAMPLES / "voc" / "VOC2012", "train", labels_file=Path("none"))
+    assert hidden.ids() and all(hidden.labels(i) == () for i in hidden.ids())
+    folder = FolderDataset(EXAMPLES / "voc" / "VOC2012" / "JPEGImages", None)
+    assert folder.ids() == hidden.ids()
+    (tmp_path / "a.jpg").write_bytes((EXAMPLES / "voc" / "VOC2012" / "JPEGImages" / "2026_000001.jpg").read_bytes())
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="share the id 'a'"):
+        FolderDataset(tmp_path, None)
+
+
+@pytest.mark.parametrize("dataset", ["voc", "folder"])
+def test_generate_zero_shot_with_exclusion(tmp_path: Path, dataset: str) -> None:
+    root = EXAMPLES / "voc" / "VOC2012" / ("JPEGImages" if dataset == "folder" else "")
+    args = ["generate", "--dataset", dataset, "--root", str(root), "--labels", "none", "--exclude"]
+    args += [
+        "--out",
+        str(tmp_path / "out"),
+        "--clip-model",
+        str(write_tiny_config(tmp_path)),
+        "--clip-weights",
+        "random",
+    ]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--num-workers", "0", "--exclusion-threshold", "0.0"])
+    assert result.exit_code == 0, result.output
+    assert "4 images labelled" in result.output and "exclusion:" in result.output
+    records = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    for record in records:
+        assert record["candidates"] and set(record["classes"]) <= set(record["candidates"])
+        assert all(e["p_ex"] >= 0.0 for e in record["exclusions"])  # threshold 0: every pair is recorded
+        assert len(record["exclusions"]) == len(record["candidates"]) ** 2
+        assert record["classes"] == []  # P_ex >= 0 zeroes everything: no class survives
+    from pseudolabel.masks import read_mask
+
+    assert set(np.unique(read_mask(tmp_path / "out" / "2026_000001.png"))) <= {0, 255}
