@@ -159,3 +159,16 @@ def colours_to_labels(rgb: np.ndarray, path: str | os.PathLike[str] = "<array>")
             )
         labels_of_unique[position] = index
     return labels_of_unique[inverse].reshape(keys.shape)
+
+
+def mask_class_ids(mask: np.ndarray, num_classes: int, path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """Class ids present in a label map, without background and 255.
+
+    Raises:
+        MaskError: a value that is not a class id (names the file and the values).
+    """
+    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    bad = [int(v) for v in present if v >= num_classes and v != IGNORE_INDEX]
+    if bad:
+        raise MaskError(f"mask {path} holds values {bad} that are not class ids (0..{num_classes - 1} or 255)")
+    return tuple(int(v) for v in present if 0 < v < num_classes)

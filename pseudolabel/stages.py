@@ -18,7 +18,7 @@ import numpy as np
 
 from pseudolabel.datasets.base import Sample
 from pseudolabel.errors import MaskError
-from pseudolabel.masks import IGNORE_INDEX, read_mask
+from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.pipeline import Labelled
 from pseudolabel.refiners.crf import scores_from_labels
 from pseudolabel.scoremaps import ScoreMaps, decode, load_scores
@@ -69,10 +69,7 @@ class StoredMaskRefine:
             raise MaskError(
                 f"mask {path} is {labels.shape[1]}x{labels.shape[0]} but its image is {width}x{height} (width x height)"
             )
-        present = {int(v) for v in np.unique(labels)} - {IGNORE_INDEX}
-        bad = sorted(v for v in present if v >= self.num_classes)
-        if bad:
-            raise MaskError(f"mask {path} holds values {bad} that are not class ids (0..{self.num_classes - 1}, 255)")
+        present = mask_class_ids(labels, self.num_classes, path)
         scores_path = self.scores_dir / f"{sample.image_id}.npz" if self.scores_dir else None
         if scores_path is not None and scores_path.is_file():
             maps = load_scores(scores_path)

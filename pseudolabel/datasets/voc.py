@@ -6,12 +6,10 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError, MaskError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.masks import IGNORE_INDEX, read_mask
+from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.prompts import PromptSet, load_prompts
 
 GT_FOLDERS = ("SegmentationClassAug", "SegmentationClass")
@@ -60,7 +58,7 @@ class VocDataset(Dataset):
     def labels(self, image_id: str) -> tuple[int, ...]:
         gt = self.gt_path(image_id)
         if gt is not None:
-            return labels_from_mask(read_mask(gt), self.num_classes, gt)
+            return mask_class_ids(read_mask(gt), self.num_classes, gt)
         annotation = self.root / "Annotations" / f"{image_id}.xml"
         if annotation.is_file():
             return self._labels_from_annotation(annotation)
@@ -76,19 +74,6 @@ class VocDataset(Dataset):
             raise MaskError(f"cannot parse annotation {path}: {error}") from error
         names = [obj.findtext("name", "").strip() for obj in tree.getroot().iter("object")]
         return tuple(sorted({self.prompts.class_id(name, where=f"{path}: ") for name in names if name}))
-
-
-def labels_from_mask(mask: np.ndarray, num_classes: int, path: Path) -> tuple[int, ...]:
-    """Class ids present in a GT mask, without background and ignore.
-
-    Raises:
-        MaskError: a value that is not a class id (names the file and the values).
-    """
-    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
-    bad = [int(v) for v in present if v >= num_classes and v != IGNORE_INDEX]
-    if bad:
-        raise MaskError(f"mask {path} holds values {bad} that are not class ids (0..{num_classes - 1} or 255)")
-    return tuple(int(v) for v in present if 0 < v < num_classes)
 
 
 def find_voc_root(root: Path) -> Path:
