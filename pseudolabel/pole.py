@@ -51,14 +51,15 @@ def pick_best(
     return choices
 
 
-def masked_images(clip: ClipModel, rgb: np.ndarray, cams: torch.Tensor, size: int) -> torch.Tensor:
+def masked_images(clip: ClipModel, rgb: np.ndarray, cams: torch.Tensor, size: int | None = None) -> torch.Tensor:
     """Normalised [K, 3, size, size] CLIP inputs of ``rgb * cam_k``.
 
     Args:
         rgb: uint8 [H, W, 3]; cams: [K, H, W] in [0, 1].
+        size: side of the input (default: the model's training size).
     """
-    image = torch.as_tensor(np.ascontiguousarray(rgb)).to(cams.device).permute(2, 0, 1).float() / 255
-    masked = image[None] * cams[:, None].float()
+    size = size or clip.input_size
+    masked = clip.image_tensor(rgb) * cams[:, None].float()
     resized = F.interpolate(masked, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     return clip.normalize(resized.clamp(0, 1))
 
@@ -77,9 +78,7 @@ def choose_synonyms(
         cams: [K, H, W] CAMs of ``entries`` (same order) in [0, 1].
         template: prompt with one ``{}``, e.g. ``"a photo of {}."``.
     """
-    size = clip.model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else int(size)
-    image_embeddings = clip.encode_images(masked_images(clip, rgb, cams, size))
+    image_embeddings = clip.encode_images(masked_images(clip, rgb, cams))
     candidate_names = [candidates_of(entry, count) for entry in entries]
     candidate_embeddings = [clip.encode_texts([template.format(name) for name in names]) for names in candidate_names]
     picks = pick_best(image_embeddings, candidate_embeddings)

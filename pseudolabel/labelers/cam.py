@@ -122,13 +122,9 @@ class CamLabeler:
         entries = [self.prompts.classes[c] for c in class_ids]
         return [entry.display if self.options.synonyms == "fuse" else entry.name for entry in entries]
 
-    def _clip_input_size(self) -> int:
-        size = self.clip.model.visual.image_size
-        return size[0] if isinstance(size, (tuple, list)) else int(size)
-
     def _zero_shot_classes(self, sample: Sample, record: dict[str, Any]) -> list[int]:
         whole = torch.ones(1, *sample.rgb.shape[:2], device=self.clip.device)
-        embedding = self.clip.encode_images(masked_images(self.clip, sample.rgb, whole, self._clip_input_size()))[0]
+        embedding = self.clip.encode_images(masked_images(self.clip, sample.rgb, whole))[0]
         candidates = zero_shot_candidates(
             self.clip, embedding, self.prompts, self.options.zero_shot_top_k, self.options.zero_shot_min_probability
         )
@@ -136,7 +132,7 @@ class CamLabeler:
         return sorted(c for c, _ in candidates)
 
     def _exclude(self, sample: Sample, class_ids: list[int], cams: torch.Tensor, record: dict[str, Any]) -> list[bool]:
-        regions = self.clip.encode_images(masked_images(self.clip, sample.rgb, cams, self._clip_input_size()))
+        regions = self.clip.encode_images(masked_images(self.clip, sample.rgb, cams))
         result = self.exclusion(regions, class_ids)
         record["exclusions"] = result.exclusions
         record["excluded"] = [

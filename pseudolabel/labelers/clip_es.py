@@ -155,7 +155,7 @@ class ClipEsCam:
         patch = self.clip.patch_size
         height, width = rgb.shape[:2]
         size = (max(1, math.ceil(scale * height / patch)) * patch, max(1, math.ceil(scale * width / patch)) * patch)
-        image = torch.as_tensor(np.ascontiguousarray(rgb)).to(self.clip.device).permute(2, 0, 1)[None].float() / 255
+        image = self.clip.image_tensor(rgb)
         if flipped:
             image = image.flip(-1)
         image = F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)

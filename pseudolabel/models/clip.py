@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,16 @@ class ClipModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def input_size(self) -> int:
+        """Side in pixels of the square input the image tower was trained at (224 for ViT-B/16)."""
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    def image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> float32 [1, 3, H, W] in [0, 1] on the model's device."""
+        return torch.as_tensor(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
