@@ -8,6 +8,7 @@ single-process run would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def normalize_image(rgb: np.ndarray) -> torch.Tensor:
     return (image - mean) / std
 
 
+@functools.lru_cache(maxsize=4)
+def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """The permutation of one epoch, computed once per (seed, epoch) instead of once per sample."""
+    return np.random.default_rng((seed, epoch)).permutation(count)
+
+
 class TrainingCrops(torch.utils.data.Dataset):
     """Item k = (image [3, S, S], labels [S, S] int64) for global sample number k.
 
@@ -54,9 +61,9 @@ class TrainingCrops(torch.utils.data.Dataset):
         return len(self.ids)
 
     def image_id(self, sample_number: int) -> str:
+        """The id at sample k: position k % N of epoch k // N's permutation."""
         epoch, position = divmod(sample_number, len(self.ids))
-        order = np.random.default_rng((self.seed, epoch)).permutation(len(self.ids))
-        return self.ids[order[position]]
+        return self.ids[epoch_order(self.seed, epoch, len(self.ids))[position]]
 
     def __getitem__(self, sample_number: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_id = self.image_id(sample_number)
