@@ -109,14 +109,17 @@ def main_callback(
     """Image-level labels in, per-pixel pseudo-label masks out."""
 
 
-def _progress() -> Progress:
+def _progress(*extra: ProgressColumn, disable: bool = False) -> Progress:
+    """The progress bar of every run: description, bar, done/total, ``extra`` columns, time left."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *extra,
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
+        disable=disable,
     )
 
 
@@ -290,6 +293,7 @@ DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 LimitOption = Annotated[int | None, typer.Option(help="Only the first N images of the split.")]
 ShardOption = Annotated[str, typer.Option(help="i/n: this run does every n-th image from i.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Redo images whose outputs exist (default: resume).")]
+PrecisionOption = Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")]
 
 
 @dataclass(frozen=True)
@@ -326,15 +330,7 @@ def _make_refiner(settings: RefineSettings, device: Any) -> Any:
 def _run_with_progress(title: str, source: Any, make_labeler: Any, run: Any, out: Path) -> None:
     from pseudolabel.pipeline import run_labeler
 
-    with Progress(
-        TextColumn(title),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
+    with _progress(RateColumn()) as progress:
         task = progress.add_task(title, total=None)
         summary = run_labeler(
             source, make_labeler, run,
@@ -398,7 +394,7 @@ def generate(
     grid: GridOption = 16,
     iou_threshold: IouThresholdOption = 0.5,
     device: DeviceOption = "auto",
-    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")] = "auto",
+    precision: PrecisionOption = "auto",
     limit: LimitOption = None,
     shard: ShardOption = "0/1",
     overwrite: OverwriteOption = False,
@@ -562,7 +558,7 @@ def train_seg(
     save_every: Annotated[int, typer.Option(help="Keep iter_N.pt every N iterations (last.pt always).")] = 1000,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt exactly where it stopped.")] = False,
     device: DeviceOption = "auto",
-    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")] = "auto",
+    precision: PrecisionOption = "auto",
     num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and augmentation.")] = 0,
     max_image_pixels: MaxPixelsOption = 89_478_485,
@@ -572,6 +568,7 @@ def train_seg(
     import os
 
     from pseudolabel.pipeline import StopRequest
+    from pseudolabel.train.predict import val_miou_evaluator
     from pseudolabel.train.trainer import LOSSES, TrainConfig, train
 
     if loss not in LOSSES:
@@ -586,16 +583,15 @@ def train_seg(
         log_every=log_every, save_every=save_every, val_every=val_every, num_workers=num_workers, device=device,
         precision=precision, resume=resume,
     )  # fmt: skip
-    evaluate = (
-        _val_evaluator(dataset, root, val_split, labels, prompts, classes, max_image_pixels) if val_split else None
-    )
+    evaluate = None
+    if val_split:
+        evaluate = val_miou_evaluator(
+            _open_dataset(dataset, root, val_split, labels, prompts, classes, max_image_pixels)
+        )
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         write_resolved_config(out / "config.yaml", ctx)
-    progress = Progress(
-        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(), console=err_console, transient=True, disable=not main_process,
-    )  # fmt: skip
+    progress = _progress(TextColumn("loss {task.fields[loss]}"), disable=not main_process)
     with progress, StopRequest(lambda: err_console.print("saving and stopping after this iteration")) as stop:
         task = progress.add_task("train", total=iters, loss="-")
         result = train(
@@ -612,32 +608,6 @@ def train_seg(
         )
     if result.stopped_early:
         raise typer.Exit(130)
-
-
-def _val_evaluator(
-    dataset: DatasetName, root: Path | None, split: str, labels: Path | None, prompts: str | None,
-    classes: Path | None, max_image_pixels: int,
-) -> Any:  # fmt: skip
-    """A function giving the val mIoU of a model (single scale, no flip) on a split with GT."""
-    from pseudolabel.masks import read_mask
-    from pseudolabel.metrics import Counts, count_pair, summarize
-    from pseudolabel.train.predict import predict_probabilities
-
-    val = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
-    with_gt = [i for i in val.ids() if val.gt_path(i) is not None]
-    if not with_gt:
-        raise ConfigError(f"--val-split {split} has no GT masks")
-
-    def evaluate(model: Any) -> float:
-        model.eval()
-        counts = Counts(val.num_classes)
-        for image_id in with_gt:
-            sample = val.load(image_id)
-            prediction = predict_probabilities(model, sample.rgb, (1.0,), flip=False).argmax(dim=0)
-            counts.add(count_pair(read_mask(sample.gt_path), prediction.cpu().numpy().astype("uint8"), val.num_classes))
-        return round(float(summarize(counts)["miou"] or 0.0), 6)
-
-    return evaluate
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pseudolabel.datasets.base import Sample
+from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.errors import ConfigError
+from pseudolabel.masks import read_mask
+from pseudolabel.metrics import Counts, count_pair, summarize
 from pseudolabel.models.deeplab import MSC_SCALES, DeepLabV2
 from pseudolabel.pipeline import Labelled
 from pseudolabel.scoremaps import ScoreMaps, decode
@@ -52,6 +55,31 @@ def predict_probabilities(
         merged = logits.max(dim=0).values
         best = merged if best is None else torch.maximum(best, merged)
     return best.softmax(dim=0)
+
+
+def val_miou_evaluator(dataset: Dataset) -> Callable[[DeepLabV2], float]:
+    """A function giving a model's mIoU on the images of ``dataset`` that have GT (single scale, no flip).
+
+    Raises:
+        ConfigError: the split has no GT masks.
+    """
+    with_gt = [image_id for image_id in dataset.ids() if dataset.gt_path(image_id) is not None]
+    if not with_gt:
+        split = getattr(dataset, "split", "")
+        raise ConfigError(f"--val-split {split} of {dataset.name} has no GT masks to compute val mIoU against")
+
+    def evaluate(model: DeepLabV2) -> float:
+        model.eval()
+        counts = Counts(dataset.num_classes)
+        for image_id in with_gt:
+            sample = dataset.load(image_id)
+            prediction = predict_probabilities(model, sample.rgb, (1.0,), flip=False).argmax(dim=0)
+            counts.add(
+                count_pair(read_mask(sample.gt_path), prediction.cpu().numpy().astype(np.uint8), dataset.num_classes)
+            )
+        return round(float(summarize(counts)["miou"] or 0.0), 6)
+
+    return evaluate
 
 
 @dataclass
