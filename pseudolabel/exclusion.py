@@ -1,7 +1,7 @@
 """ELSE-style exclusion of impossible classes ("excluding the impossible").
 
-For each candidate region r (here: the image masked by a class's CAM; SAM masks work the same
-way) and each candidate class c:
+For each candidate region r (the image masked by a class's CAM, or by a Grounded-SAM mask) and
+each candidate class c of the image:
 
 * inclusion P_in(r, c): softmax over the candidate classes of CLIP similarity (scale 100)
   between the region and the forward prompts ("a photo of a {}.");
@@ -9,26 +9,34 @@ way) and each candidate class c:
   [similarity to the forward prompts, similarity to the reverse prompts ("a photo without {}.",
   "a photo of no {}.")], the "no" entry, as CLIPN scores its "no" text tower (scale 100);
 * correction: P_cor(r, c) = 0 where P_ex(r, c) >= epsilon, else P_in(r, c) (epsilon 0.2).
+
+With a CLIPN checkpoint (``--exclusion-weights PATH``) the "no" embeddings come from CLIPN's
+"no" text tower fed the forward prompts, as CLIPN scores p_no, instead of reverse prompts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pseudolabel.models.clip import ClipModel
+from pseudolabel.pole import masked_images
 from pseudolabel.prompts import PromptSet
 
 DEFAULT_THRESHOLD = 0.2
 LOGIT_SCALE = 100.0
 
 
-def prompt_embeddings(clip: ClipModel, templates: tuple[str, ...], names: list[str]) -> torch.Tensor:
+def prompt_embeddings(
+    encode_texts: Callable[[list[str]], torch.Tensor], templates: tuple[str, ...], names: list[str]
+) -> torch.Tensor:
     """Normalised mean over templates of each name's text embedding: [C, D]."""
-    per_template = torch.stack([clip.encode_texts([template.format(name) for name in names]) for template in templates])
+    per_template = torch.stack([encode_texts([template.format(name) for name in names]) for template in templates])
     return F.normalize(per_template.mean(dim=0), dim=-1)
 
 
@@ -53,42 +61,126 @@ def corrected_probabilities(inclusion: torch.Tensor, exclusion: torch.Tensor, th
 
 @dataclass(frozen=True)
 class ExclusionResult:
-    """Which candidate classes survive, and every (region, class) pair that was zeroed."""
+    """Which regions keep their class, and every (region, class) pair that was zeroed."""
 
     kept: list[bool]
     exclusions: list[dict[str, Any]]
 
 
 class ClassExclusion:
-    """Drops a candidate class whose own region is better explained by another class once the
-    impossible (region, class) pairs are zeroed, or whose region excludes every class."""
+    """ELSE-style filter over candidate regions.
 
-    def __init__(self, clip: ClipModel, prompts: PromptSet, threshold: float = DEFAULT_THRESHOLD) -> None:
+    A region keeps its class when, after the impossible (region, class) pairs are zeroed, that
+    class still has the highest corrected probability among the candidates; otherwise the region
+    is dropped (its class is impossible there, or another candidate explains it better).
+
+    Reverse embeddings come from the reverse prompts on plain CLIP, or, when a CLIPN "no" tower
+    is given, from the forward prompts through that tower (CLIPN's image tower then encodes the
+    regions: ``clip`` must be CLIPN's).
+    """
+
+    def __init__(
+        self, clip: ClipModel, prompts: PromptSet, threshold: float = DEFAULT_THRESHOLD, no_tower: Any = None
+    ) -> None:
         self.clip = clip
         self.prompts = prompts
         self.threshold = threshold
+        self.no_tower = no_tower
 
-    def __call__(self, region_embeddings: torch.Tensor, class_ids: list[int]) -> ExclusionResult:
-        """Args: region_embeddings: normalised [K, D], region k = class_ids[k]'s region."""
-        names = [self.prompts.classes[c].name for c in class_ids]
-        forward = prompt_embeddings(self.clip, self.prompts.forward_templates, names)
-        reverse = prompt_embeddings(self.clip, self.prompts.reverse_templates, names)
+    def reverse_embeddings(self, names: list[str]) -> torch.Tensor:
+        """Normalised [C, D] "not this class" embeddings of ``names``."""
+        if self.no_tower is None:
+            return prompt_embeddings(self.clip.encode_texts, self.prompts.reverse_templates, names)
+        return prompt_embeddings(self._encode_no, self.prompts.forward_templates, names)
+
+    @torch.no_grad()
+    def _encode_no(self, texts: list[str]) -> torch.Tensor:
+        return self.no_tower(self.clip.tokenizer(texts).to(self.clip.device)).float()
+
+    def probabilities(
+        self, region_embeddings: torch.Tensor, names: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(P_in, P_ex, P_cor), each [R, C], of normalised regions [R, D] and candidate names."""
+        forward = prompt_embeddings(self.clip.encode_texts, self.prompts.forward_templates, names)
         inclusion = inclusion_probabilities(region_embeddings, forward)
-        exclusion = exclusion_probabilities(region_embeddings, forward, reverse)
-        corrected = corrected_probabilities(inclusion, exclusion, self.threshold)
-        kept = [bool(corrected[k, k] > 0 and corrected[k].argmax() == k) for k in range(len(class_ids))]
+        exclusion = exclusion_probabilities(region_embeddings, forward, self.reverse_embeddings(names))
+        return inclusion, exclusion, corrected_probabilities(inclusion, exclusion, self.threshold)
+
+    def __call__(
+        self,
+        rgb: np.ndarray,
+        regions: torch.Tensor,
+        region_classes: list[int],
+        candidates: list[int],
+        region_names: list[str] | None = None,
+        crop: bool = False,
+    ) -> ExclusionResult:
+        """Judge each region's class against the image's candidate classes.
+
+        Args:
+            rgb: uint8 [H, W, 3].
+            regions: [R, H, W] in [0, 1] (CAMs, or SAM masks as 0/1).
+            region_classes: the class id each region claims (one of ``candidates``).
+            candidates: the image's candidate class ids.
+            region_names: how the manifest names each region (default: its class name).
+            crop: encode each region cropped to a square around it (small SAM masks), not the
+                whole masked image.
+        """
+        names = [self.prompts.classes[c].name for c in candidates]
+        region_names = region_names or [self.prompts.classes[c].name for c in region_classes]
+        embeddings = self.clip.encode_images(region_images(self.clip, rgb, regions, crop))
+        inclusion, exclusion, corrected = self.probabilities(embeddings, names)
+        kept = []
+        for region, class_id in enumerate(region_classes):
+            own = candidates.index(class_id)
+            kept.append(bool(corrected[region, own] > 0 and corrected[region].argmax() == own))
         exclusions = [
             {
-                "region": names[r],
+                "region": region_names[r],
                 "class": names[c],
                 "p_in": round(float(inclusion[r, c]), 4),
                 "p_ex": round(float(exclusion[r, c]), 4),
             }
-            for r in range(len(class_ids))
-            for c in range(len(class_ids))
+            for r in range(len(region_classes))
+            for c in range(len(candidates))
             if exclusion[r, c] >= self.threshold
         ]
         return ExclusionResult(kept, exclusions)
+
+
+def region_images(clip: ClipModel, rgb: np.ndarray, regions: torch.Tensor, crop: bool) -> torch.Tensor:
+    """CLIP inputs [R, 3, S, S] of ``rgb * region``: the whole image, or a square crop around each region
+    (side = 1.2 x the longer side of its bounding box, zero padding outside the image)."""
+    if not crop:
+        return masked_images(clip, rgb, regions)
+    image = clip.image_tensor(rgb)[0]
+    size = clip.input_size
+    inputs = []
+    for region in regions.to(image.device).float():
+        rows, columns = torch.nonzero(region > 0, as_tuple=True)
+        if len(rows) == 0:
+            inputs.append(torch.zeros(3, size, size, device=image.device))
+            continue
+        centre_y, centre_x = (rows.min() + rows.max()) / 2, (columns.min() + columns.max()) / 2
+        side = 1.2 * float(max(rows.max() - rows.min(), columns.max() - columns.min()) + 1)
+        top, left = int(centre_y - side / 2), int(centre_x - side / 2)
+        bottom, right = top + int(side) + 1, left + int(side) + 1
+        masked = image * region
+        pad = (max(0, -left), max(0, right - masked.shape[2]), max(0, -top), max(0, bottom - masked.shape[1]))
+        window = F.pad(masked, pad)[:, top + pad[2] : bottom + pad[2], left + pad[0] : right + pad[0]]
+        inputs.append(F.interpolate(window[None], size=(size, size), mode="bicubic", antialias=True)[0])
+    return clip.normalize(torch.stack(inputs).clamp(0, 1))
+
+
+def zero_shot_classes(
+    clip: ClipModel, rgb: np.ndarray, prompts: PromptSet, top_k: int, min_probability: float
+) -> tuple[list[int], dict[str, float]]:
+    """Candidate class ids (sorted) of an unlabelled uint8 [H, W, 3] image, and their CLIP
+    probabilities by class name for the manifest (see :func:`zero_shot_candidates`)."""
+    whole = torch.ones(1, *rgb.shape[:2], device=clip.device)
+    embedding = clip.encode_images(masked_images(clip, rgb, whole))[0]
+    candidates = zero_shot_candidates(clip, embedding, prompts, top_k, min_probability)
+    return sorted(c for c, _ in candidates), {prompts.classes[c].name: round(p, 4) for c, p in candidates}
 
 
 def zero_shot_candidates(
@@ -104,7 +196,9 @@ def zero_shot_candidates(
         (class id, probability) pairs, best first (at least the best class).
     """
     class_ids = list(range(1, prompts.num_classes))
-    forward = prompt_embeddings(clip, prompts.forward_templates, [prompts.classes[c].name for c in class_ids])
+    forward = prompt_embeddings(
+        clip.encode_texts, prompts.forward_templates, [prompts.classes[c].name for c in class_ids]
+    )
     probabilities = (LOGIT_SCALE * image_embedding @ forward.T).softmax(dim=-1)
     order = probabilities.argsort(descending=True)[:top_k].tolist()
     chosen = [(class_ids[i], float(probabilities[i])) for i in order if probabilities[i] >= min_probability]

@@ -20,6 +20,7 @@ from pseudolabel.exclusion import (
     corrected_probabilities,
     exclusion_probabilities,
     inclusion_probabilities,
+    region_images,
     zero_shot_candidates,
 )
 from pseudolabel.manifest import read_manifest
@@ -75,12 +76,61 @@ def test_reverse_prompts_come_from_the_prompt_file_and_impossible_classes_are_dr
     monkeypatch.setattr(clip, "encode_texts", texts)
     # the cat region looks like "no cat"; the dog region looks like a dog
     regions = F.normalize(torch.stack([_unit(2) + 0.1 * _unit(0), _unit(1)]), dim=-1)
-    result = ClassExclusion(clip, VOC, threshold=0.2)(regions, [8, 12])
+    monkeypatch.setattr(clip, "encode_images", lambda images: regions[: len(images)])
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    result = ClassExclusion(clip, VOC, threshold=0.2)(rgb, torch.ones(2, 20, 30), [8, 12], [8, 12])
     assert {"a photo without cat.", "a photo of no cat.", "a photo of a dog."} <= set(texts.seen)
     assert result.kept == [False, True]
     cat_cat = next(e for e in result.exclusions if e["region"] == "cat" and e["class"] == "cat")
     assert cat_cat["p_ex"] >= 0.2 and 0 <= cat_cat["p_in"] <= 1
     assert all(e["p_ex"] >= 0.2 for e in result.exclusions)
+
+
+def test_a_region_better_explained_by_another_candidate_is_dropped(monkeypatch) -> None:
+    """Several SAM masks may claim the same class; each is judged against all candidates."""
+    clip = tiny_clip()
+    texts = FakeTexts({"a photo of a cat.": _unit(0), "a photo of a dog.": _unit(1)})  # reverse prompts: far away
+    monkeypatch.setattr(clip, "encode_texts", texts)
+    regions = F.normalize(torch.stack([_unit(0), _unit(1), _unit(0) + 0.01 * _unit(1)]), dim=-1)
+    monkeypatch.setattr(clip, "encode_images", lambda images: regions[: len(images)])
+    names = ["mask 0 (cat)", "mask 1 (cat)", "mask 2 (dog)"]
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    result = ClassExclusion(clip, VOC, 0.2)(rgb, torch.ones(3, 20, 30), [8, 8, 12], [8, 12], names, crop=True)
+    assert result.kept == [True, False, False]  # mask 1 looks like a dog, mask 2 like a cat
+
+
+def test_clipn_no_tower_replaces_reverse_prompts(monkeypatch) -> None:
+    clip = tiny_clip()
+    texts = FakeTexts({"a photo of a cat.": _unit(0), "a photo of a dog.": _unit(1)})
+    monkeypatch.setattr(clip, "encode_texts", texts)
+    seen: list[torch.Tensor] = []
+
+    def no_tower(tokens: torch.Tensor) -> torch.Tensor:  # "no cat" -> unit 2, "no dog" -> unit 3
+        seen.append(tokens)
+        return torch.stack([_unit(2 + i % 2) for i in range(len(tokens))])
+
+    regions = F.normalize(torch.stack([_unit(2) + 0.1 * _unit(0), _unit(1)]), dim=-1)
+    monkeypatch.setattr(clip, "encode_images", lambda images: regions[: len(images)])
+    exclusion = ClassExclusion(clip, VOC, 0.2, no_tower=no_tower)
+    result = exclusion(np.zeros((20, 30, 3), np.uint8), torch.ones(2, 20, 30), [8, 12], [8, 12])
+    assert result.kept == [False, True]
+    assert seen and not any("without" in t for t in texts.seen)  # reverse prompts are not used
+    expected = clip.tokenizer(["a photo of a cat.", "a photo of a dog."])
+    assert torch.equal(seen[0], expected)  # the "no" tower reads the forward prompts
+
+
+def test_region_crops_frame_the_mask(monkeypatch) -> None:
+    clip = tiny_clip()
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    rgb[10:20, 40:50] = 200  # a bright square, the region
+    region = torch.zeros(1, 60, 80)
+    region[0, 10:20, 40:50] = 1
+    whole = region_images(clip, rgb, region, crop=False)
+    cropped = region_images(clip, rgb, region, crop=True)
+    mean = torch.tensor(clip.mean).view(1, 3, 1, 1)
+    std = torch.tensor(clip.std).view(1, 3, 1, 1)
+    bright = lambda x: ((x * std + mean) > 0.5).float().mean()  # noqa: E731
+    assert bright(cropped) > 0.5 > bright(whole)  # the crop is mostly the object, the whole image is not
 
 
 def test_zero_shot_candidates_take_top_k_above_the_minimum(monkeypatch) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import DEFAULT_THRESHOLD, ClassExclusion, zero_shot_candidates
+from pseudolabel.exclusion import DEFAULT_THRESHOLD, ClassExclusion, zero_shot_classes
 from pseudolabel.labelers.clip_es import CamOptions, ClipEsCam, background_score
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms, masked_images
+from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 
@@ -57,14 +57,16 @@ class CamLabeler:
         cam_options: CamOptions | None = None,
         options: CamLabelerOptions | None = None,
         autocast_dtype: torch.dtype | None = None,
+        exclusion: ClassExclusion | None = None,
     ) -> None:
+        """``exclusion`` replaces the default plain-CLIP exclusion (e.g. a CLIPN-based one)."""
         self.clip = clip
         self.prompts = prompts
         self.options = options or CamLabelerOptions()
         if self.options.synonyms not in SYNONYM_MODES:
             raise ValueError(f"synonyms must be one of {SYNONYM_MODES}")
         self.cam = ClipEsCam(clip, cam_options, autocast_dtype)
-        self.exclusion = ClassExclusion(clip, prompts, self.options.exclusion_threshold)
+        self.exclusion = exclusion or ClassExclusion(clip, prompts, self.options.exclusion_threshold)
         self.background_texts = [prompts.cam_template.format(word) for word in prompts.background_words]
 
     def _text_features(self, names: list[str]) -> torch.Tensor:
@@ -123,17 +125,14 @@ class CamLabeler:
         return [entry.display if self.options.synonyms == "fuse" else entry.name for entry in entries]
 
     def _zero_shot_classes(self, sample: Sample, record: dict[str, Any]) -> list[int]:
-        whole = torch.ones(1, *sample.rgb.shape[:2], device=self.clip.device)
-        embedding = self.clip.encode_images(masked_images(self.clip, sample.rgb, whole))[0]
-        candidates = zero_shot_candidates(
-            self.clip, embedding, self.prompts, self.options.zero_shot_top_k, self.options.zero_shot_min_probability
+        options = self.options
+        class_ids, record["candidates"] = zero_shot_classes(
+            self.clip, sample.rgb, self.prompts, options.zero_shot_top_k, options.zero_shot_min_probability
         )
-        record["candidates"] = {self.prompts.classes[c].name: round(p, 4) for c, p in candidates}
-        return sorted(c for c, _ in candidates)
+        return class_ids
 
     def _exclude(self, sample: Sample, class_ids: list[int], cams: torch.Tensor, record: dict[str, Any]) -> list[bool]:
-        regions = self.clip.encode_images(masked_images(self.clip, sample.rgb, cams))
-        result = self.exclusion(regions, class_ids)
+        result = self.exclusion(sample.rgb, cams, class_ids, class_ids)
         record["exclusions"] = result.exclusions
         record["excluded"] = [
             self.prompts.classes[c].name for c, keep in zip(class_ids, result.kept, strict=True) if not keep

@@ -96,21 +96,36 @@ def build_clip(
     Raises:
         WeightsError: missing file, or weights that do not fit the architecture.
     """
+    path = resolve_weights(WEIGHT_NAMES.get(weights, weights), "clip")
+    state_dict = read_clip_state_dict(path) if path is not None else None
+    return create_clip(arch, state_dict, device, source=str(path))
+
+
+def create_clip(
+    arch: str | dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None,
+    device: str | torch.device = "cpu",
+    source: str = "the weights",
+) -> ClipModel:
+    """A frozen :class:`ClipModel` of ``arch`` holding ``state_dict`` (random weights when None).
+
+    Raises:
+        ConfigError: unknown architecture. WeightsError: ``state_dict`` (read from ``source``)
+        does not fit.
+    """
     if isinstance(arch, str) and arch.endswith(".json"):
         arch = read_json_config(Path(arch))
     config = dict(arch) if isinstance(arch, dict) else open_clip.get_model_config(arch)
     if config is None:
         raise ConfigError(f"unknown open_clip architecture {arch!r} (e.g. ViT-B-16-quickgelu)")
     model = open_clip.model.CLIP(config.pop("embed_dim"), config.pop("vision_cfg"), config.pop("text_cfg"), **config)
-    path = resolve_weights(WEIGHT_NAMES.get(weights, weights), "clip")
-    if path is not None:
-        state_dict = read_clip_state_dict(path)
+    if state_dict is not None:
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
             first_line = str(error).splitlines()[0]
             name = arch if isinstance(arch, str) else "the given config"
-            raise WeightsError(f"CLIP weights {path} do not fit architecture {name}: {first_line}") from error
+            raise WeightsError(f"CLIP weights {source} do not fit architecture {name}: {first_line}") from error
     model = model.float().eval().to(device)
     model.requires_grad_(False)
     visual = model.visual
