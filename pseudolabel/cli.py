@@ -234,6 +234,7 @@ class Method(str, Enum):
     """Labelers ``generate --method`` knows."""
 
     cam = "cam"
+    grounded_sam = "grounded-sam"
 
 
 class Synonyms(str, Enum):
@@ -327,6 +328,37 @@ def _make_refiner(settings: RefineSettings, device: Any) -> Any:
     return None
 
 
+def _clipn_exclusion(weights: str, prompts: Any, threshold: float, device: Any) -> tuple[Any, Any]:
+    """CLIPN's CLIP (image + "yes" text towers) and an exclusion that uses its "no" tower."""
+    from pseudolabel.exclusion import ClassExclusion
+    from pseudolabel.models.clipn import load_clipn
+
+    clip, no_tower = load_clipn(weights, device)
+    return clip, ClassExclusion(clip, prompts, threshold, no_tower)
+
+
+def _grounded_sam_labeler(
+    detector: str,
+    detector_weights: str,
+    sam: str,
+    sam_checkpoint: str,
+    prompts: Any,
+    options: Any,
+    clip: Any,
+    exclusion: Any,
+    device: Any,
+    dtype: Any,
+) -> Any:
+    """Grounding DINO + SAM, each built once."""
+    from pseudolabel.labelers.grounded_sam import GroundedSamLabeler, SamBoxPredictor
+    from pseudolabel.models.grounding import build_grounding_dino
+    from pseudolabel.models.sam import build_sam
+
+    grounding = build_grounding_dino(detector, detector_weights, device)
+    predictor = SamBoxPredictor(build_sam(sam, sam_checkpoint, device), options.sam_batch, dtype)
+    return GroundedSamLabeler(grounding, predictor, prompts, options, clip, exclusion, dtype)
+
+
 def _run_with_progress(title: str, source: Any, make_labeler: Any, run: Any, out: Path) -> None:
     from pseudolabel.pipeline import run_labeler
 
@@ -361,13 +393,24 @@ def generate(
         str, typer.Option(help="openai (downloaded once into the cache), a state-dict file, or random.")
     ] = "openai",
     synonyms: Annotated[
-        Synonyms, typer.Option(help="Class names as prompts: none, fuse (CLIP-ES fused names), pole.")
-    ] = Synonyms.fuse,
+        Synonyms | None,
+        typer.Option(
+            help="Class names as prompts: none, fuse (fused names), pole (cam only). Default: cam fuse, "
+            "grounded-sam none."
+        ),
+    ] = None,
     pole_candidates: Annotated[int, typer.Option(help="POLE: names per class to choose from.")] = 4,
     exclude: Annotated[
-        bool, typer.Option(help="ELSE-style exclusion: drop classes CLIP finds impossible in their own region.")
+        bool,
+        typer.Option(
+            help="ELSE-style exclusion: drop regions (CAM class regions, SAM masks) whose class "
+            "CLIP finds impossible there."
+        ),
     ] = False,
     exclusion_threshold: Annotated[float, typer.Option(help="Exclude a (region, class) when P_ex >= this.")] = 0.2,
+    exclusion_weights: Annotated[
+        str, typer.Option(help="clip (reverse prompts on --clip-model) or a CLIPN checkpoint (its 'no' text tower).")
+    ] = "clip",
     zero_shot_top_k: Annotated[int, typer.Option(help="--labels none: candidate classes per image.")] = 3,
     zero_shot_min_probability: Annotated[
         float, typer.Option(help="--labels none: keep candidates with CLIP probability above this.")
@@ -375,7 +418,22 @@ def generate(
     scales: Annotated[str, typer.Option(help="Comma-separated image scales, e.g. 1.0,0.75,1.25.")] = "1.0",
     flip: Annotated[bool, typer.Option(help="Add a horizontally flipped view per scale.")] = False,
     caa: Annotated[bool, typer.Option(help="Refine CAMs with class-aware attention affinity.")] = True,
-    box_threshold: Annotated[float, typer.Option(help="CAA boxes around CAM regions above this share of max.")] = 0.4,
+    caa_threshold: Annotated[float, typer.Option(help="CAA boxes around CAM regions above this share of max.")] = 0.4,
+    detector: Annotated[str, typer.Option(help="grounded-sam: Grounding DINO swint, swinb, or a config .json.")] = (
+        "swint"
+    ),
+    detector_weights: Annotated[
+        str,
+        typer.Option(
+            help="grounded-sam: default (the variant's original checkpoint), a registry name, an original "
+            "or transformers checkpoint file, a transformers model folder, or random."
+        ),
+    ] = "default",
+    box_threshold: Annotated[float, typer.Option(help="grounded-sam: keep boxes whose best class reaches this.")] = 0.3,
+    text_threshold: Annotated[
+        float, typer.Option(help="grounded-sam: a box detects every class whose tokens reach this.")
+    ] = 0.25,
+    nms_threshold: Annotated[float, typer.Option(help="grounded-sam: per-class box NMS IoU.")] = 0.7,
     bg_alpha: Annotated[float, typer.Option(help="Background score = (1 - max CAM) ** alpha.")] = 1.0,
     bg_threshold: Annotated[
         float | None, typer.Option(help="Constant background score instead (foreground where a CAM exceeds it).")
@@ -407,18 +465,28 @@ def generate(
     import torch
 
     from pseudolabel.devices import autocast_dtype, resolve_device
+    from pseudolabel.exclusion import ClassExclusion
     from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
     from pseudolabel.labelers.clip_es import CamOptions
+    from pseudolabel.labelers.grounded_sam import GroundedSamOptions
     from pseudolabel.models.clip import build_clip
     from pseudolabel.pipeline import RunOptions, parse_shard
     from pseudolabel.stages import ScoreThenDecode
 
+    grounded = method is Method.grounded_sam
+    names = (synonyms or (Synonyms.none if grounded else Synonyms.fuse)).value
+    if grounded and names == "pole":
+        raise ConfigError("--synonyms pole needs CAMs: use it with --method cam (grounded-sam takes none or fuse)")
+    zero_shot = labels is not None and str(labels) == "none"
     run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), num_workers)
-    cam_options = CamOptions(_parse_scales(scales), flip, caa, box_threshold)
+    cam_options = CamOptions(_parse_scales(scales), flip, caa, caa_threshold)
     labeler_options = CamLabelerOptions(
-        synonyms.value, pole_candidates, bg_alpha, bg_threshold, exclude, exclusion_threshold,
-        zero_shot=labels is not None and str(labels) == "none", zero_shot_top_k=zero_shot_top_k,
-        zero_shot_min_probability=zero_shot_min_probability,
+        names, pole_candidates, bg_alpha, bg_threshold, exclude, exclusion_threshold,
+        zero_shot=zero_shot, zero_shot_top_k=zero_shot_top_k, zero_shot_min_probability=zero_shot_min_probability,
+    )  # fmt: skip
+    grounded_options = GroundedSamOptions(
+        box_threshold, text_threshold, nms_threshold, names, exclude=exclude, exclusion_threshold=exclusion_threshold,
+        zero_shot=zero_shot, zero_shot_top_k=zero_shot_top_k, zero_shot_min_probability=zero_shot_min_probability,
     )  # fmt: skip
     settings = RefineSettings(
         refine, crf_iterations, label_confidence, min_confidence, sam, sam_checkpoint, sam_mode, grid, iou_threshold
@@ -429,8 +497,21 @@ def generate(
 
     def make_labeler() -> ScoreThenDecode:
         torch.manual_seed(seed)
-        clip = build_clip(clip_model, clip_weights, torch_device)
-        scorer = CamLabeler(clip, source.prompts, cam_options, labeler_options, dtype)
+        clip, exclusion = None, None
+        if exclude and exclusion_weights != "clip":
+            clip, exclusion = _clipn_exclusion(exclusion_weights, source.prompts, exclusion_threshold, torch_device)
+        if grounded:
+            if clip is None and (exclude or zero_shot):
+                clip = build_clip(clip_model, clip_weights, torch_device)
+            if exclude and exclusion is None:
+                exclusion = ClassExclusion(clip, source.prompts, exclusion_threshold)
+            scorer = _grounded_sam_labeler(
+                detector, detector_weights, sam, sam_checkpoint, source.prompts, grounded_options, clip, exclusion,
+                torch_device, dtype,
+            )  # fmt: skip
+        else:  # CAMs come from --clip-model; a CLIPN exclusion keeps its own CLIP
+            clip = build_clip(clip_model, clip_weights, torch_device)
+            scorer = CamLabeler(clip, source.prompts, cam_options, labeler_options, dtype, exclusion)
         return ScoreThenDecode(scorer, unsure_margin, _make_refiner(settings, torch_device))
 
     write_resolved_config(out / "config.yaml", ctx)

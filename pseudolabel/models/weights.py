@@ -162,13 +162,14 @@ def warn_random(kind: str) -> None:
     )
 
 
-def resolve_weights(value: str, kind: str, download: bool = True) -> Path | None:
+def resolve_weights(value: str, kind: str, download: bool = True, allow_directory: bool = False) -> Path | None:
     """Turn a model option value into a checkpoint file.
 
     Args:
         value: registry name, local file path, or ``random``.
         kind: the model option's kind; a registry name of another kind is refused.
         download: fetch a missing registry checkpoint (unless offline).
+        allow_directory: a local folder is accepted too (a transformers ``save_pretrained`` folder).
 
     Returns:
         The file, or None for ``random`` (after printing a warning).
@@ -192,7 +193,7 @@ def resolve_weights(value: str, kind: str, download: bool = True) -> Path | None
             raise WeightsError(missing_message(spec))
         return download_weights(spec)
     path = Path(value).expanduser()
-    if path.is_file():
+    if path.is_file() or (allow_directory and path.is_dir()):
         return path
     if path.suffix or os.sep in value or "/" in value:
         raise WeightsError(f"weights file {path} does not exist")

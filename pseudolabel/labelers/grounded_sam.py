@@ -1,0 +1,318 @@
+"""The ``grounded-sam`` labeler: Grounding DINO boxes for the image's classes, SAM masks from those
+boxes, merged into ScoreMaps by confidence.
+
+Per image:
+
+1. **Detect**: one caption ``"cat . dog ."`` holds all candidate classes; each class owns the
+   caption tokens of its name. A query's class probability is the highest token probability
+   (sigmoid of the logit) inside that class's span. A query is a box when its best class reaches
+   ``box_threshold``; it is a detection of every class whose probability reaches
+   ``text_threshold`` (the reference maps the thresholded phrase back to a class by substring
+   matching, which confuses "car" and "cart"; spans cannot). Per-class NMS then removes
+   duplicates.
+2. **Segment**: every distinct kept box prompts SAM in one batched call per image (one image
+   embedding, single-mask output).
+3. **Exclude** (optional): ELSE-style, each mask is a region; a mask whose class is impossible
+   there is dropped.
+4. **Merge**: confidence = box score x SAM's predicted IoU. Channel c holds, per pixel, the best
+   confidence of class c's masks covering it; background is 1 where no mask covers the pixel and
+   0 elsewhere. Decoding takes the most confident class, so overlaps go to the more confident
+   mask (not to the higher class index as in the reference), and ``--unsure-margin`` marks
+   pixels whose two best classes are closer than the margin as 255.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from pseudolabel.datasets.base import Sample
+from pseudolabel.exclusion import DEFAULT_THRESHOLD, ClassExclusion, zero_shot_classes
+from pseudolabel.models.clip import ClipModel
+from pseudolabel.models.grounding import GroundingDino
+from pseudolabel.prompts import PromptSet
+from pseudolabel.scoremaps import ScoreMaps
+
+SYNONYM_MODES = ("none", "fuse")
+
+
+@dataclass(frozen=True)
+class GroundedSamOptions:
+    """Detector thresholds, prompts and the optional exclusion / zero-shot steps.
+
+    Attributes:
+        box_threshold: keep a query whose best class probability reaches this (0.3).
+        text_threshold: a kept query detects every class whose probability reaches this (0.25).
+        nms_threshold: per-class NMS IoU.
+        synonyms: ``none`` (class names) or ``fuse`` (the prompt file's fused display names).
+        sam_batch: box prompts per SAM decoder call.
+    """
+
+    box_threshold: float = 0.3
+    text_threshold: float = 0.25
+    nms_threshold: float = 0.7
+    synonyms: str = "none"
+    sam_batch: int = 64
+    exclude: bool = False
+    exclusion_threshold: float = DEFAULT_THRESHOLD
+    zero_shot: bool = False
+    zero_shot_top_k: int = 3
+    zero_shot_min_probability: float = 0.1
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Kept boxes of one image.
+
+    Attributes:
+        boxes: float [N, 4] as x0, y0, x1, y1 in pixels of the original image.
+        scores: float [N] class probability of each detection.
+        classes: int [N] index into the caption's names.
+        queries: int [N] the detector query each came from (a query can detect several classes).
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    classes: torch.Tensor
+    queries: torch.Tensor
+
+
+def caption_spans(tokenizer: Any, names: list[str]) -> tuple[str, dict[str, torch.Tensor], list[list[int]]]:
+    """The caption ``"a . b ."`` (lower case), its encoding, and each name's token positions."""
+    caption = " . ".join(name.lower().strip() for name in names) + " ."
+    encoding = tokenizer([caption], return_tensors="pt", return_offsets_mapping=True)
+    offsets = encoding.pop("offset_mapping")[0].tolist()
+    spans, start = [], 0
+    for name in names:
+        end = start + len(name.strip())
+        spans.append([i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end])
+        start = end + len(" . ")
+    return caption, dict(encoding), spans
+
+
+def class_probabilities(token_probabilities: torch.Tensor, spans: list[list[int]]) -> torch.Tensor:
+    """Per query and class, the highest token probability in the class's span: [Q, C] from [Q, T]."""
+    return torch.stack([token_probabilities[:, span].amax(dim=1) for span in spans], dim=1)
+
+
+def select_detections(
+    class_probs: torch.Tensor, boxes: torch.Tensor, box_threshold: float, text_threshold: float, nms_threshold: float
+) -> Detections:
+    """Thresholds and per-class NMS.
+
+    Args:
+        class_probs: [Q, C] from :func:`class_probabilities`.
+        boxes: [Q, 4] x0, y0, x1, y1 (any unit).
+    """
+    kept_queries = class_probs.amax(dim=1) >= box_threshold
+    queries, classes = torch.nonzero((class_probs >= text_threshold) & kept_queries[:, None], as_tuple=True)
+    scores = class_probs[queries, classes]
+    keep = batched_nms(boxes[queries].float(), scores.float(), classes, nms_threshold)
+    return Detections(boxes[queries[keep]], scores[keep], classes[keep], queries[keep])
+
+
+def centre_to_corners(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Normalised cx, cy, w, h [N, 4] -> x0, y0, x1, y1 in pixels, clipped to the image."""
+    cx, cy, w, h = boxes.unbind(-1)
+    corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    scale = torch.tensor([width, height, width, height], dtype=corners.dtype, device=corners.device)
+    return (corners * scale).clamp(min=torch.zeros_like(scale), max=scale)
+
+
+@torch.no_grad()
+def detect(
+    detector: GroundingDino,
+    rgb: np.ndarray,
+    names: list[str],
+    options: GroundedSamOptions,
+    autocast_dtype: torch.dtype | None = None,
+) -> Detections:
+    """Grounding DINO detections of ``names`` in uint8 [H, W, 3] ``rgb`` (one forward pass)."""
+    _, encoding, spans = caption_spans(detector.tokenizer, names)
+    device = detector.device
+    pixels = detector.pixel_values(rgb)
+    inputs = {key: value.to(device) for key, value in encoding.items()}
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        outputs = detector.model(
+            pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0], dtype=torch.long), **inputs
+        )
+    token_probs = outputs.logits[0].float().sigmoid()
+    boxes = centre_to_corners(outputs.pred_boxes[0].float(), *rgb.shape[:2])
+    return select_detections(
+        class_probabilities(token_probs, spans),
+        boxes,
+        options.box_threshold,
+        options.text_threshold,
+        options.nms_threshold,
+    )
+
+
+class BoxMaskPredictor(Protocol):
+    """What the labeler needs from SAM (a fake can stand in for tests)."""
+
+    def set_image(self, rgb: np.ndarray) -> None: ...
+
+    def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mask per box: (bool [N, H, W], predicted IoU [N]) for x0, y0, x1, y1 pixel boxes [N, 4]."""
+        ...
+
+
+class SamBoxPredictor:
+    """``BoxMaskPredictor`` over ``segment_anything.SamPredictor``: all boxes of an image in batches."""
+
+    def __init__(self, sam: Any, batch: int = 64, autocast_dtype: torch.dtype | None = None) -> None:
+        from segment_anything import SamPredictor
+
+        self.predictor = SamPredictor(sam)
+        self.batch = batch
+        self.autocast_dtype = autocast_dtype
+
+    def _autocast(self) -> Any:
+        device = self.predictor.device
+        return torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    @torch.no_grad()
+    def set_image(self, rgb: np.ndarray) -> None:
+        with self._autocast():
+            self.predictor.set_image(np.ascontiguousarray(rgb), image_format="RGB")
+        self.predictor.features = self.predictor.features.float()
+
+    @torch.no_grad()
+    def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        predictor = self.predictor
+        masks, scores = [], []
+        for start in range(0, len(boxes), self.batch):
+            chunk = predictor.transform.apply_boxes_torch(
+                boxes[start : start + self.batch].float(), predictor.original_size
+            )
+            with self._autocast():
+                batch_masks, batch_scores, _ = predictor.predict_torch(
+                    None, None, boxes=chunk.to(predictor.device), multimask_output=False
+                )
+            masks.append(batch_masks[:, 0])
+            scores.append(batch_scores[:, 0].float())
+        return torch.cat(masks), torch.cat(scores)
+
+
+def merge_by_confidence(
+    masks: torch.Tensor, confidences: torch.Tensor, channels: torch.Tensor, num_channels: int
+) -> torch.Tensor:
+    """ScoreMaps scores [num_channels, H, W] from masks.
+
+    Args:
+        masks: bool [N, H, W]; confidences: [N]; channels: int [N] in 1..num_channels-1.
+
+    Returns:
+        channel c > 0: per pixel, the highest confidence among channel c's masks covering it (0
+        where none does); channel 0 (background): 1 where no mask covers the pixel, else 0.
+    """
+    height, width = masks.shape[1:]
+    scores = torch.zeros(num_channels, height, width, device=masks.device)
+    for channel in channels.unique().tolist():
+        chosen = channels == channel
+        scores[channel] = (masks[chosen].float() * confidences[chosen, None, None].float()).amax(dim=0)
+    scores[0] = (~masks.any(dim=0)).float() if len(masks) else 1.0
+    return scores
+
+
+class GroundedSamLabeler:
+    """Sample -> ScoreMaps with Grounding DINO + SAM; models are built once and reused."""
+
+    def __init__(
+        self,
+        detector: GroundingDino,
+        sam: BoxMaskPredictor,
+        prompts: PromptSet,
+        options: GroundedSamOptions | None = None,
+        clip: ClipModel | None = None,
+        exclusion: ClassExclusion | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        """``clip`` is needed for zero-shot candidates; ``exclusion`` for ``options.exclude``."""
+        self.detector = detector
+        self.sam = sam
+        self.prompts = prompts
+        self.options = options or GroundedSamOptions()
+        if self.options.synonyms not in SYNONYM_MODES:
+            raise ValueError(f"grounded-sam synonyms must be one of {SYNONYM_MODES}")
+        if self.options.zero_shot and clip is None:
+            raise ValueError("zero-shot candidates need a CLIP model")
+        if self.options.exclude and exclusion is None:
+            raise ValueError("exclusion needs a ClassExclusion")
+        self.clip = clip
+        self.exclusion = exclusion
+        self.autocast_dtype = autocast_dtype
+
+    def __call__(self, sample: Sample) -> tuple[ScoreMaps, dict[str, Any]]:
+        """Score maps [bg, classes...] of the sample and its manifest record (stage seconds,
+        detections, exclusions)."""
+        record: dict[str, Any] = {}
+        height, width = sample.rgb.shape[:2]
+        class_ids = list(sample.labels)
+        if self.options.zero_shot:
+            class_ids, record["candidates"] = zero_shot_classes(
+                self.clip,
+                sample.rgb,
+                self.prompts,
+                self.options.zero_shot_top_k,
+                self.options.zero_shot_min_probability,
+            )
+            record["classes"] = [self.prompts.classes[c].name for c in class_ids]
+        if not class_ids:
+            background = np.ones((1, height, width), dtype=np.float32)
+            return ScoreMaps(background, (0,)), {**record, "detections": 0}
+        start = time.perf_counter()
+        found = detect(self.detector, sample.rgb, self._names(class_ids), self.options, self.autocast_dtype)
+        record["detector_s"] = round(time.perf_counter() - start, 4)
+        record["detections"] = len(found.scores)
+        masks = torch.zeros(0, height, width, dtype=torch.bool)
+        confidences = torch.zeros(0)
+        channels = found.classes + 1
+        if len(found.scores):
+            start = time.perf_counter()
+            unique_queries, box_of = found.queries.unique(return_inverse=True)
+            first = torch.zeros(len(unique_queries), dtype=torch.long).scatter_(
+                0, box_of.cpu(), torch.arange(len(box_of))
+            )
+            self.sam.set_image(sample.rgb)
+            query_masks, query_ious = self.sam.predict_boxes(found.boxes[first.to(found.boxes.device)])
+            box_of = box_of.to(query_masks.device)
+            masks, confidences = query_masks[box_of], found.scores.to(query_masks.device) * query_ious[box_of]
+            channels = channels.to(query_masks.device)
+            record["sam_s"] = round(time.perf_counter() - start, 4)
+            if self.options.exclude:
+                masks, confidences, channels = self._exclude(sample, class_ids, masks, confidences, channels, record)
+        start = time.perf_counter()
+        scores = merge_by_confidence(masks, confidences, channels, len(class_ids) + 1)
+        record["merge_s"] = round(time.perf_counter() - start, 4)
+        return ScoreMaps(scores.cpu().numpy(), (0, *class_ids)), record
+
+    def _names(self, class_ids: list[int]) -> list[str]:
+        entries = [self.prompts.classes[c] for c in class_ids]
+        return [entry.display if self.options.synonyms == "fuse" else entry.name for entry in entries]
+
+    def _exclude(
+        self,
+        sample: Sample,
+        class_ids: list[int],
+        masks: torch.Tensor,
+        confidences: torch.Tensor,
+        channels: torch.Tensor,
+        record: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        start = time.perf_counter()
+        region_classes = [class_ids[c - 1] for c in channels.tolist()]
+        names = [f"mask {i} ({self.prompts.classes[c].name})" for i, c in enumerate(region_classes)]
+        result = self.exclusion(sample.rgb, masks.float(), region_classes, class_ids, names, crop=True)
+        record["exclusions"] = result.exclusions
+        record["excluded"] = [
+            self.prompts.classes[c].name for c, k in zip(region_classes, result.kept, strict=True) if not k
+        ]
+        record["exclusion_s"] = round(time.perf_counter() - start, 4)
+        kept = torch.tensor(result.kept, device=masks.device)
+        return masks[kept], confidences[kept], channels[kept]

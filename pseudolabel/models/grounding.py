@@ -1,0 +1,210 @@
+"""Grounding DINO through ``transformers.GroundingDinoForObjectDetection``.
+
+Why transformers rather than ``groundingdino-py``: it is maintained, runs with transformers 5,
+needs no custom CUDA build (multi-scale deformable attention has a pure PyTorch path), and takes
+batched input. The checkpoints most users hold are IDEA-Research's original ``.pth`` files;
+those are converted on load (``grounding_convert``), so both formats work:
+
+* an original checkpoint (``groundingdino_swint_ogc.pth``, the registry default) or a
+  transformers state dict, as ``.pth``/``.pt``/``.bin`` (read with ``weights_only=True``) or
+  ``.safetensors``;
+* a transformers ``save_pretrained`` folder (``config.json`` + weights; the hub's
+  ``IDEA-Research/grounding-dino-tiny`` layout), read with ``local_files_only``.
+
+The text encoder is bert-base-uncased (the default ``BertConfig``); its weights are inside the
+checkpoint, and its WordPiece vocabulary (30,522 tokens) ships with this package, so nothing is
+fetched from a hub at run time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.models.grounding_convert import convert_original_state_dict, is_original_checkpoint
+from pseudolabel.models.weights import resolve_weights
+
+VOCAB_FILE = "bert_base_uncased_vocab.txt.gz"
+VOCAB_SIZE = 30522
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SHORT_SIDE, LONG_SIDE_MAX = 800, 1333
+DEFAULT_WEIGHTS = "default"
+"""``--detector-weights default`` means the registry checkpoint of the ``--detector`` variant."""
+UNUSED_HF_KEYS = (
+    "model.backbone.conv_encoder.model.swin.layernorm.weight",
+    "model.backbone.conv_encoder.model.swin.layernorm.bias",
+)
+"""Swin's final norm, which the detector never uses (it reads the per-stage norms); the original
+checkpoints do not carry it."""
+
+
+@dataclass(frozen=True)
+class SwinSpec:
+    """The Swin backbone of a released Grounding DINO and its registry checkpoint."""
+
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    window_size: int
+    image_size: int
+    registry_name: str
+
+
+VARIANTS = {
+    "swint": SwinSpec(96, (2, 2, 6, 2), (3, 6, 12, 24), 7, 224, "gdino_swint"),
+    "swinb": SwinSpec(128, (2, 2, 18, 2), (4, 8, 16, 32), 12, 384, "gdino_swinb"),
+}
+
+
+def detector_config(variant: str) -> Any:
+    """``GroundingDinoConfig`` of ``swint`` / ``swinb``, or read from a JSON file (tests use tiny ones)."""
+    from transformers import GroundingDinoConfig
+
+    if variant.endswith(".json"):
+        try:
+            return GroundingDinoConfig.from_dict(json.loads(Path(variant).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as error:
+            raise ConfigError(f"cannot read detector config {variant}: {error}") from error
+    spec = VARIANTS.get(variant)
+    if spec is None:
+        raise ConfigError(f"--detector must be one of {', '.join(VARIANTS)} or a config .json, got {variant!r}")
+    config = GroundingDinoConfig()
+    backbone = config.backbone_config
+    backbone.embed_dim, backbone.depths, backbone.num_heads = spec.embed_dim, list(spec.depths), list(spec.num_heads)
+    backbone.window_size, backbone.image_size = spec.window_size, spec.image_size
+    return config
+
+
+@cache
+def bert_vocabulary() -> dict[str, int]:
+    """The bert-base-uncased WordPiece vocabulary shipped with the package: token -> id."""
+    data = resources.files("pseudolabel.models").joinpath(VOCAB_FILE).read_bytes()
+    tokens = gzip.decompress(data).decode("utf-8").splitlines()
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def bert_tokenizer(folder: Path | None = None) -> Any:
+    """The uncased BERT tokenizer: a folder's own ``vocab.txt`` when it has one, else the shipped one."""
+    from transformers import BertTokenizer
+
+    if folder is not None and (folder / "vocab.txt").is_file():
+        return BertTokenizer(str(folder / "vocab.txt"))
+    return BertTokenizer(vocab=bert_vocabulary())
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint file's state dict (``model`` / ``state_dict`` wrappers removed)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"cannot read Grounding DINO weights {path}: {str(error).splitlines()[0]}") from error
+    for wrapper in ("model", "state_dict"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
+    if not isinstance(loaded, dict):
+        raise WeightsError(f"Grounding DINO weights {path} hold no state dict")
+    return loaded
+
+
+def load_detector_weights(model: Any, state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Load an original or transformers state dict into ``model``; any other mismatch is an error."""
+    if is_original_checkpoint(state_dict):
+        state_dict = convert_original_state_dict(state_dict)
+    else:
+        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # shape mismatch
+        detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+        raise WeightsError(f"Grounding DINO weights {path} do not fit the --detector model: {detail}") from error
+    missing = [key for key in result.missing_keys if key not in UNUSED_HF_KEYS]
+    if missing or result.unexpected_keys:
+        raise WeightsError(
+            f"Grounding DINO weights {path} do not fit the --detector model: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})"
+        )
+
+
+@dataclass
+class GroundingDino:
+    """A frozen Grounding DINO with its tokenizer.
+
+    Attributes:
+        model: ``GroundingDinoForObjectDetection`` in eval mode.
+        tokenizer: uncased BERT WordPiece tokenizer.
+    """
+
+    model: Any
+    tokenizer: Any
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def pixel_values(self, rgb: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> normalised float [1, 3, h, w], shorter side 800 (longer at most 1333)."""
+        height, width = rgb.shape[:2]
+        scale = min(SHORT_SIDE / min(height, width), LONG_SIDE_MAX / max(height, width))
+        size = (round(height * scale), round(width * scale))
+        image = torch.as_tensor(np.ascontiguousarray(rgb), device=self.device).permute(2, 0, 1)[None].float() / 255
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        return (image - mean) / std
+
+
+def build_grounding_dino(
+    variant: str = "swint", weights: str = DEFAULT_WEIGHTS, device: str | torch.device = "cpu"
+) -> GroundingDino:
+    """Create Grounding DINO once per process.
+
+    Args:
+        variant: ``swint``, ``swinb`` or a ``GroundingDinoConfig`` JSON file.
+        weights: ``default`` (the variant's registry checkpoint), a registry name, a checkpoint
+            file (original or transformers layout), a transformers model folder, or ``random``.
+
+    Raises:
+        ConfigError: unknown variant. WeightsError: missing file, or weights of another model.
+    """
+    from transformers import GroundingDinoForObjectDetection
+
+    config = detector_config(variant)
+    name = weights
+    if weights == DEFAULT_WEIGHTS:
+        if variant not in VARIANTS:
+            raise ConfigError("--detector-weights default needs --detector swint or swinb; give a file or 'random'")
+        name = VARIANTS[variant].registry_name
+    path = resolve_weights(name, "grounding-dino", allow_directory=True)
+    if path is not None and path.is_dir():
+        try:
+            model = GroundingDinoForObjectDetection.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise WeightsError(f"cannot load Grounding DINO folder {path}: {str(error).splitlines()[0]}") from error
+    else:
+        model = GroundingDinoForObjectDetection(config)
+        if path is not None:
+            load_detector_weights(model, read_state_dict(path), path)
+    model = model.float().eval().to(device)
+    model.requires_grad_(False)
+    tokenizer = bert_tokenizer(path if path is not None and path.is_dir() else None)
+    if len(tokenizer) != model.config.text_config.vocab_size:
+        raise WeightsError(
+            f"the BERT vocabulary has {len(tokenizer)} tokens but the detector's text encoder expects "
+            f"{model.config.text_config.vocab_size}"
+        )
+    return GroundingDino(model, tokenizer)

@@ -1,0 +1,257 @@
+"""Grounded-SAM: caption spans, thresholds, NMS, merge by confidence, the labeler, the CLI, checkpoints."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_clip import write_tiny_config
+from tiny_grounding import TINY_GROUNDING, write_tiny_grounding_config
+from tiny_sam import tiny_sam
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.datasets.base import Sample
+from pseudolabel.errors import WeightsError
+from pseudolabel.labelers.grounded_sam import (
+    Detections,
+    GroundedSamLabeler,
+    caption_spans,
+    centre_to_corners,
+    class_probabilities,
+    merge_by_confidence,
+    select_detections,
+)
+from pseudolabel.manifest import read_manifest
+from pseudolabel.masks import read_mask
+from pseudolabel.models.grounding import (
+    VOCAB_FILE,
+    bert_tokenizer,
+    build_grounding_dino,
+    detector_config,
+    load_detector_weights,
+)
+from pseudolabel.models.grounding_convert import convert_original_state_dict
+from pseudolabel.prompts import load_prompts
+from pseudolabel.scoremaps import ScoreMaps, decode
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VOC = load_prompts("voc")
+CLASS_ID = {entry.name: index for index, entry in enumerate(VOC.classes)}
+BERT_BASE_UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+runner = CliRunner()
+
+
+def test_shipped_vocabulary_is_bert_base_uncased() -> None:
+    import pseudolabel.models
+
+    data = gzip.decompress((Path(pseudolabel.models.__file__).parent / VOCAB_FILE).read_bytes())
+    assert hashlib.sha256(data).hexdigest() == BERT_BASE_UNCASED_VOCAB_SHA256
+    assert len(bert_tokenizer()) == 30522
+
+
+def test_caption_spans_cover_each_name_exactly() -> None:
+    tokenizer = bert_tokenizer()
+    caption, encoding, spans = caption_spans(tokenizer, ["Cat", "dining table", "potted plant"])
+    assert caption == "cat . dining table . potted plant ."
+    ids = encoding["input_ids"][0]
+    assert [tokenizer.decode(ids[span]) for span in spans] == ["cat", "dining table", "potted plant"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+
+
+def test_class_probability_is_the_best_token_of_its_span_and_thresholds_apply() -> None:
+    tokens = torch.tensor([
+        [0.0, 0.9, 0.1, 0.0, 0.0],  # query 0: class 0
+        [0.0, 0.1, 0.2, 0.35, 0.3],  # query 1: class 1 (span 3..4), class 0 below text threshold
+        [0.0, 0.28, 0.0, 0.26, 0.0],  # query 2: best 0.28 < box threshold -> dropped
+        [0.0, 0.5, 0.0, 0.27, 0.0],  # query 3: both classes reach the text threshold
+    ])  # fmt: skip
+    probs = class_probabilities(tokens, [[1, 2], [3, 4]])
+    torch.testing.assert_close(probs, torch.tensor([[0.9, 0.0], [0.2, 0.35], [0.28, 0.26], [0.5, 0.27]]))
+    boxes = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]], dtype=torch.float)
+    found = select_detections(probs, boxes, box_threshold=0.3, text_threshold=0.25, nms_threshold=0.7)
+    got = sorted(zip(found.queries.tolist(), found.classes.tolist(), found.scores.tolist(), strict=True))
+    expected = [(0, 0, 0.9), (1, 1, 0.35), (3, 0, 0.5), (3, 1, 0.27)]
+    assert [(q, c) for q, c, _ in got] == [(q, c) for q, c, _ in expected]
+    np.testing.assert_allclose([s for *_, s in got], [s for *_, s in expected], rtol=1e-6)
+
+
+def test_nms_is_per_class() -> None:
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [30, 30, 40, 40]], dtype=torch.float)
+    probs = torch.tensor([[0.9, 0.0], [0.8, 0.0], [0.0, 0.6], [0.7, 0.0]])
+    found = select_detections(probs, boxes, 0.3, 0.25, nms_threshold=0.5)
+    # query 1 overlaps query 0 (IoU 0.82, same class) and goes; query 2 overlaps as well but is another class
+    assert sorted(found.queries.tolist()) == [0, 2, 3]
+
+
+def test_centre_boxes_become_clipped_pixel_corners() -> None:
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.95, 0.1, 0.2, 0.4]])
+    torch.testing.assert_close(
+        centre_to_corners(boxes, height=100, width=200),
+        torch.tensor([[80.0, 30.0, 120.0, 70.0], [170.0, 0.0, 200.0, 30.0]]),
+    )
+
+
+def test_overlaps_go_to_the_more_confident_mask_not_the_higher_class() -> None:
+    masks = torch.zeros(3, 10, 10, dtype=torch.bool)
+    masks[0, 0:6, 0:6] = True  # cat (channel 1), confident
+    masks[1, 3:9, 3:9] = True  # dog (channel 2), less confident, overlaps the cat
+    masks[2, 0:2, 8:10] = True  # another dog mask, as confident as the cat there is nothing to contest
+    confidences = torch.tensor([0.8, 0.5, 0.78])
+    scores = merge_by_confidence(masks, confidences, torch.tensor([1, 2, 2]), 3)
+    labels = decode(ScoreMaps(scores.numpy(), (0, 8, 12)), unsure_margin=0.05)
+    assert labels[4, 4] == 8  # overlap: cat 0.8 beats dog 0.5 although dog has the higher id
+    assert labels[7, 7] == 12 and labels[9, 0] == 0 and labels[0, 9] == 12
+    assert scores[0, 9, 0] == 1 and scores[0, 4, 4] == 0  # background only where nothing is covered
+    close = merge_by_confidence(masks[:2], torch.tensor([0.8, 0.78]), torch.tensor([1, 2]), 3)
+    contested = decode(ScoreMaps(close.numpy(), (0, 8, 12)), unsure_margin=0.05)
+    assert contested[4, 4] == 255 and contested[1, 1] == 8 and contested[8, 8] == 12
+
+
+class FakeSam:
+    """BoxMaskPredictor stand-in: the mask of a box is the box, its IoU score fixed per box."""
+
+    def __init__(self, ious: list[float]) -> None:
+        self.ious = ious
+        self.calls: list[torch.Tensor] = []
+        self.shape = (0, 0)
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        self.shape = rgb.shape[:2]
+
+    def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls.append(boxes)
+        masks = torch.zeros(len(boxes), *self.shape, dtype=torch.bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, boxes.round().long().tolist(), strict=True):
+            mask[y0:y1, x0:x1] = True
+        return masks, torch.tensor(self.ious[: len(boxes)])
+
+
+def test_labeler_prompts_sam_once_per_box_and_scores_by_box_times_mask(monkeypatch) -> None:
+    found = Detections(
+        boxes=torch.tensor([[0, 0, 20, 20], [10, 10, 40, 30], [10, 10, 40, 30]], dtype=torch.float),
+        scores=torch.tensor([0.9, 0.6, 0.4]),
+        classes=torch.tensor([0, 1, 0]),
+        queries=torch.tensor([3, 7, 7]),  # query 7 detected both classes
+    )
+    monkeypatch.setattr("pseudolabel.labelers.grounded_sam.detect", lambda *args: found)
+    sam = FakeSam([0.5, 1.0])
+    labeler = GroundedSamLabeler(object(), sam, VOC)  # type: ignore[arg-type]
+    maps, record = labeler(Sample("x", np.zeros((30, 50, 3), np.uint8), (8, 12), None))
+    assert len(sam.calls) == 1 and len(sam.calls[0]) == 2  # one batched call, one prompt per distinct box
+    assert maps.class_ids == (0, 8, 12) and record["detections"] == 3
+    assert maps.scores[1, 5, 5] == pytest.approx(0.45)  # cat box: 0.9 x 0.5
+    assert maps.scores[1, 25, 35] == pytest.approx(0.4) and maps.scores[2, 25, 35] == pytest.approx(0.6)
+    labels = decode(maps, 0.05)
+    assert labels[5, 5] == 8 and labels[25, 35] == 12 and labels[29, 49] == 0
+    assert labels[15, 15] == 12  # cat 0.45 vs dog 0.6 where both boxes cover
+
+
+def test_an_image_without_classes_is_all_background(monkeypatch) -> None:
+    monkeypatch.setattr("pseudolabel.labelers.grounded_sam.detect", lambda *a: pytest.fail("no detection expected"))
+    maps, record = GroundedSamLabeler(object(), FakeSam([]), VOC)(Sample("x", np.zeros((4, 5, 3), np.uint8), (), None))  # type: ignore[arg-type]
+    assert maps.class_ids == (0,) and decode(maps).max() == 0 and record["detections"] == 0
+
+
+def test_original_checkpoint_keys_map_onto_the_transformers_model() -> None:
+    """Every key of the real Swin-T checkpoint layout (from groundingdino-py) lands on a parameter of the
+    same shape, and every parameter but Swin's unused final norm is covered."""
+    from transformers import GroundingDinoForObjectDetection
+
+    with gzip.open(FIXTURES / "groundingdino_swint_ogc_keys.json.gz", "rt") as handle:
+        shapes = json.load(handle)["keys"]
+    original = {f"module.{key}": torch.empty(shape, device="meta") for key, shape in shapes.items()}
+    converted = convert_original_state_dict(original)
+    with torch.device("meta"):
+        model = GroundingDinoForObjectDetection(detector_config("swint"))
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    assert {key: tuple(value.shape) for key, value in converted.items()} == {
+        key: shape for key, shape in expected.items() if ".swin.layernorm." not in key
+    }
+
+
+def test_transformers_state_dict_loads_and_a_wrong_one_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY_GROUNDING))
+    torch.manual_seed(0)
+    first = build_grounding_dino(str(config), "random")
+    torch.save({"model": first.model.state_dict()}, tmp_path / "hf.pth")
+    second = build_grounding_dino(str(config), str(tmp_path / "hf.pth"))
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    broken = {k: v for k, v in first.model.state_dict().items() if "decoder" not in k}
+    with pytest.raises(WeightsError, match=r"do not fit the --detector model: \d+ missing keys"):
+        load_detector_weights(second.model, broken, tmp_path / "broken.pth")
+    with pytest.raises(WeightsError, match="do not fit the --detector model"):
+        build_grounding_dino("swint", str(tmp_path / "hf.pth"))
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any socket connection fails at once."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str):
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    args = ["generate", "--dataset", "voc", "--root", str(EXAMPLES / "voc" / "VOC2012"), "--split", "train"]
+    args += ["--method", "grounded-sam", "--detector", str(write_tiny_grounding_config(tmp_path))]
+    args += ["--detector-weights", "random", "--sam-checkpoint", "random", "--device", "cpu", "--num-workers", "0"]
+    args += ["--box-threshold", "0", "--text-threshold", "0", "--nms-threshold", "0.3"]
+    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--clip-weights", "random"]
+    return runner.invoke(app, [*args, *extra])
+
+
+@pytest.mark.usefixtures("no_network")
+def test_generate_grounded_sam_with_exclusion_writes_masks_and_records(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    result = _generate(tmp_path, monkeypatch, "--out", str(out), "--exclude", "--exclusion-threshold", "0",
+                       "--save-scores", str(tmp_path / "scores"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "4 images labelled" in result.output and "exclusion:" in result.output
+    records = read_manifest(out / "manifest.jsonl")
+    assert [r["status"] for r in records] == ["ok"] * 4
+    for record in records:
+        allowed = {0, 255, *(CLASS_ID[name] for name in record["classes"])}
+        assert set(np.unique(read_mask(out / f"{record['id']}.png"))) <= allowed
+        assert record["detections"] > 0 and "detector_s" in record and "sam_s" in record
+        # threshold 0: every (mask, candidate class) pair is recorded with its probabilities
+        assert all(0 <= e["p_in"] <= 1 and e["p_ex"] >= 0 for e in record["exclusions"])
+        assert {e["region"].split(" (")[0] for e in record["exclusions"]} <= {f"mask {i}" for i in range(100)}
+    for record in records:
+        with Image.open(out / f"{record['id']}.png") as image:
+            assert image.mode == "P"
+    assert len(list((tmp_path / "scores").glob("*.npz"))) == 4
+
+
+@pytest.mark.usefixtures("no_network")
+def test_generate_grounded_sam_zero_shot_needs_no_labels(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "zs"
+    result = _generate(tmp_path, monkeypatch, "--out", str(out), "--labels", "none", "--zero-shot-top-k", "2")
+    assert result.exit_code == 0, result.output
+    for record in read_manifest(out / "manifest.jsonl"):
+        assert 1 <= len(record["candidates"]) <= 2 and record["status"] == "ok"
+        class_ids = {CLASS_ID[name] for name in record["classes"]}
+        assert set(np.unique(read_mask(out / f"{record['id']}.png"))) <= {0, 255, *class_ids}
+
+
+def test_grounded_sam_refuses_pole_and_reports_missing_detector_weights(tmp_path: Path, monkeypatch) -> None:
+    result = _generate(tmp_path, monkeypatch, "--out", str(tmp_path / "o"), "--synonyms", "pole")
+    assert result.exit_code == 1 and "--synonyms pole needs CAMs" in result.output
+    args = ["generate", "--dataset", "voc", "--root", str(EXAMPLES / "voc" / "VOC2012"), "--out", str(tmp_path / "p")]
+    result = runner.invoke(app, [*args, "--method", "grounded-sam", "--device", "cpu", "--num-workers", "0"])
+    assert result.exit_code == 1
+    assert "groundingdino_swint_ogc.pth" in result.output and "models download gdino_swint" in result.output
