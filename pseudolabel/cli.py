@@ -475,8 +475,6 @@ def generate(
 
     grounded = method is Method.grounded_sam
     names = (synonyms or (Synonyms.none if grounded else Synonyms.fuse)).value
-    if grounded and names == "pole":
-        raise ConfigError("--synonyms pole needs CAMs: use it with --method cam (grounded-sam takes none or fuse)")
     zero_shot = labels is not None and str(labels) == "none"
     run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), num_workers)
     cam_options = CamOptions(_parse_scales(scales), flip, caa, caa_threshold)
@@ -485,8 +483,9 @@ def generate(
         zero_shot=zero_shot, zero_shot_top_k=zero_shot_top_k, zero_shot_min_probability=zero_shot_min_probability,
     )  # fmt: skip
     grounded_options = GroundedSamOptions(
-        box_threshold, text_threshold, nms_threshold, names, exclude=exclude, exclusion_threshold=exclusion_threshold,
-        zero_shot=zero_shot, zero_shot_top_k=zero_shot_top_k, zero_shot_min_probability=zero_shot_min_probability,
+        box_threshold, text_threshold, nms_threshold, names, pole_candidates, exclude=exclude,
+        exclusion_threshold=exclusion_threshold, zero_shot=zero_shot, zero_shot_top_k=zero_shot_top_k,
+        zero_shot_min_probability=zero_shot_min_probability,
     )  # fmt: skip
     settings = RefineSettings(
         refine, crf_iterations, label_confidence, min_confidence, sam, sam_checkpoint, sam_mode, grid, iou_threshold
@@ -501,7 +500,7 @@ def generate(
         if exclude and exclusion_weights != "clip":
             clip, exclusion = _clipn_exclusion(exclusion_weights, source.prompts, exclusion_threshold, torch_device)
         if grounded:
-            if clip is None and (exclude or zero_shot):
+            if clip is None and (exclude or zero_shot or names == "pole"):
                 clip = build_clip(clip_model, clip_weights, torch_device)
             if exclude and exclusion is None:
                 exclusion = ClassExclusion(clip, source.prompts, exclusion_threshold)

@@ -56,6 +56,6 @@ def test_plain_clip_is_not_clipn_and_missing_files_are_named(tmp_path: Path) -> 
     torch.save(_clip(0).state_dict(), tmp_path / "plain.pt")
     with pytest.raises(WeightsError, match="has no CLIPN 'no' text tower"):
         load_clipn(str(tmp_path / "plain.pt"), arch=TINY_CLIPN)
-    with pytest.raises(WeightsError, match="clipn_vit_b16.pt"):
+    with pytest.raises(WeightsError, match=r"clipn_vit_b16\.pt"):
         load_clipn("clipn_vit_b16")
     assert isinstance(load_clipn("random", arch=TINY_CLIPN)[1], ClipnNoTower)

@@ -77,3 +77,18 @@ def test_generate_then_score_on_examples(tmp_path: Path) -> None:
     scored = runner.invoke(app, ["score", "--pred", str(out), "--dataset", "voc", "--root", str(VOC_ROOT)])
     assert scored.exit_code == 0, scored.output
     assert "mIoU" in scored.output
+
+
+def test_every_subpackage_and_data_file_is_declared_for_wheels() -> None:
+    """setuptools lists packages explicitly (prompts/ is mapped in); a package missing there is
+    missing from every non-editable install."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    repo = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(init.parent.relative_to(repo).parts) for init in (repo / "pseudolabel").rglob("__init__.py")} | {
+        "pseudolabel.prompt_files"
+    }
+    assert set(config["packages"]) == found
+    for package, patterns in config["package-data"].items():
+        folder = repo / config.get("package-dir", {}).get(package, package.replace(".", "/"))
+        assert all(list(folder.glob(pattern)) for pattern in patterns), package

@@ -23,6 +23,7 @@ from pseudolabel.errors import WeightsError
 from pseudolabel.labelers.grounded_sam import (
     Detections,
     GroundedSamLabeler,
+    GroundedSamOptions,
     caption_spans,
     centre_to_corners,
     class_probabilities,
@@ -157,7 +158,8 @@ def test_labeler_prompts_sam_once_per_box_and_scores_by_box_times_mask(monkeypat
 
 def test_an_image_without_classes_is_all_background(monkeypatch) -> None:
     monkeypatch.setattr("pseudolabel.labelers.grounded_sam.detect", lambda *a: pytest.fail("no detection expected"))
-    maps, record = GroundedSamLabeler(object(), FakeSam([]), VOC)(Sample("x", np.zeros((4, 5, 3), np.uint8), (), None))  # type: ignore[arg-type]
+    labeler = GroundedSamLabeler(object(), FakeSam([]), VOC)  # type: ignore[arg-type]
+    maps, record = labeler(Sample("x", np.zeros((4, 5, 3), np.uint8), (), None))
     assert maps.class_ids == (0,) and decode(maps).max() == 0 and record["detections"] == 0
 
 
@@ -205,9 +207,12 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def _generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str):
+def _generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str, dataset: str = "voc"):
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
-    args = ["generate", "--dataset", "voc", "--root", str(EXAMPLES / "voc" / "VOC2012"), "--split", "train"]
+    root = EXAMPLES / "voc" / "VOC2012"
+    args = ["generate", "--dataset", "voc", "--root", str(root), "--split", "train"]
+    if dataset == "folder":  # a plain folder of images, no labels file
+        args = ["generate", "--dataset", "folder", "--root", str(root / "JPEGImages"), "--prompts", "voc"]
     args += ["--method", "grounded-sam", "--detector", str(write_tiny_grounding_config(tmp_path))]
     args += ["--detector-weights", "random", "--sam-checkpoint", "random", "--device", "cpu", "--num-workers", "0"]
     args += ["--box-threshold", "0", "--text-threshold", "0", "--nms-threshold", "0.3"]
@@ -219,7 +224,7 @@ def _generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str):
 def test_generate_grounded_sam_with_exclusion_writes_masks_and_records(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out"
     result = _generate(tmp_path, monkeypatch, "--out", str(out), "--exclude", "--exclusion-threshold", "0",
-                       "--save-scores", str(tmp_path / "scores"))  # fmt: skip
+                       "--save-scores", str(tmp_path / "scores"), "--synonyms", "pole")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "4 images labelled" in result.output and "exclusion:" in result.output
     records = read_manifest(out / "manifest.jsonl")
@@ -228,6 +233,7 @@ def test_generate_grounded_sam_with_exclusion_writes_masks_and_records(tmp_path:
         allowed = {0, 255, *(CLASS_ID[name] for name in record["classes"])}
         assert set(np.unique(read_mask(out / f"{record['id']}.png"))) <= allowed
         assert record["detections"] > 0 and "detector_s" in record and "sam_s" in record
+        assert set(record["synonyms"]) == set(record["classes"])  # POLE chose a name per class
         # threshold 0: every (mask, candidate class) pair is recorded with its probabilities
         assert all(0 <= e["p_in"] <= 1 and e["p_ex"] >= 0 for e in record["exclusions"])
         assert {e["region"].split(" (")[0] for e in record["exclusions"]} <= {f"mask {i}" for i in range(100)}
@@ -238,19 +244,51 @@ def test_generate_grounded_sam_with_exclusion_writes_masks_and_records(tmp_path:
 
 
 @pytest.mark.usefixtures("no_network")
-def test_generate_grounded_sam_zero_shot_needs_no_labels(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("dataset", ["voc", "folder"])
+def test_generate_grounded_sam_zero_shot_needs_no_labels(tmp_path: Path, monkeypatch, dataset: str) -> None:
     out = tmp_path / "zs"
-    result = _generate(tmp_path, monkeypatch, "--out", str(out), "--labels", "none", "--zero-shot-top-k", "2")
+    extra = ["--out", str(out), "--labels", "none", "--zero-shot-top-k", "2", "--exclude"]
+    result = _generate(tmp_path, monkeypatch, *extra, dataset=dataset)
     assert result.exit_code == 0, result.output
-    for record in read_manifest(out / "manifest.jsonl"):
-        assert 1 <= len(record["candidates"]) <= 2 and record["status"] == "ok"
+    records = read_manifest(out / "manifest.jsonl")
+    assert len(records) == 4
+    for record in records:
+        assert 1 <= len(record["candidates"]) <= 2 and record["status"] == "ok" and "exclusions" in record
         class_ids = {CLASS_ID[name] for name in record["classes"]}
         assert set(np.unique(read_mask(out / f"{record['id']}.png"))) <= {0, 255, *class_ids}
 
 
-def test_grounded_sam_refuses_pole_and_reports_missing_detector_weights(tmp_path: Path, monkeypatch) -> None:
-    result = _generate(tmp_path, monkeypatch, "--out", str(tmp_path / "o"), "--synonyms", "pole")
-    assert result.exit_code == 1 and "--synonyms pole needs CAMs" in result.output
+def test_pole_picks_names_on_detected_regions_and_detects_again(monkeypatch) -> None:
+    from tiny_clip import tiny_clip
+
+    first = Detections(torch.tensor([[0.0, 0, 20, 20]]), torch.tensor([0.9]), torch.tensor([0]), torch.tensor([1]))
+    second = Detections(torch.tensor([[5.0, 5, 25, 25]]), torch.tensor([0.8]), torch.tensor([0]), torch.tensor([4]))
+    captions: list[list[str]] = []
+
+    def fake_detect(detector, rgb, names, options, dtype):
+        captions.append(names)
+        return first if len(captions) == 1 else second
+
+    monkeypatch.setattr("pseudolabel.labelers.grounded_sam.detect", fake_detect)
+    regions_seen: list[torch.Tensor] = []
+
+    def fake_choose(clip, rgb, regions, entries, template, count):
+        from pseudolabel.pole import SynonymChoice
+
+        regions_seen.append(regions)
+        return [SynonymChoice(entries[0].name, "kitty", ("cat", "kitty"), (0.1, 0.2))]
+
+    monkeypatch.setattr("pseudolabel.labelers.grounded_sam.choose_synonyms", fake_choose)
+    sam = FakeSam([1.0])
+    options = GroundedSamOptions(synonyms="pole")
+    labeler = GroundedSamLabeler(object(), sam, VOC, options, clip=tiny_clip())  # type: ignore[arg-type]
+    maps, record = labeler(Sample("x", np.zeros((30, 30, 3), np.uint8), (8,), None))
+    assert captions == [["cat"], ["kitty"]] and record["synonyms"] == {"cat": "kitty"}
+    assert regions_seen[0][0, 10, 10] == 1 and regions_seen[0][0, 25, 25] == 0  # the cat's first mask
+    assert maps.scores[1, 22, 22] == pytest.approx(0.8) and maps.scores[1, 2, 2] == 0  # second detection only
+
+
+def test_grounded_sam_reports_missing_detector_weights(tmp_path: Path) -> None:
     args = ["generate", "--dataset", "voc", "--root", str(EXAMPLES / "voc" / "VOC2012"), "--out", str(tmp_path / "p")]
     result = runner.invoke(app, [*args, "--method", "grounded-sam", "--device", "cpu", "--num-workers", "0"])
     assert result.exit_code == 1

@@ -12,6 +12,9 @@ Per image:
    duplicates.
 2. **Segment**: every distinct kept box prompts SAM in one batched call per image (one image
    embedding, single-mask output).
+   With ``--synonyms pole`` each class's detected region (the union of its masks) then picks
+   the closest of the class's candidate names (POLE), and steps 1-2 run again with the chosen
+   names when any changed (the image embedding is reused).
 3. **Exclude** (optional): ELSE-style, each mask is a region; a mask whose class is impossible
    there is dropped.
 4. **Merge**: confidence = box score x SAM's predicted IoU. Channel c holds, per pixel, the best
@@ -35,10 +38,11 @@ from pseudolabel.datasets.base import Sample
 from pseudolabel.exclusion import DEFAULT_THRESHOLD, ClassExclusion, zero_shot_classes
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.grounding import GroundingDino
+from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 
-SYNONYM_MODES = ("none", "fuse")
+SYNONYM_MODES = ("none", "fuse", "pole")
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,10 @@ class GroundedSamOptions:
         box_threshold: keep a query whose best class probability reaches this (0.3).
         text_threshold: a kept query detects every class whose probability reaches this (0.25).
         nms_threshold: per-class NMS IoU.
-        synonyms: ``none`` (class names) or ``fuse`` (the prompt file's fused display names).
+        synonyms: ``none`` (class names), ``fuse`` (the prompt file's fused display names) or
+            ``pole`` (per image and class, the candidate name closest to the class's detected
+            region; detection runs again with the chosen names).
+        pole_candidates: names per class POLE chooses among (class name included).
         sam_batch: box prompts per SAM decoder call.
     """
 
@@ -57,6 +64,7 @@ class GroundedSamOptions:
     text_threshold: float = 0.25
     nms_threshold: float = 0.7
     synonyms: str = "none"
+    pole_candidates: int = DEFAULT_CANDIDATES
     sam_batch: int = 64
     exclude: bool = False
     exclusion_threshold: float = DEFAULT_THRESHOLD
@@ -233,15 +241,15 @@ class GroundedSamLabeler:
         exclusion: ClassExclusion | None = None,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
-        """``clip`` is needed for zero-shot candidates; ``exclusion`` for ``options.exclude``."""
+        """``clip`` is needed for zero-shot candidates and POLE; ``exclusion`` for ``options.exclude``."""
         self.detector = detector
         self.sam = sam
         self.prompts = prompts
         self.options = options or GroundedSamOptions()
         if self.options.synonyms not in SYNONYM_MODES:
             raise ValueError(f"grounded-sam synonyms must be one of {SYNONYM_MODES}")
-        if self.options.zero_shot and clip is None:
-            raise ValueError("zero-shot candidates need a CLIP model")
+        if (self.options.zero_shot or self.options.synonyms == "pole") and clip is None:
+            raise ValueError("zero-shot candidates and POLE need a CLIP model")
         if self.options.exclude and exclusion is None:
             raise ValueError("exclusion needs a ClassExclusion")
         self.clip = clip
@@ -266,27 +274,16 @@ class GroundedSamLabeler:
         if not class_ids:
             background = np.ones((1, height, width), dtype=np.float32)
             return ScoreMaps(background, (0,)), {**record, "detections": 0}
-        start = time.perf_counter()
-        found = detect(self.detector, sample.rgb, self._names(class_ids), self.options, self.autocast_dtype)
-        record["detector_s"] = round(time.perf_counter() - start, 4)
-        record["detections"] = len(found.scores)
-        masks = torch.zeros(0, height, width, dtype=torch.bool)
-        confidences = torch.zeros(0)
-        channels = found.classes + 1
-        if len(found.scores):
+        names = self._names(class_ids)
+        masks, confidences, channels = self._segment(sample, names, record)
+        if self.options.synonyms == "pole":
             start = time.perf_counter()
-            unique_queries, box_of = found.queries.unique(return_inverse=True)
-            first = torch.zeros(len(unique_queries), dtype=torch.long).scatter_(
-                0, box_of.cpu(), torch.arange(len(box_of))
-            )
-            self.sam.set_image(sample.rgb)
-            query_masks, query_ious = self.sam.predict_boxes(found.boxes[first.to(found.boxes.device)])
-            box_of = box_of.to(query_masks.device)
-            masks, confidences = query_masks[box_of], found.scores.to(query_masks.device) * query_ious[box_of]
-            channels = channels.to(query_masks.device)
-            record["sam_s"] = round(time.perf_counter() - start, 4)
-            if self.options.exclude:
-                masks, confidences, channels = self._exclude(sample, class_ids, masks, confidences, channels, record)
+            names = self._pole_names(sample, class_ids, masks, channels, record)
+            record["pole_s"] = round(time.perf_counter() - start, 4)
+            if names != self._names(class_ids):
+                masks, confidences, channels = self._segment(sample, names, record)
+        if self.options.exclude and len(masks):
+            masks, confidences, channels = self._exclude(sample, class_ids, masks, confidences, channels, record)
         start = time.perf_counter()
         scores = merge_by_confidence(masks, confidences, channels, len(class_ids) + 1)
         record["merge_s"] = round(time.perf_counter() - start, 4)
@@ -295,6 +292,45 @@ class GroundedSamLabeler:
     def _names(self, class_ids: list[int]) -> list[str]:
         entries = [self.prompts.classes[c] for c in class_ids]
         return [entry.display if self.options.synonyms == "fuse" else entry.name for entry in entries]
+
+    def _segment(
+        self, sample: Sample, names: list[str], record: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detect ``names`` and segment every distinct box: masks bool [N, H, W], confidence
+        (box score x SAM IoU) [N], channel (1 + index into ``names``) [N]."""
+        height, width = sample.rgb.shape[:2]
+        start = time.perf_counter()
+        found = detect(self.detector, sample.rgb, names, self.options, self.autocast_dtype)
+        record["detector_s"] = round(record.get("detector_s", 0) + time.perf_counter() - start, 4)
+        record["detections"] = len(found.scores)
+        if not len(found.scores):
+            return torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0), found.classes + 1
+        start = time.perf_counter()
+        unique_queries, box_of = found.queries.unique(return_inverse=True)
+        first = torch.zeros(len(unique_queries), dtype=torch.long).scatter_(0, box_of.cpu(), torch.arange(len(box_of)))
+        if "sam_s" not in record:  # one image embedding per image, also when POLE detects again
+            self.sam.set_image(sample.rgb)
+        query_masks, query_ious = self.sam.predict_boxes(found.boxes[first.to(found.boxes.device)])
+        box_of = box_of.to(query_masks.device)
+        confidences = found.scores.to(query_masks.device) * query_ious[box_of]
+        record["sam_s"] = round(record.get("sam_s", 0) + time.perf_counter() - start, 4)
+        return query_masks[box_of], confidences, (found.classes + 1).to(query_masks.device)
+
+    def _pole_names(
+        self, sample: Sample, class_ids: list[int], masks: torch.Tensor, channels: torch.Tensor, record: dict[str, Any]
+    ) -> list[str]:
+        """POLE on detected regions: per class, the candidate name closest to the image masked by the
+        union of that class's masks (the whole image when the class name found nothing)."""
+        height, width = sample.rgb.shape[:2]
+        regions = torch.ones(len(class_ids), height, width, device=self.clip.device)
+        for channel in channels.unique().tolist():
+            regions[channel - 1] = masks[channels == channel].any(dim=0).float().to(self.clip.device)
+        entries = [self.prompts.classes[c] for c in class_ids]
+        choices = choose_synonyms(
+            self.clip, sample.rgb, regions, entries, self.prompts.pole_template, self.options.pole_candidates
+        )
+        record["synonyms"] = {choice.class_name: choice.chosen for choice in choices}
+        return [choice.chosen for choice in choices]
 
     def _exclude(
         self,
