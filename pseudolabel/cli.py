@@ -591,7 +591,7 @@ def _print_run_summary(summary: Any, out: Path) -> None:
         dropped = ", ".join(f"{name} ({count})" for name, count in summary.excluded_classes.most_common())
         console.print(
             f"exclusion: {summary.excluded_pairs} (region, class) pairs had P_ex over the threshold; "
-            f"classes dropped: {dropped or 'none'}",
+            f"regions dropped, by class: {dropped or 'none'}",
             highlight=False,
         )
     if summary.synonym_wins:

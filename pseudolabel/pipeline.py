@@ -72,7 +72,8 @@ class RunOptions:
 @dataclass
 class RunSummary:
     """What a run did; ``synonym_wins[class][name]`` counts POLE choices, ``excluded_classes``
-    how often exclusion dropped each class, ``excluded_pairs`` the zeroed (region, class) pairs."""
+    how many regions of each class exclusion dropped (a CAM region is its class; Grounded-SAM
+    drops single masks), ``excluded_pairs`` the zeroed (region, class) pairs."""
 
     selected: int = 0
     already_done: int = 0

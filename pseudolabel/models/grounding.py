@@ -35,7 +35,6 @@ from pseudolabel.models.grounding_convert import convert_original_state_dict, is
 from pseudolabel.models.weights import resolve_weights
 
 VOCAB_FILE = "bert_base_uncased_vocab.txt.gz"
-VOCAB_SIZE = 30522
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SHORT_SIDE, LONG_SIDE_MAX = 800, 1333
