@@ -224,7 +224,7 @@ def merge_by_confidence(
     for channel in channels.unique().tolist():
         chosen = channels == channel
         scores[channel] = (masks[chosen].float() * confidences[chosen, None, None].float()).amax(dim=0)
-    scores[0] = (~masks.any(dim=0)).float() if len(masks) else 1.0
+    scores[0] = (~masks.any(dim=0)).float()
     return scores
 
 
