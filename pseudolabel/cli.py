@@ -395,7 +395,7 @@ def generate(
     synonyms: Annotated[
         Synonyms | None,
         typer.Option(
-            help="Class names as prompts: none, fuse (fused names), pole (cam only). Default: cam fuse, "
+            help="Class names as prompts: none, fuse (fused names), pole (per-image choice). Default: cam fuse, "
             "grounded-sam none."
         ),
     ] = None,
@@ -465,7 +465,6 @@ def generate(
     import torch
 
     from pseudolabel.devices import autocast_dtype, resolve_device
-    from pseudolabel.exclusion import ClassExclusion
     from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
     from pseudolabel.labelers.clip_es import CamOptions
     from pseudolabel.labelers.grounded_sam import GroundedSamOptions
@@ -502,8 +501,6 @@ def generate(
         if grounded:
             if clip is None and (exclude or zero_shot or names == "pole"):
                 clip = build_clip(clip_model, clip_weights, torch_device)
-            if exclude and exclusion is None:
-                exclusion = ClassExclusion(clip, source.prompts, exclusion_threshold)
             scorer = _grounded_sam_labeler(
                 detector, detector_weights, sam, sam_checkpoint, source.prompts, grounded_options, clip, exclusion,
                 torch_device, dtype,

@@ -49,6 +49,10 @@ class PromptSet:
         """Names by class id; index 0 is ``background``."""
         return [entry.name for entry in self.classes]
 
+    def prompt_names(self, class_ids: list[int], fused: bool) -> list[str]:
+        """What the prompts call each class: its fused display name when ``fused``, else its name."""
+        return [self.classes[c].display if fused else self.classes[c].name for c in class_ids]
+
     @property
     def num_classes(self) -> int:
         """Number of classes including background."""

@@ -121,8 +121,7 @@ class CamLabeler:
         return ScoreMaps(scores, (0, *class_ids)), record
 
     def _names(self, class_ids: list[int]) -> list[str]:
-        entries = [self.prompts.classes[c] for c in class_ids]
-        return [entry.display if self.options.synonyms == "fuse" else entry.name for entry in entries]
+        return self.prompts.prompt_names(class_ids, fused=self.options.synonyms == "fuse")
 
     def _zero_shot_classes(self, sample: Sample, record: dict[str, Any]) -> list[int]:
         options = self.options

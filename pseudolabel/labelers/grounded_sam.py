@@ -241,19 +241,21 @@ class GroundedSamLabeler:
         exclusion: ClassExclusion | None = None,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
-        """``clip`` is needed for zero-shot candidates and POLE; ``exclusion`` for ``options.exclude``."""
+        """``clip`` is needed for zero-shot candidates, POLE and exclusion; ``exclusion`` replaces the
+        default plain-CLIP exclusion (e.g. a CLIPN-based one)."""
         self.detector = detector
         self.sam = sam
         self.prompts = prompts
         self.options = options or GroundedSamOptions()
         if self.options.synonyms not in SYNONYM_MODES:
             raise ValueError(f"grounded-sam synonyms must be one of {SYNONYM_MODES}")
-        if (self.options.zero_shot or self.options.synonyms == "pole") and clip is None:
-            raise ValueError("zero-shot candidates and POLE need a CLIP model")
-        if self.options.exclude and exclusion is None:
-            raise ValueError("exclusion needs a ClassExclusion")
+        options = self.options
+        if (options.zero_shot or options.synonyms == "pole" or options.exclude) and clip is None:
+            raise ValueError("zero-shot candidates, POLE and exclusion need a CLIP model")
         self.clip = clip
         self.exclusion = exclusion
+        if options.exclude and exclusion is None:
+            self.exclusion = ClassExclusion(clip, prompts, options.exclusion_threshold)
         self.autocast_dtype = autocast_dtype
 
     def __call__(self, sample: Sample) -> tuple[ScoreMaps, dict[str, Any]]:
@@ -290,8 +292,7 @@ class GroundedSamLabeler:
         return ScoreMaps(scores.cpu().numpy(), (0, *class_ids)), record
 
     def _names(self, class_ids: list[int]) -> list[str]:
-        entries = [self.prompts.classes[c] for c in class_ids]
-        return [entry.display if self.options.synonyms == "fuse" else entry.name for entry in entries]
+        return self.prompts.prompt_names(class_ids, fused=self.options.synonyms == "fuse")
 
     def _segment(
         self, sample: Sample, names: list[str], record: dict[str, Any]
