@@ -1,10 +1,14 @@
 """CLIP-ES class activation maps from CLIP ViT (training-free), with class-aware attention affinity.
 
-Per image view (scale, flip): the image is resized to a multiple of the patch size without
-cropping; the first L-1 blocks run without gradients and record attention; GradCAM is taken
-at the input of the last block for all classes at once (one forward of the last block, one
-batched backward that computes input gradients only); each class map is refined with the
-class-aware attention affinity (CAA) and resized to the image. Views are averaged.
+Per image view (scale, flip): the uint8 image is resized with PIL's bicubic filter to a
+multiple of the patch size without cropping; the first L-1 blocks run without gradients and
+record attention; GradCAM is taken, as CLIP-ES hooks pytorch-grad-cam on
+``resblocks[-1].ln_1``, at the OUTPUT of the last block's first LayerNorm (activations A =
+ln_1(x) of the patch tokens, gradients dP_k/dA, which reach A only through the attention
+branch), for all classes at once (one forward of the last block, one batched backward); each
+class map is refined with the class-aware attention affinity (CAA) inside boxes found by
+CLIP-ES's ``scoremap2bbox`` rule, min-max scaled on the patch grid and resized bilinearly to
+the image. Views are averaged.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from pseudolabel.models.clip import ClipModel, block_forward, patch_tokens, pooled_patch_features
 
@@ -63,10 +68,12 @@ def min_max(values: torch.Tensor) -> torch.Tensor:
 def gradcam_last_block(
     clip: ClipModel, tokens: torch.Tensor, text_features: torch.Tensor, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GradCAM of every target class at the input of the last block, in one batched backward.
+    """GradCAM of every target class at the last block's ``ln_1`` output, in one batched backward.
 
     The target of class k is its softmax probability over all texts (the image's classes and
-    the background words): softmax is what makes the classes compete.
+    the background words): softmax is what makes the classes compete. The activations are
+    A = ln_1(tokens) of the patch tokens; the residual ``tokens + attn(A)`` bypasses A, so the
+    gradient reaches A through the attention branch only (CLIP-ES's target layer).
 
     Args:
         tokens: last-block input [1, 1 + N, C] (no grad needed).
@@ -76,17 +83,21 @@ def gradcam_last_block(
         (cams [K, N] min-max scaled, last-block attention [1 + N, 1 + N] averaged over heads).
     """
     visual = clip.model.visual
-    inputs = tokens.detach().requires_grad_(True)
+    last_block = visual.transformer.resblocks[-1]
+    tokens = tokens.detach()
+    normed = last_block.ln_1(tokens).detach().requires_grad_(True)
     with torch.enable_grad():
-        out, attention = block_forward(visual.transformer.resblocks[-1], inputs, need_attention=True)
+        out, attention = block_forward(last_block, tokens, need_attention=True, normed=normed)
         features = F.normalize(pooled_patch_features(visual, out).float(), dim=-1)
         logits = clip.model.logit_scale.exp() * features @ text_features.T
         probabilities = logits.softmax(dim=-1)[0, :num_classes]
         selectors = torch.eye(num_classes, device=probabilities.device, dtype=probabilities.dtype)
-        (gradients,) = torch.autograd.grad(probabilities, inputs, grad_outputs=selectors, is_grads_batched=True)
+        (gradients,) = torch.autograd.grad(probabilities, normed, grad_outputs=selectors, is_grads_batched=True)
     channel_weights = gradients[:, 0, 1:].float().mean(dim=1)
-    cams = torch.relu(channel_weights @ tokens[0, 1:].float().T)
-    return min_max(cams), attention[0].detach().float()
+    cams = torch.relu(channel_weights @ normed[0, 1:].detach().float().T)
+    # pytorch-grad-cam min-max scales each target layer's map, then the mean over layers again;
+    # with one layer the second pass matters only where the map's maximum is near the 1e-7 epsilon.
+    return min_max(min_max(cams)), attention[0].detach().float()
 
 
 def caa_transition(attention: torch.Tensor) -> torch.Tensor:
@@ -100,19 +111,28 @@ def caa_transition(attention: torch.Tensor) -> torch.Tensor:
 
 
 def region_box_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
-    """1 inside the bounding box of each 8-connected region where ``cam > threshold * max``, else 0.
+    """CLIP-ES's CAA box mask (``scoremap2bbox`` with ``multi_contour_eval=True``).
+
+    The map is quantised to uint8 (``(cam * 255).astype(uint8)``, truncating) and thresholded at
+    ``> int(threshold * max of the uint8 map)``; every contour (outer and inner, ``RETR_TREE``)
+    gives its bounding rect x, y, w, h, clipped as x1 = min(x + w, W - 1), y1 = min(y + h, H - 1),
+    and the box covers rows y..y1-1 and columns x..x1-1, so a box touching the right or bottom
+    edge loses its last column or row, as in the published code.
 
     Args:
-        cam: float [h, w].
+        cam: float [h, w] in [0, 1].
 
     Returns:
-        float32 [h, w].
+        float32 [h, w]: 1 inside some box, else 0.
     """
-    binary = (cam > threshold * cam.max()).astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    height, width = cam.shape
+    quantised = (cam * 255).astype(np.uint8)
+    binary = (quantised > int(threshold * quantised.max())).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     mask = np.zeros(cam.shape, dtype=np.float32)
-    for left, top, width, height, _ in stats[1:count]:
-        mask[top : top + height, left : left + width] = 1.0
+    for contour in contours:
+        left, top, box_width, box_height = cv2.boundingRect(contour)
+        mask[top : min(top + box_height, height - 1), left : min(left + box_width, width - 1)] = 1.0
     return mask
 
 
@@ -151,15 +171,17 @@ class ClipEsCam:
         )
 
     def view_tensor(self, rgb: np.ndarray, scale: float, flipped: bool) -> torch.Tensor:
-        """Normalised [1, 3, H', W'] with H', W' = ceil(scale * side / patch) * patch."""
+        """Normalised [1, 3, H', W'] with H', W' = ceil(scale * side / patch) * patch.
+
+        The uint8 image is resized with PIL's bicubic filter (CLIP-ES's torchvision ``Resize``
+        on a PIL image), then flipped as a tensor.
+        """
         patch = self.clip.patch_size
         height, width = rgb.shape[:2]
         size = (max(1, math.ceil(scale * height / patch)) * patch, max(1, math.ceil(scale * width / patch)) * patch)
-        image = self.clip.image_tensor(rgb)
-        if flipped:
-            image = image.flip(-1)
-        image = F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        return self.clip.normalize(image)
+        resized = np.array(Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BICUBIC))
+        image = self.clip.image_tensor(resized)
+        return self.clip.normalize(image.flip(-1) if flipped else image)
 
     @torch.no_grad()
     def encode_views(self, rgb: np.ndarray) -> list[View]:

@@ -61,12 +61,16 @@ class ClipModel:
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised text embeddings [T, D] (float32), computed once per distinct text."""
-        missing = [text for text in dict.fromkeys(texts) if text not in self._text_cache]
-        if missing:
-            tokens = self.tokenizer(missing).to(self.device)
-            features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-            self._text_cache.update(zip(missing, features, strict=True))
+        """L2-normalised text embeddings [T, D] (float32), computed once per distinct text.
+
+        Each text is encoded alone (as CLIP-ES's ``zeroshot_classifier`` does): a batch's
+        make-up changes the embeddings in the last float bits, and the softmax-gradient CAM
+        amplifies that, so an embedding must not depend on which texts were asked for with it.
+        """
+        for text in dict.fromkeys(texts):
+            if text not in self._text_cache:
+                tokens = self.tokenizer([text]).to(self.device)
+                self._text_cache[text] = F.normalize(self.model.encode_text(tokens).float(), dim=-1)[0]
         return torch.stack([self._text_cache[text] for text in texts])
 
     @torch.no_grad()
@@ -180,8 +184,9 @@ def is_torchscript_archive(path: Path) -> bool:
 def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Embed images of any size whose sides are multiples of the patch size.
 
-    The patch positional embeddings are resized bicubically from the training grid to the
-    image's grid; the class token keeps its own.
+    The patch positional embeddings are resized bilinearly (align_corners false) from the
+    training grid to the image's grid, as CLIP-ES's ``upsample_pos_emb`` does; the class token
+    keeps its own.
 
     Args:
         images: normalised [B, 3, H, W].
@@ -197,7 +202,7 @@ def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     patch_position = position[1:]
     if (grid_h, grid_w) != (trained, trained):
         grid = patch_position.reshape(1, trained, trained, width).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
         patch_position = grid.permute(0, 2, 3, 1).reshape(grid_h * grid_w, width)
     class_token = (visual.class_embedding.to(x.dtype) + position[0]).expand(batch, 1, width)
     x = torch.cat([class_token, x + patch_position], dim=1)
@@ -205,13 +210,15 @@ def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def block_forward(
-    block: nn.Module, x: torch.Tensor, need_attention: bool = False
+    block: nn.Module, x: torch.Tensor, need_attention: bool = False, normed: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One open_clip ``ResidualAttentionBlock`` on batch-first tokens, optionally with attention maps.
 
     Args:
         x: tokens [B, L, C].
         need_attention: also return the softmax attention averaged over heads.
+        normed: ``block.ln_1(x)`` computed by the caller (e.g. as a leaf to take gradients at);
+            the residual still adds ``x``.
 
     Returns:
         (tokens [B, L, C], attention [B, L, L] or None).
@@ -219,7 +226,8 @@ def block_forward(
     attention_module = block.attn
     batch, length, width = x.shape
     heads = attention_module.num_heads
-    qkv = F.linear(block.ln_1(x), attention_module.in_proj_weight, attention_module.in_proj_bias)
+    normed = block.ln_1(x) if normed is None else normed
+    qkv = F.linear(normed, attention_module.in_proj_weight, attention_module.in_proj_bias)
     query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
     if need_attention:
         weights = torch.softmax((query * (width // heads) ** -0.5) @ key.transpose(-2, -1), dim=-1)
