@@ -23,11 +23,11 @@ from pseudolabel.refiners.sam import (
     Candidate,
     SamRefineOptions,
     SamRefiner,
-    auto_candidates,
     grid_points,
     merge_candidates,
     point_candidates,
     points_by_class,
+    sepl_assign,
 )
 from pseudolabel.scoremaps import ScoreMaps, decode, save_scores
 
@@ -148,19 +148,91 @@ def test_merge_by_score_when_the_higher_id_scores_lower() -> None:
     assert (merged == 8).all()
 
 
-def test_auto_masks_are_assigned_by_share_inside_or_region_cover() -> None:
-    labels = np.zeros((20, 20), np.uint8)
-    labels[0:10, 0:10] = 8  # 100 px
-    inside = np.zeros((20, 20), bool)
-    inside[0:10, 0:6] = True
-    inside[10:14, 0:6] = True  # 60 of 84 px inside: assigned
-    covering = np.zeros((20, 20), bool)
-    covering[0:20, 0:10] = True  # 50% inside (not > 50%) but covers 100% of the region: assigned
-    neither = np.zeros((20, 20), bool)
-    neither[5:15, 5:15] = True  # 25 px inside of 100, covers 25%: not assigned
-    proposals = [{"segmentation": m, "predicted_iou": s} for m, s in ((inside, 0.9), (covering, 0.8), (neither, 0.95))]
-    kept = auto_candidates(labels, proposals, SamRefineOptions(mode="auto"))
-    assert [(c.class_id, c.score) for c in kept] == [(8, 0.9), (8, 0.8)]
+def _published_sepl(predict: np.ndarray, masks: list[np.ndarray], num_classes: int = 21) -> np.ndarray:
+    """SAM_WSSS ``merge/max_iou_imp2.py`` ``MaxIoU_IMP2.merge``, line for line, with the SAM mask
+    files replaced by a list (membership in ``seen`` by index instead of by path)."""
+    seen = []
+    processed_mask = np.zeros_like(predict)
+    for i in range(1, num_classes):
+        pre_cls = predict == i
+        if np.sum(pre_cls) == 0:
+            continue
+        candidates = []
+        sam_mask = np.zeros_like(pre_cls)
+        for index, cur_sam in enumerate(masks):
+            if index not in seen:
+                sam_mask = np.logical_or(sam_mask, cur_sam)
+                improve_thresh = 2 * np.sum((pre_cls == cur_sam) * pre_cls) - np.sum(cur_sam)
+                improve_pred_thresh = np.sum((pre_cls == cur_sam) * pre_cls) / np.sum(pre_cls)
+                if improve_thresh > 0 or improve_pred_thresh >= 0.85:
+                    candidates.append(cur_sam)
+                    seen.append(index)
+        cam_mask = np.logical_and(sam_mask == 0, pre_cls == 1)
+        candidates.append(cam_mask)
+        processed_mask[np.sum(candidates, axis=0) > 0] = i
+    return processed_mask
+
+
+def test_sepl_gives_a_mask_to_the_first_class_only_and_trusts_cam_only_where_sam_is_silent() -> None:
+    labels = np.zeros((10, 20), np.uint8)
+    labels[2:8, 2:8] = 3  # class 3: 36 px
+    labels[2:8, 10:19] = 5  # class 5: 54 px, its last column beyond the shared mask
+    shared = np.zeros((10, 20), bool)
+    shared[2:10, 2:18] = True  # all of class 3, 89 % of class 5: qualifies for both, given to 3 only
+    stray = np.zeros((10, 20), bool)
+    stray[0:3, 12:20] = True  # 7 of its 24 px in class 5, 13 % of the region: given to nobody
+    refined, kept = sepl_assign(labels, [shared, stray], SamRefineOptions(mode="auto"))
+    assert kept == 1
+    assert (refined[8:10, 2:18] == 3).all()  # the shared mask's pixels outside both regions: class 3 only
+    assert (refined[3:8, 10:18] == 5).all()  # under no mask on offer to 5: class 5 paints over 3
+    assert (refined[2, 12:18] == 3).all()  # under the unassigned mask too: 5 does not paint, 3 keeps them
+    assert refined[2, 18] == 0  # class 5 pixel under a mask on offer but not given: background
+    assert (refined[3:8, 18] == 5).all()  # no mask covers them: the CAM label stays
+    assert (refined[2:8, 2:8] == 3).all() and (refined[0:2] == 0).all()
+    np.testing.assert_array_equal(refined, _published_sepl(labels, [shared, stray]))
+
+
+def test_sepl_keeps_uncovered_cam_pixels_and_lets_a_later_class_paint_over() -> None:
+    labels = np.zeros((12, 12), np.uint8)
+    labels[0:6, 0:6] = 2
+    labels[4:10, 4:10] = 9  # overlaps class 2's first mask below
+    first = np.zeros((12, 12), bool)
+    first[0:6, 0:6] = True  # given to class 2
+    uncovered = np.zeros((12, 12), bool)  # no mask at all over rows 6-9 cols 6-9
+    refined, kept = sepl_assign(labels, [first, uncovered], SamRefineOptions(mode="auto"))
+    assert kept == 1
+    # class 9's pixels under class 2's mask are not covered by a mask on offer to 9: 9 paints over 2
+    assert (refined[4:10, 4:10] == 9).all()
+    assert (refined[0:4, 0:6] == 2).all()
+    np.testing.assert_array_equal(refined, _published_sepl(labels, [first, uncovered]))
+
+
+def test_sepl_equals_the_published_merge_on_random_layouts() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        labels = np.zeros((24, 32), np.uint8)
+        for class_id in rng.choice(np.arange(1, 21), size=3, replace=False):
+            top, left = rng.integers(0, 16), rng.integers(0, 24)
+            labels[top : top + rng.integers(3, 12), left : left + rng.integers(3, 12)] = class_id
+        masks = []
+        for _ in range(rng.integers(1, 8)):
+            mask = np.zeros(labels.shape, bool)
+            top, left = rng.integers(0, 20), rng.integers(0, 28)
+            mask[top : top + rng.integers(2, 14), left : left + rng.integers(2, 14)] = True
+            masks.append(mask)
+        refined, _ = sepl_assign(labels, masks, SamRefineOptions(mode="auto"))
+        np.testing.assert_array_equal(refined, _published_sepl(labels, masks))
+
+
+def test_sepl_keeps_unsure_pixels_no_given_mask_covers() -> None:
+    labels = np.zeros((6, 6), np.uint8)
+    labels[0:3, 0:3] = 4
+    labels[4:6, :] = 255
+    mask = np.zeros((6, 6), bool)
+    mask[0:3, 0:3] = True
+    mask[4, 0:2] = True  # 9 of 11 px inside class 4: given; it covers two unsure pixels
+    refined, _ = sepl_assign(labels, [mask], SamRefineOptions(mode="auto"))
+    assert (refined[4, 0:2] == 4).all() and (refined[4, 2:] == 255).all() and (refined[5] == 255).all()
 
 
 @pytest.mark.parametrize("mode", ["points", "auto"])

@@ -3,12 +3,11 @@
 * ``points`` (CEP): an N x N grid of candidate points; the points inside a foreground class's
   pseudo-label region prompt SAM (one image embedding per image, prompts in batches, one mask
   each); a mask is kept when its IoU with that class's region is at least ``iou_threshold``.
-* ``auto`` (SEPL-style): SAM's automatic masks; a mask goes to foreground class c when more
-  than ``inside_share`` of it lies in c's region, or it covers at least ``region_cover`` of it.
-
-Kept masks are merged by confidence (SAM's predicted IoU): a pixel covered by several kept
-masks takes the class of the highest-scoring one; pixels no kept mask covers keep their input
-label (255 included).
+  Kept masks are merged by confidence (SAM's predicted IoU): a pixel covered by several kept
+  masks takes the class of the highest-scoring one; pixels no kept mask covers keep their input
+  label (255 included).
+* ``auto`` (SEPL, the rule of SAM_WSSS's ``merge/max_iou_imp2.py``): SAM's automatic masks;
+  see :func:`sepl_assign`.
 """
 
 from __future__ import annotations
@@ -134,20 +133,46 @@ def point_candidates(labels: np.ndarray, predictor: PointMaskPredictor, options:
     return kept
 
 
-def auto_candidates(labels: np.ndarray, masks: list[dict[str, Any]], options: SamRefineOptions) -> list[Candidate]:
-    """SEPL: a mask goes to class c if > inside_share of it is in c's region or it covers >= region_cover of it."""
-    kept = []
-    regions = {class_id: labels == class_id for class_id in foreground_classes(labels)}
-    for proposal in masks:
-        mask = proposal["segmentation"]
-        area = np.count_nonzero(mask)
-        for class_id, region in regions.items():
+def sepl_assign(labels: np.ndarray, masks: list[np.ndarray], options: SamRefineOptions) -> tuple[np.ndarray, int]:
+    """SEPL's assignment of SAM's automatic masks to the classes of a pseudo-label map.
+
+    The output starts as background. Classes are visited in ascending id order. For class c with
+    region R, every mask not yet given to an earlier class is on offer; it is given to c when
+    more than ``inside_share`` of it lies in R or it covers at least ``region_cover`` of R, and
+    is then offered to no later class. c's output is the union of its masks plus the pixels of R
+    that no mask on offer to c covers (masks given to earlier classes do not count): a pixel of
+    R covered by a mask that went elsewhere or nowhere becomes background. A later class paints
+    over an earlier one.
+
+    Departure (the reference's inputs hold no 255): input pixels of 255 that no given mask
+    covers stay 255 instead of becoming background.
+
+    Args:
+        labels: uint8 [H, W] pseudo-labels, 255 = unsure.
+        masks: bool [H, W] SAM masks.
+
+    Returns:
+        (uint8 [H, W] refined labels, number of masks given to a class).
+    """
+    refined = np.where(labels == IGNORE_INDEX, IGNORE_INDEX, 0).astype(np.uint8)
+    on_offer = list(range(len(masks)))
+    for class_id in foreground_classes(labels):
+        region = labels == class_id
+        region_area = np.count_nonzero(region)
+        covered = np.zeros(labels.shape, dtype=bool)
+        claimed = []
+        for index in on_offer:
+            mask = masks[index]
+            covered |= mask
             inside = np.count_nonzero(mask & region)
-            if area and (
-                inside / area > options.inside_share or inside / np.count_nonzero(region) >= options.region_cover
-            ):
-                kept.append(Candidate(class_id, mask, float(proposal["predicted_iou"])))
-    return kept
+            if inside > options.inside_share * np.count_nonzero(mask) or inside >= options.region_cover * region_area:
+                claimed.append(index)
+        painted = region & ~covered
+        for index in claimed:
+            painted |= masks[index]
+        refined[painted] = class_id
+        on_offer = [index for index in on_offer if index not in claimed]
+    return refined, len(masks) - len(on_offer)
 
 
 class SamRefiner:
@@ -172,7 +197,8 @@ class SamRefiner:
         if self.predictor is not None:
             self.predictor.set_image(rgb)
             candidates = point_candidates(labels, self.predictor, self.options)
+            refined, kept = merge_candidates(labels, candidates), len(candidates)
         else:
-            candidates = auto_candidates(labels, self.generator.generate(np.ascontiguousarray(rgb)), self.options)
-        refined = merge_candidates(labels, candidates)
-        return refined, {"sam_masks_kept": len(candidates), "sam_s": round(time.perf_counter() - start, 4)}
+            proposals = self.generator.generate(np.ascontiguousarray(rgb))
+            refined, kept = sepl_assign(labels, [p["segmentation"] for p in proposals], self.options)
+        return refined, {"sam_masks_kept": kept, "sam_s": round(time.perf_counter() - start, 4)}
