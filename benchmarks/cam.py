@@ -1,114 +1,74 @@
-"""CAM throughput at real CLIP ViT-B/16 size (random weights): ours vs per-class-backward loops.
+"""CAM speed at real CLIP ViT-B/16 size (random weights), beside the published CLIP-ES code.
 
-    python benchmarks/cam.py [--classes 3] [--repeats 3] [--device auto] [--height 375 --width 500]
+    python benchmarks/cam.py [--images 4] [--classes 3] [--device auto] [--bf16] [--clip-es PATH]
 
-Three ways to get the GradCAMs of K classes of one image (CAA refinement included in all):
+All timings use the same generated 500x375 images, K classes each, and the same random weights
+(rounded to fp16, as OpenAI's released checkpoint is):
 
-* ours: blocks 1..11 without autograd, then one forward of the last block and one batched
-  backward (input gradients only) for all K classes;
-* reference loop: as the reference code runs it (pytorch-grad-cam): the image is encoded with
-  autograd on and parameters requiring gradients, and each class re-runs the last block and
-  back-propagates through all blocks, parameter gradients included;
-* last-block loop: one forward + input-gradient backward of the last block per class.
+* ours: ``CamLabeler`` per image (encode, one batched GradCAM of all classes, CAA, background);
+* generate: the whole command per image (decode, label, PNG + manifest) with
+  ``--num-workers 0`` and ``2``, model loading left out;
+* published: with ``--clip-es`` naming a checkout of github.com/linyq2117/CLIP-ES, its own
+  ``perform`` loop from ``generate_cams_voc12.py`` on this device (the first 11 blocks under
+  no_grad, then one pytorch-grad-cam call per class through the last block); it needs the
+  packages that code imports (ttach, ftfy, regex, lxml). Its maps are compared with ours too.
 
-Prints images/s, peak memory (process RSS on CPU, allocated memory on CUDA) and the largest
-difference between our CAMs and the reference loop's (fp32). Asserts nothing.
+Prints seconds per image (after one warm-up image) and peak memory. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import sys
+import tempfile
 import time
-from collections.abc import Callable
-from typing import Any
+import types
+from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
-import torch.nn.functional as F
+from PIL import Image
+from typer.testing import CliRunner
 
+from pseudolabel.cli import app
+from pseudolabel.datasets.base import Sample
 from pseudolabel.devices import resolve_device
-from pseudolabel.labelers.clip_es import (
-    CamOptions,
-    ClipEsCam,
-    caa_transition,
-    gradcam_last_block,
-    min_max,
-    refine_with_affinity,
-)
-from pseudolabel.models.clip import ClipModel, block_forward, build_clip, patch_tokens, pooled_patch_features
+from pseudolabel.labelers.cam import CamLabeler
+from pseudolabel.models.clip import create_clip
 from pseudolabel.prompts import load_prompts
 
-
-def probabilities(clip: ClipModel, out: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    features = F.normalize(pooled_patch_features(clip.model.visual, out), dim=-1)
-    return (clip.model.logit_scale.exp() * features @ text_features.T).softmax(dim=-1)[0]
+VOC = load_prompts("voc")
 
 
-def gradcam_from(tokens: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-    return torch.relu(tokens[0, 1:].detach() @ gradient[0, 1:].mean(dim=0))
+def random_weights() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16-quickgelu")
+    return {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
 
 
-def refine(cams: torch.Tensor, attention: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    return refine_with_affinity(min_max(cams), caa_transition(attention[1:, 1:]), grid, 0.4)
-
-
-def ours(cam: ClipEsCam, rgb: np.ndarray, text_features: torch.Tensor, count: int) -> torch.Tensor:
-    """The library path: what ``generate`` runs."""
-    return cam.class_maps(cam.encode_views(rgb), text_features, count, rgb.shape[:2])
-
-
-def ours_gradcams(cam: ClipEsCam, rgb: np.ndarray, text_features: torch.Tensor, count: int) -> torch.Tensor:
-    """Our GradCAMs before CAA [K, N] (untimed, for the comparison)."""
-    return gradcam_last_block(cam.clip, cam.encode_views(rgb)[0].tokens, text_features, count)[0]
-
-
-def reference_loop(cam: ClipEsCam, rgb: np.ndarray, text_features: torch.Tensor, count: int) -> torch.Tensor:
-    clip = cam.clip
-    visual = clip.model.visual
-    blocks = visual.transformer.resblocks
-    visual.requires_grad_(True)
-    image = cam.view_tensor(rgb, 1.0, False)
-    grid = (image.shape[2] // clip.patch_size, image.shape[3] // clip.patch_size)
-    tokens = patch_tokens(visual, image)
-    attention_sum = 0
-    for index, block in enumerate(blocks[:-1]):
-        tokens, attention = block_forward(block, tokens, need_attention=index >= len(blocks) - 8)
-        if attention is not None:
-            attention_sum = attention_sum + attention[0].detach()
-    tokens.retain_grad()
-    cams = []
-    for target in range(count):
-        out, last_attention = block_forward(blocks[-1], tokens, need_attention=True)
-        visual.zero_grad(set_to_none=True)
-        tokens.grad = None
-        probabilities(clip, out, text_features)[target].backward(retain_graph=True)
-        cams.append(gradcam_from(tokens, tokens.grad))
-    visual.requires_grad_(False)
-    attention = (attention_sum + last_attention.detach()[0]) / 8
-    maps = refine(torch.stack(cams), attention, grid)
-    resized = F.interpolate(maps.view(1, count, *grid), size=rgb.shape[:2], mode="bilinear", align_corners=False)[0]
-    return min_max(torch.stack(cams)), resized
-
-
-def last_block_loop(cam: ClipEsCam, rgb: np.ndarray, text_features: torch.Tensor, count: int) -> torch.Tensor:
-    clip = cam.clip
-    view = cam.encode_views(rgb)[0]
-    cams = []
-    for target in range(count):
-        inputs = view.tokens.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out, last_attention = block_forward(
-                clip.model.visual.transformer.resblocks[-1], inputs, need_attention=True
-            )
-            (gradient,) = torch.autograd.grad(probabilities(clip, out, text_features)[target], inputs)
-        cams.append(gradcam_from(inputs, gradient))
-    attention = (view.attention_sum + last_attention.detach()[0]) / (view.attention_count + 1)
-    maps = refine(torch.stack(cams), attention, view.grid)
-    resized = F.interpolate(maps.view(1, count, *view.grid), size=rgb.shape[:2], mode="bilinear", align_corners=False)[
-        0
-    ]
-    return min_max(torch.stack(cams)), resized
+def write_images(root: Path, count: int, classes: int, height: int, width: int) -> dict[str, list[int]]:
+    """A VOC folder of generated photos-to-be with Annotations XML; returns id -> class ids."""
+    for folder in ("JPEGImages", "Annotations", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    labels = {}
+    for index in range(count):
+        image_id = f"bench_{index:03d}"
+        pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        for _ in range(classes):
+            top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+            pixels[top : top + height // 3, left : left + width // 3] = rng.integers(0, 255, 3)
+        Image.fromarray(pixels).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
+        ids = sorted(int(c) for c in rng.choice(np.arange(1, 21), classes, replace=False))
+        objects = "".join(f"<object><name>{VOC.classes[c].name}</name></object>" for c in ids)
+        size = f"<size><width>{width}</width><height>{height}</height></size>"
+        (root / "Annotations" / f"{image_id}.xml").write_text(f"<annotation>{size}{objects}</annotation>")
+        labels[image_id] = ids
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(labels) + "\n")
+    return labels
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -117,62 +77,118 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(method: Callable, repeats: int, device: torch.device, *args: object) -> tuple[float, Any, float]:
-    result = method(*args)  # warm-up
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        result = method(*args)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return repeats / (time.perf_counter() - start), result, peak_memory_mb(device)
+
+
+def time_ours(weights, root: Path, labels: dict[str, list[int]], device, bf16: bool) -> tuple[float, dict]:
+    clip = create_clip("ViT-B-16-quickgelu", weights, device)
+    labeler = CamLabeler(clip, VOC, autocast_dtype=torch.bfloat16 if bf16 else None)
+    maps, seconds = {}, []
+    for image_id, ids in labels.items():
+        rgb = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
+        sync(device)
+        start = time.perf_counter()
+        result, _ = labeler(Sample(image_id, rgb, tuple(ids), None))
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+        maps[image_id] = result.scores[1:]
+    return float(np.mean(seconds[1:] or seconds)), maps
+
+
+def time_generate(weights, root: Path, count: int, device, workers: int) -> float:
+    """Seconds per image of the whole command: (run over all images - run over one) / (count - 1),
+    so model loading and the first image's text encoding are left out."""
+    with tempfile.TemporaryDirectory() as scratch:
+        weights_path = Path(scratch) / "clip.pt"
+        torch.save(weights, weights_path)
+        args = ["generate", "--dataset", "voc", "--root", str(root), "--out", str(Path(scratch) / "out")]
+        args += ["--clip-model", "ViT-B-16-quickgelu", "--clip-weights", str(weights_path), "--device", str(device)]
+        args += ["--num-workers", str(workers), "--overwrite"]
+        seconds = []
+        for limit in (1, count):
+            start = time.perf_counter()
+            result = CliRunner().invoke(app, [*args, "--limit", str(limit)])
+            if result.exit_code != 0:
+                raise SystemExit(result.output)
+            seconds.append(time.perf_counter() - start)
+        return (seconds[1] - seconds[0]) / (count - 1)
+
+
+def time_published(clip_es: Path, weights, root: Path, labels: dict[str, list[int]], device) -> tuple[float, dict]:
+    """The published ``perform`` loop, its source run unchanged except the device it picks."""
+    import packaging.version
+
+    sys.modules.setdefault("pkg_resources", types.SimpleNamespace(packaging=packaging))
+    sys.path.insert(0, str(clip_es))
+    from clip.model import build_model  # the published repository's own CLIP
+
+    model = build_model({k: v.clone() for k, v in weights.items()}).eval().to(device)
+    if device.type == "cpu":
+        model.float()
+    source = (clip_es / "generate_cams_voc12.py").read_text()
+    source = source.replace('device_id = "cuda:{}".format(process_id % n_gpus)', f'device_id = "{device}"')
+    namespace = {"__name__": "clip_es_generate", "device": str(device)}
+    cwd = os.getcwd()
+    os.chdir(clip_es)
+    try:
+        exec(compile(source, "generate_cams_voc12.py", "exec"), namespace)
+        namespace["device"] = str(device)
+        background = namespace["zeroshot_classifier"](namespace["BACKGROUND_CATEGORY"], ["a clean origami {}."], model)
+        foreground = namespace["zeroshot_classifier"](namespace["new_class_names"], ["a clean origami {}."], model)
+        cam = namespace["GradCAM"](
+            model=model,
+            target_layers=[model.visual.transformer.resblocks[-1].ln_1],
+            reshape_transform=namespace["reshape_transform"],
+        )
+        with tempfile.TemporaryDirectory() as out:
+            args = types.SimpleNamespace(img_root=str(root / "JPEGImages"), cam_out_dir=out)
+            seconds = []
+            for image_id in labels:
+                sync(device)
+                start = time.perf_counter()
+                namespace["perform"](0, [[f"{image_id}.jpg"]], args, model, background, foreground, cam)
+                sync(device)
+                seconds.append(time.perf_counter() - start)
+            maps = {}
+            for image_id in labels:
+                saved = np.load(Path(out) / f"{image_id}.npy", allow_pickle=True).item()
+                order = np.argsort(saved["keys"])  # the published code keeps XML order; ours sorts ids
+                maps[image_id] = saved["attn_highres"][order].astype(np.float32)
+    finally:
+        os.chdir(cwd)
+    return float(np.mean(seconds[1:] or seconds)), maps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--classes", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--bf16", action="store_true", help="also time ours under bf16 autocast (CUDA)")
+    parser.add_argument("--bf16", action="store_true", help="ours under bf16 autocast (CUDA)")
+    parser.add_argument("--clip-es", type=Path, help="a checkout of the published CLIP-ES repository")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    torch.manual_seed(0)
-    clip = build_clip("ViT-B-16-quickgelu", "random", device)
-    prompts = load_prompts("voc")
-    names = [entry.display for entry in prompts.classes[1 : 1 + args.classes]]
-    texts = [prompts.cam_template.format(n) for n in names] + [
-        prompts.cam_template.format(w) for w in prompts.background_words
-    ]
-    text_features = clip.encode_texts(texts)
-    rgb = np.random.default_rng(0).integers(0, 255, size=(args.height, args.width, 3), dtype=np.uint8)
-    cam = ClipEsCam(clip, CamOptions())
-    print(f"device {device}, image {args.width}x{args.height}, {args.classes} classes, ViT-B/16 random weights")
-    rate, ours_maps, memory = measure(ours, args.repeats, device, cam, rgb, text_features, args.classes)
-    print(f"ours (one batched backward, last block): {rate:.2f} img/s, peak memory {memory:.0f} MB")
-    ours_raw = ours_gradcams(cam, rgb, text_features, args.classes)
-    if args.bf16 and device.type == "cuda":
-        fast = ClipEsCam(clip, CamOptions(), torch.bfloat16)
-        rate_bf16, _, memory_bf16 = measure(ours, args.repeats, device, fast, rgb, text_features, args.classes)
-        print(f"ours, bf16 autocast: {rate_bf16:.2f} img/s, peak memory {memory_bf16:.0f} MB")
-    for label, method in (
-        ("reference loop (per class, all blocks)", reference_loop),
-        ("last-block loop", last_block_loop),
-    ):
-        loop_rate, loop_maps, loop_memory = measure(method, args.repeats, device, cam, rgb, text_features, args.classes)
-        gradcam_difference = (loop_maps[0] - ours_raw).abs().max().item()
-        refined_difference = (loop_maps[1] - ours_maps).abs().max().item()
-        print(
-            f"{label}: {loop_rate:.2f} img/s, peak memory {loop_memory:.0f} MB; ours is {rate / loop_rate:.2f}x "
-            f"faster; max |GradCAM difference| {gradcam_difference:.1e}, after CAA {refined_difference:.1e}"
-        )
-    print(
-        "(with random weights the attention is nearly uniform, so CAA maps are nearly flat and their min-max "
-        "scaling magnifies float rounding; the GradCAM difference is the like-for-like figure)"
-    )
+    weights = random_weights()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "VOC2012"
+        labels = write_images(root, args.images, args.classes, args.height, args.width)
+        print(f"device {device}, torch threads {torch.get_num_threads()}, {args.images} images "
+              f"{args.width}x{args.height}, {args.classes} classes, ViT-B/16 random weights")  # fmt: skip
+        ours, our_maps = time_ours(weights, root, labels, device, args.bf16)
+        print(f"ours (CamLabeler per image{', bf16' if args.bf16 else ''}): {ours:.3f} s/image, "
+              f"peak {peak_memory_mb(device):.0f} MB")  # fmt: skip
+        for workers in (0, 2):
+            print(f"generate --num-workers {workers}: {time_generate(weights, root, args.images, device, workers):.3f}"
+                  " s/image (decode, label, write)")  # fmt: skip
+        if args.clip_es is not None:
+            published, published_maps = time_published(args.clip_es, weights, root, labels, device)
+            difference = max(np.abs(our_maps[i] - published_maps[i]).max() for i in labels)
+            print(f"published CLIP-ES perform loop: {published:.3f} s/image; "
+                  f"largest |ours - published| over the saved maps {difference:.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -294,6 +294,9 @@ DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 LimitOption = Annotated[int | None, typer.Option(help="Only the first N images of the split.")]
 ShardOption = Annotated[str, typer.Option(help="i/n: this run does every n-th image from i.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Redo images whose outputs exist (default: resume).")]
+DecodeWorkersOption = Annotated[
+    int | None, typer.Option(help="Image-decoding worker processes (default: 0 on the CPU, up to 4 on CUDA).")
+]
 PrecisionOption = Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")]
 
 
@@ -456,7 +459,7 @@ def generate(
     limit: LimitOption = None,
     shard: ShardOption = "0/1",
     overwrite: OverwriteOption = False,
-    num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
+    num_workers: DecodeWorkersOption = None,
     seed: Annotated[int, typer.Option(help="Seed for anything random (random weights included).")] = 0,
     max_image_pixels: MaxPixelsOption = 89_478_485,
     config: ConfigOption = None,
@@ -464,7 +467,7 @@ def generate(
     """Generate pseudo-label masks from image-level labels."""
     import torch
 
-    from pseudolabel.devices import autocast_dtype, resolve_device
+    from pseudolabel.devices import autocast_dtype, decode_workers, resolve_device
     from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
     from pseudolabel.labelers.clip_es import CamOptions
     from pseudolabel.labelers.grounded_sam import GroundedSamOptions
@@ -475,7 +478,8 @@ def generate(
     grounded = method is Method.grounded_sam
     names = (synonyms or (Synonyms.none if grounded else Synonyms.fuse)).value
     zero_shot = labels is not None and str(labels) == "none"
-    run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), num_workers)
+    torch_device = resolve_device(device)
+    run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), decode_workers(num_workers, torch_device))
     cam_options = CamOptions(_parse_scales(scales), flip, caa, caa_threshold)
     labeler_options = CamLabelerOptions(
         names, pole_candidates, bg_alpha, bg_threshold, exclude, exclusion_threshold,
@@ -490,7 +494,6 @@ def generate(
         refine, crf_iterations, label_confidence, min_confidence, sam, sam_checkpoint, sam_mode, grid, iou_threshold
     )
     source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
-    torch_device = resolve_device(device)
     dtype = autocast_dtype(precision, torch_device)
 
     def make_labeler() -> ScoreThenDecode:
@@ -705,12 +708,12 @@ def predict(
     limit: LimitOption = None,
     shard: ShardOption = "0/1",
     overwrite: OverwriteOption = False,
-    num_workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
+    num_workers: DecodeWorkersOption = None,
     max_image_pixels: MaxPixelsOption = 89_478_485,
     config: ConfigOption = None,
 ) -> None:
     """Predict masks with a trained DeepLabV2 (multi-scale max + flip, optional CRF)."""
-    from pseudolabel.devices import resolve_device
+    from pseudolabel.devices import decode_workers, resolve_device
     from pseudolabel.pipeline import RunOptions, parse_shard
     from pseudolabel.refiners.crf import CrfRefiner
     from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint
@@ -720,7 +723,7 @@ def predict(
     torch_device = resolve_device(device)
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
-    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), num_workers)
+    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), decode_workers(num_workers, torch_device))
 
     def make_labeler() -> SegmentationPredictor:
         model = model_from_checkpoint(checkpoint, source.num_classes, torch_device)

@@ -5,13 +5,17 @@ each candidate class c of the image:
 
 * inclusion P_in(r, c): softmax over the candidate classes of CLIP similarity (scale 100)
   between the region and the forward prompts ("a photo of a {}.");
-* exclusion P_ex(r, c): the probability that r does NOT show c, softmax over
-  [similarity to the forward prompts, similarity to the reverse prompts ("a photo without {}.",
-  "a photo of no {}.")], the "no" entry, as CLIPN scores its "no" text tower (scale 100);
-* correction: P_cor(r, c) = 0 where P_ex(r, c) >= epsilon, else P_in(r, c) (epsilon 0.2).
+* exclusion P_ex(r, c), ELSE's rule (paper Eq. 9) with plain CLIP: softmax OVER THE DATASET'S
+  WHOLE CLASS VOCABULARY (background excluded) of scale * cos(r, reverse prompt of each class),
+  the reverse prompts being "a photo without {}." and "a photo of no {}." (embeddings averaged).
+  Over an image's 1-3 candidates that softmax would be >= 1/3 somewhere by construction, so
+  the vocabulary is the published setting's denominator;
+* correction: P_cor(r, c) = 0 where P_ex(r, c) > epsilon (strict, as ELSE's code), else
+  P_in(r, c) (epsilon 0.2).
 
-With a CLIPN checkpoint (``--exclusion-weights PATH``) the "no" embeddings come from CLIPN's
-"no" text tower fed the forward prompts, as CLIPN scores p_no, instead of reverse prompts.
+With a CLIPN checkpoint (``--exclusion-weights PATH``) P_ex is CLIPN's own p_no:
+softmax([scale * cos(r, yes_c), scale * cos(r, no_c)])[no], the "no" embeddings coming from
+CLIPN's "no" text tower fed the forward prompts. The manifest records which rule was used.
 """
 
 from __future__ import annotations
@@ -45,18 +49,25 @@ def inclusion_probabilities(regions: torch.Tensor, forward: torch.Tensor, scale:
     return (scale * regions @ forward.T).softmax(dim=-1)
 
 
-def exclusion_probabilities(
+def vocabulary_exclusion_probabilities(
+    regions: torch.Tensor, reverse: torch.Tensor, scale: float = LOGIT_SCALE
+) -> torch.Tensor:
+    """ELSE's P_ex [R, V]: softmax over the V vocabulary classes of scale * cos(region, reverse prompt)."""
+    return (scale * regions @ reverse.T).softmax(dim=-1)
+
+
+def clipn_exclusion_probabilities(
     regions: torch.Tensor, forward: torch.Tensor, reverse: torch.Tensor, scale: float = LOGIT_SCALE
 ) -> torch.Tensor:
-    """P_ex [R, C]: per region and class, softmax([scale*cos(r, yes_c), scale*cos(r, no_c)])[no]."""
+    """CLIPN's p_no [R, C]: per region and class, softmax([scale*cos(r, yes_c), scale*cos(r, no_c)])[no]."""
     yes = scale * regions @ forward.T
     no = scale * regions @ reverse.T
     return torch.stack([yes, no], dim=-1).softmax(dim=-1)[..., 1]
 
 
 def corrected_probabilities(inclusion: torch.Tensor, exclusion: torch.Tensor, threshold: float) -> torch.Tensor:
-    """P_cor = 0 where P_ex >= threshold, else P_in."""
-    return torch.where(exclusion >= threshold, torch.zeros_like(inclusion), inclusion)
+    """P_cor = 0 where P_ex > threshold, else P_in."""
+    return torch.where(exclusion > threshold, torch.zeros_like(inclusion), inclusion)
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class ExclusionResult:
 
     kept: list[bool]
     exclusions: list[dict[str, Any]]
+    rule: str
 
 
 class ClassExclusion:
@@ -87,6 +99,11 @@ class ClassExclusion:
         self.threshold = threshold
         self.no_tower = no_tower
 
+    @property
+    def rule(self) -> str:
+        """``else`` (P_ex over the class vocabulary, plain CLIP) or ``clipn`` (CLIPN's p_no)."""
+        return "else" if self.no_tower is None else "clipn"
+
     def reverse_embeddings(self, names: list[str]) -> torch.Tensor:
         """Normalised [C, D] "not this class" embeddings of ``names``."""
         if self.no_tower is None:
@@ -98,12 +115,18 @@ class ClassExclusion:
         return self.no_tower(self.clip.tokenizer(texts).to(self.clip.device)).float()
 
     def probabilities(
-        self, region_embeddings: torch.Tensor, names: list[str]
+        self, region_embeddings: torch.Tensor, candidates: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(P_in, P_ex, P_cor), each [R, C], of normalised regions [R, D] and candidate names."""
+        """(P_in, P_ex, P_cor), each [R, C], of normalised regions [R, D] and candidate class ids."""
+        names = [self.prompts.classes[c].name for c in candidates]
         forward = prompt_embeddings(self.clip.encode_texts, self.prompts.forward_templates, names)
         inclusion = inclusion_probabilities(region_embeddings, forward)
-        exclusion = exclusion_probabilities(region_embeddings, forward, self.reverse_embeddings(names))
+        if self.no_tower is None:
+            vocabulary = [entry.name for entry in self.prompts.classes[1:]]
+            over_vocabulary = vocabulary_exclusion_probabilities(region_embeddings, self.reverse_embeddings(vocabulary))
+            exclusion = over_vocabulary[:, [c - 1 for c in candidates]]
+        else:
+            exclusion = clipn_exclusion_probabilities(region_embeddings, forward, self.reverse_embeddings(names))
         return inclusion, exclusion, corrected_probabilities(inclusion, exclusion, self.threshold)
 
     def __call__(
@@ -129,7 +152,7 @@ class ClassExclusion:
         names = [self.prompts.classes[c].name for c in candidates]
         region_names = region_names or [self.prompts.classes[c].name for c in region_classes]
         embeddings = self.clip.encode_images(region_images(self.clip, rgb, regions, crop))
-        inclusion, exclusion, corrected = self.probabilities(embeddings, names)
+        inclusion, exclusion, corrected = self.probabilities(embeddings, candidates)
         kept = []
         for region, class_id in enumerate(region_classes):
             own = candidates.index(class_id)
@@ -143,9 +166,9 @@ class ClassExclusion:
             }
             for r in range(len(region_classes))
             for c in range(len(candidates))
-            if exclusion[r, c] >= self.threshold
+            if exclusion[r, c] > self.threshold
         ]
-        return ExclusionResult(kept, exclusions)
+        return ExclusionResult(kept, exclusions, self.rule)
 
 
 def region_images(clip: ClipModel, rgb: np.ndarray, regions: torch.Tensor, crop: bool) -> torch.Tensor:

@@ -74,6 +74,26 @@ def test_voc_split_accepts_deeplab_style_lines(tmp_path: Path) -> None:
     assert VocDataset(voc, "aug").ids() == ["a"]
 
 
+def test_voc_trainaug_list_in_either_published_layout(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8), "b": _mask(3)})
+    (voc / "ImageSets" / "SegmentationAug").mkdir()
+    deeplab = voc / "ImageSets" / "SegmentationAug" / "train_aug.txt"  # deeplab-pytorch's pairs
+    deeplab.write_text("/JPEGImages/b.jpg /SegmentationClassAug/b.png\n/JPEGImages/a.jpg /SegmentationClassAug/a.png\n")
+    assert VocDataset(voc, "trainaug").ids() == ["b", "a"]
+    assert VocDataset(voc, "train_aug").ids() == ["b", "a"]
+    (voc / "ImageSets" / "Segmentation" / "trainaug.txt").write_text("a\n")  # CLIP-ES style plain ids win
+    assert VocDataset(voc, "trainaug").ids() == ["a"]
+    with pytest.raises(ConfigError, match=r"no ImageSets/Segmentation/val\.txt or ImageSets/SegmentationAug/val\.txt"):
+        VocDataset(voc, "val")
+
+
+def test_voc_labels_come_from_annotations_before_masks(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path, {"a": _mask(8, 15)})
+    (voc / "Annotations").mkdir()
+    (voc / "Annotations" / "a.xml").write_text(voc_annotation(["cat"]))  # the mask also holds a person
+    assert VocDataset(voc, "train").labels("a") == (8,)
+
+
 def test_voc_mask_with_non_class_values_is_a_sample_error(tmp_path: Path) -> None:
     voc = make_voc(tmp_path, {"a": _mask(8)})
     from pseudolabel.masks import write_mask

@@ -17,10 +17,11 @@ from pseudolabel.datasets.folder import FolderDataset
 from pseudolabel.errors import ConfigError
 from pseudolabel.exclusion import (
     ClassExclusion,
+    clipn_exclusion_probabilities,
     corrected_probabilities,
-    exclusion_probabilities,
     inclusion_probabilities,
     region_images,
+    vocabulary_exclusion_probabilities,
     zero_shot_candidates,
 )
 from pseudolabel.manifest import read_manifest
@@ -31,10 +32,10 @@ VOC = load_prompts("voc")
 runner = CliRunner()
 
 
-def test_corrected_probability_is_zero_at_or_above_the_threshold() -> None:
+def test_corrected_probability_is_zero_strictly_above_the_threshold() -> None:
     p_in = torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
-    p_ex = torch.tensor([[0.19, 0.2, 0.9], [0.0, 0.5, 0.1999]])
-    expected = torch.tensor([[0.7, 0.0, 0.0], [0.3, 0.0, 0.4]])
+    p_ex = torch.tensor([[0.19, 0.2, 0.9], [0.0, 0.5, 0.2001]])
+    expected = torch.tensor([[0.7, 0.2, 0.0], [0.3, 0.0, 0.0]])  # ELSE compares P_ex > 0.2
     torch.testing.assert_close(corrected_probabilities(p_in, p_ex, 0.2), expected)
 
 
@@ -43,9 +44,30 @@ def test_probabilities_follow_their_formulas() -> None:
     regions, forward, reverse = (F.normalize(torch.randn(n, 8), dim=-1) for n in (2, 3, 3))
     inclusion = inclusion_probabilities(regions, forward)
     torch.testing.assert_close(inclusion, torch.softmax(100 * regions @ forward.T, dim=1))
-    exclusion = exclusion_probabilities(regions, forward, reverse)
+    exclusion = clipn_exclusion_probabilities(regions, forward, reverse)
     yes, no = 100 * regions @ forward.T, 100 * regions @ reverse.T
     torch.testing.assert_close(exclusion, torch.exp(no) / (torch.exp(yes) + torch.exp(no)))
+    vocabulary = F.normalize(torch.randn(20, 8), dim=-1)
+    over_vocabulary = vocabulary_exclusion_probabilities(regions, vocabulary)
+    logits = (100 * regions @ vocabulary.T).double()
+    expected = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    torch.testing.assert_close(over_vocabulary.double(), expected / expected.sum(dim=1, keepdim=True))
+
+
+def test_else_exclusion_takes_its_softmax_over_the_whole_class_vocabulary(monkeypatch) -> None:
+    """With 2 candidates a softmax over them alone would give >= 0.5 somewhere; over VOC's 20
+    classes, a region equally unlike every reverse prompt gets 1/20 < 0.2 and nothing is zeroed."""
+    clip = tiny_clip()
+    vectors = {f"{t.format(c.name)}": _unit(0) for c in VOC.classes for t in VOC.reverse_templates}
+    vectors.update({f"{t.format(c.name)}": _unit(1) for c in VOC.classes for t in VOC.forward_templates})
+    monkeypatch.setattr(clip, "encode_texts", FakeTexts(vectors))
+    monkeypatch.setattr(clip, "encode_images", lambda images: F.normalize(torch.ones(len(images), 4), dim=-1))
+    exclusion = ClassExclusion(clip, VOC, threshold=0.2)
+    inclusion, p_ex, corrected = exclusion.probabilities(F.normalize(torch.ones(1, 4), dim=-1), [8, 12])
+    torch.testing.assert_close(p_ex, torch.full((1, 2), 1 / 20))
+    torch.testing.assert_close(corrected, inclusion)
+    result = exclusion(np.zeros((4, 4, 3), np.uint8), torch.ones(2, 4, 4), [8, 12], [8, 12])
+    assert result.rule == "else" and result.exclusions == []
 
 
 class FakeTexts:
@@ -82,8 +104,8 @@ def test_reverse_prompts_come_from_the_prompt_file_and_impossible_classes_are_dr
     assert {"a photo without cat.", "a photo of no cat.", "a photo of a dog."} <= set(texts.seen)
     assert result.kept == [False, True]
     cat_cat = next(e for e in result.exclusions if e["region"] == "cat" and e["class"] == "cat")
-    assert cat_cat["p_ex"] >= 0.2 and 0 <= cat_cat["p_in"] <= 1
-    assert all(e["p_ex"] >= 0.2 for e in result.exclusions)
+    assert cat_cat["p_ex"] > 0.2 and 0 <= cat_cat["p_in"] <= 1
+    assert all(e["p_ex"] > 0.2 for e in result.exclusions)
 
 
 def test_a_region_better_explained_by_another_candidate_is_dropped(monkeypatch) -> None:
@@ -175,9 +197,10 @@ def test_generate_zero_shot_with_exclusion(tmp_path: Path, dataset: str) -> None
     records = read_manifest(tmp_path / "out" / "manifest.jsonl")
     for record in records:
         assert record["candidates"] and set(record["classes"]) <= set(record["candidates"])
-        assert all(e["p_ex"] >= 0.0 for e in record["exclusions"])  # threshold 0: every pair is recorded
+        assert record["exclusion_rule"] == "else"
+        assert all(e["p_ex"] > 0.0 for e in record["exclusions"])  # threshold 0: every pair is recorded
         assert len(record["exclusions"]) == len(record["candidates"]) ** 2
-        assert record["classes"] == []  # P_ex >= 0 zeroes everything: no class survives
+        assert record["classes"] == []  # P_ex > 0 zeroes everything: no class survives
     from pseudolabel.masks import read_mask
 
     assert set(np.unique(read_mask(tmp_path / "out" / "2026_000001.png"))) <= {0, 255}

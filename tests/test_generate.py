@@ -163,3 +163,16 @@ def test_bad_options_are_user_errors(tmp_path: Path, flag: str, value: str, mess
     voc = _dataset(tmp_path, 1)
     result = _generate(voc, tmp_path / "m", flag, value)
     assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_decode_workers_default_to_none_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from pseudolabel.devices import decode_workers
+
+    assert decode_workers(None, torch.device("cpu")) == 0
+    assert decode_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert decode_workers(None, torch.device("cuda")) == 4
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert decode_workers(None, torch.device("cuda")) == 1

@@ -24,8 +24,9 @@ class VocDataset(Dataset):
             holding VOCdevkit, is accepted too.
         split: name of a list in ImageSets/Segmentation (train, val, trainaug, ...).
 
-    Image labels come from the image's GT mask (classes present except 0 and 255), else from
-    Annotations/<id>.xml object names.
+    Image labels come from Annotations/<id>.xml object names, as CLIP-ES and POLE take them for
+    every image; images without an XML file take the classes present in their GT mask (except
+    0 and 255). The two differ for a few VOC images.
     """
 
     name = "voc"
@@ -56,12 +57,12 @@ class VocDataset(Dataset):
         return None
 
     def labels(self, image_id: str) -> tuple[int, ...]:
-        gt = self.gt_path(image_id)
-        if gt is not None:
-            return mask_class_ids(read_mask(gt), self.num_classes, gt)
         annotation = self.root / "Annotations" / f"{image_id}.xml"
         if annotation.is_file():
             return self._labels_from_annotation(annotation)
+        gt = self.gt_path(image_id)
+        if gt is not None:
+            return mask_class_ids(read_mask(gt), self.num_classes, gt)
         raise MaskError(
             f"no labels for {image_id}: no mask in {' or '.join(GT_FOLDERS)} and no Annotations/{image_id}.xml "
             f"under {self.root}"
@@ -84,17 +85,33 @@ def find_voc_root(root: Path) -> Path:
     raise ConfigError(f"{root} is not a VOC2012 folder: no JPEGImages/ in it (nor in VOC2012/ or VOCdevkit/VOC2012/)")
 
 
+SPLIT_FOLDERS = ("Segmentation", "SegmentationAug")
+"""ImageSets/ folders searched for split lists (SegmentationAug: deeplab-pytorch's layout)."""
+SPLIT_ALIASES = {"trainaug": "train_aug", "train_aug": "trainaug"}
+"""CLIP-ES and SAM_WSSS call the 10,582-image list train_aug, other tools trainaug."""
+
+
+def find_split_file(root: Path, split: str) -> Path:
+    """ImageSets/{Segmentation,SegmentationAug}/<split>.txt, also under the split's other name."""
+    names = [split, *([SPLIT_ALIASES[split]] if split in SPLIT_ALIASES else [])]
+    for folder in SPLIT_FOLDERS:
+        for name in names:
+            path = root / "ImageSets" / folder / f"{name}.txt"
+            if path.is_file():
+                return path
+    available = sorted({p.stem for folder in SPLIT_FOLDERS for p in (root / "ImageSets" / folder).glob("*.txt")})
+    looked = " or ".join(f"ImageSets/{folder}/{split}.txt" for folder in SPLIT_FOLDERS)
+    listed = ", ".join(available) or "none"
+    raise ConfigError(f"split {split!r} not found: no {looked} under {root} (available: {listed})")
+
+
 def read_split_file(root: Path, split: str) -> list[str]:
-    """Ids listed in ImageSets/Segmentation/<split>.txt.
+    """Ids listed in the split's list (see :func:`find_split_file`).
 
     Lines may be plain ids or DeepLab-style ``/JPEGImages/<id>.jpg /Segmentation.../<id>.png``
     pairs; the id is the stem of the first field.
     """
-    folder = root / "ImageSets" / "Segmentation"
-    path = folder / f"{split}.txt"
-    if not path.is_file():
-        available = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
-        raise ConfigError(f"split {split!r} not found: no {path} (available: {', '.join(available) or 'none'})")
+    path = find_split_file(root, split)
     ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
     duplicates = sorted(image_id for image_id, count in Counter(ids).items() if count > 1)
     if duplicates:

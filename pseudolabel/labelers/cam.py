@@ -132,6 +132,7 @@ class CamLabeler:
 
     def _exclude(self, sample: Sample, class_ids: list[int], cams: torch.Tensor, record: dict[str, Any]) -> list[bool]:
         result = self.exclusion(sample.rgb, cams, class_ids, class_ids)
+        record["exclusion_rule"] = result.rule
         record["exclusions"] = result.exclusions
         record["excluded"] = [
             self.prompts.classes[c].name for c, keep in zip(class_ids, result.kept, strict=True) if not keep

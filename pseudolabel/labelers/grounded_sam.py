@@ -346,6 +346,7 @@ class GroundedSamLabeler:
         region_classes = [class_ids[c - 1] for c in channels.tolist()]
         names = [f"mask {i} ({self.prompts.classes[c].name})" for i, c in enumerate(region_classes)]
         result = self.exclusion(sample.rgb, masks.float(), region_classes, class_ids, names, crop=True)
+        record["exclusion_rule"] = result.rule
         record["exclusions"] = result.exclusions
         record["excluded"] = [
             self.prompts.classes[c].name for c, k in zip(region_classes, result.kept, strict=True) if not k
