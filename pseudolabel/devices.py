@@ -44,9 +44,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def decode_workers(requested: int | None, device: torch.device) -> int:
     """Image-decoding worker processes: ``requested`` when given; else 0 on the CPU, where the
-    model already keeps every core busy and decoding processes only compete with it (measured:
-    2 workers made CAM generation 28 % slower on a 2-core machine), and min(4, cores - 1) on CUDA,
-    where decoding ahead keeps the GPU fed."""
+    model already keeps every core busy and decoding processes only compete with it (on a
+    2-core machine 2 workers made CAM generation 28 % slower in one run and no faster in
+    another), and min(4, cores - 1) on CUDA, where decoding ahead keeps the GPU fed."""
     if requested is not None:
         return requested
     if device.type == "cpu":

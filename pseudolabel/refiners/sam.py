@@ -141,8 +141,8 @@ def sepl_assign(labels: np.ndarray, masks: list[np.ndarray], options: SamRefineO
     more than ``inside_share`` of it lies in R or it covers at least ``region_cover`` of R, and
     is then offered to no later class. c's output is the union of its masks plus the pixels of R
     that no mask on offer to c covers (masks given to earlier classes do not count): a pixel of
-    R covered by a mask that went elsewhere or nowhere becomes background. A later class paints
-    over an earlier one.
+    R under a mask that was on offer to c but not taken by it becomes background. A later class
+    paints over an earlier one.
 
     Departure (the reference's inputs hold no 255): input pixels of 255 that no given mask
     covers stay 255 instead of becoming background.

@@ -37,7 +37,7 @@ LOSSES = ("ce", "balanced")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; defaults are DeepLabV2's VOC schedule (REFERENCE.md).
+    """Training settings; defaults are DeepLabV2's VOC schedule (docs/methods.md).
 
     ``freeze_bn=None`` freezes batch norm for pretrained backbones (DeepLabV2) and trains it for
     ``random`` ones (frozen random statistics would leave the network unnormalised).
