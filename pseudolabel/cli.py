@@ -237,11 +237,19 @@ class Method(str, Enum):
     grounded_sam = "grounded-sam"
 
 
+class Captions(str, Enum):
+    """How Grounding DINO is asked for the classes."""
+
+    joint = "joint"
+    per_class = "per-class"
+
+
 class Synonyms(str, Enum):
     """How class names become prompts."""
 
     none = "none"
     fuse = "fuse"
+    detector = "detector"
     pole = "pole"
 
 
@@ -398,8 +406,8 @@ def generate(
     synonyms: Annotated[
         Synonyms | None,
         typer.Option(
-            help="Class names as prompts: none, fuse (fused names), pole (per-image choice). Default: cam fuse, "
-            "grounded-sam none."
+            help="Class names as prompts: none, fuse (fused names), detector (grounded-sam: the prompt file's "
+            "detector names), pole (per-image choice). Default: cam fuse, grounded-sam none."
         ),
     ] = None,
     pole_candidates: Annotated[int, typer.Option(help="POLE: names per class to choose from.")] = 4,
@@ -410,7 +418,7 @@ def generate(
             "CLIP finds impossible there."
         ),
     ] = False,
-    exclusion_threshold: Annotated[float, typer.Option(help="Exclude a (region, class) when P_ex >= this.")] = 0.2,
+    exclusion_threshold: Annotated[float, typer.Option(help="Exclude a (region, class) when P_ex > this.")] = 0.2,
     exclusion_weights: Annotated[
         str, typer.Option(help="clip (reverse prompts on --clip-model) or a CLIPN checkpoint (its 'no' text tower).")
     ] = "clip",
@@ -432,11 +440,15 @@ def generate(
             "or transformers checkpoint file, a transformers model folder, or random."
         ),
     ] = "default",
-    box_threshold: Annotated[float, typer.Option(help="grounded-sam: keep boxes whose best class reaches this.")] = 0.3,
+    captions: Annotated[
+        Captions,
+        typer.Option(help="grounded-sam: joint (one caption, one pass) or per-class (one pass per class, SAM_WSSS)."),
+    ] = Captions.joint,
+    box_threshold: Annotated[float, typer.Option(help="grounded-sam: keep boxes whose best score is above this.")] = 0.3,
     text_threshold: Annotated[
-        float, typer.Option(help="grounded-sam: a box detects every class whose tokens reach this.")
+        float, typer.Option(help="grounded-sam, joint captions: a box detects every class above this.")
     ] = 0.25,
-    nms_threshold: Annotated[float, typer.Option(help="grounded-sam: per-class box NMS IoU.")] = 0.7,
+    nms_threshold: Annotated[float, typer.Option(help="grounded-sam: per-class box NMS IoU (1: keep all).")] = 0.7,
     bg_alpha: Annotated[float, typer.Option(help="Background score = (1 - max CAM) ** alpha.")] = 1.0,
     bg_threshold: Annotated[
         float | None, typer.Option(help="Constant background score instead (foreground where a CAM exceeds it).")
@@ -485,8 +497,10 @@ def generate(
         names, pole_candidates, bg_alpha, bg_threshold, exclude, exclusion_threshold,
         zero_shot=zero_shot, zero_shot_top_k=zero_shot_top_k, zero_shot_min_probability=zero_shot_min_probability,
     )  # fmt: skip
+    if names == "detector" and not grounded:
+        raise ConfigError("--synonyms detector names Grounding DINO captions; it needs --method grounded-sam")
     grounded_options = GroundedSamOptions(
-        box_threshold, text_threshold, nms_threshold, names, pole_candidates, exclude=exclude,
+        box_threshold, text_threshold, nms_threshold, captions.value, names, pole_candidates, exclude=exclude,
         exclusion_threshold=exclusion_threshold, zero_shot=zero_shot, zero_shot_top_k=zero_shot_top_k,
         zero_shot_min_probability=zero_shot_min_probability,
     )  # fmt: skip

@@ -23,12 +23,18 @@ MIN_SYNONYMS = 3
 
 @dataclass(frozen=True)
 class ClassPrompt:
-    """One class: canonical ``name``, synonym-fused ``display`` name, POLE ``synonyms``."""
+    """One class: canonical ``name``, synonym-fused ``display`` name, POLE ``synonyms``, and the
+    ``detector`` name Grounding DINO captions use (SAM_WSSS renames three VOC classes)."""
 
     name: str
     display: str
     synonyms: tuple[str, ...] = ()
     coco_id: int | None = None
+    detector: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.detector:
+            object.__setattr__(self, "detector", self.name)
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,11 @@ class PromptSet:
         """Names by class id; index 0 is ``background``."""
         return [entry.name for entry in self.classes]
 
-    def prompt_names(self, class_ids: list[int], fused: bool) -> list[str]:
-        """What the prompts call each class: its fused display name when ``fused``, else its name."""
-        return [self.classes[c].display if fused else self.classes[c].name for c in class_ids]
+    def prompt_names(self, class_ids: list[int], style: str) -> list[str]:
+        """What the prompts call each class: its fused ``display`` name (style ``fuse``), its
+        ``detector`` name (style ``detector``), else its name."""
+        field = {"fuse": "display", "detector": "detector"}.get(style, "name")
+        return [getattr(self.classes[c], field) for c in class_ids]
 
     @property
     def num_classes(self) -> int:
@@ -203,11 +211,12 @@ def _class_prompt(entry: Any, index: int, source: str) -> ClassPrompt:
     coco_id = entry.get("coco_id")
     if coco_id is not None and not isinstance(coco_id, int):
         raise ConfigError(f"{where} {name!r}: 'coco_id' must be an integer")
-    unknown = set(entry) - {"name", "display", "synonyms", "coco_id"}
+    unknown = set(entry) - {"name", "display", "synonyms", "coco_id", "detector"}
     if unknown:
         raise ConfigError(f"{where} {name!r}: unknown keys {sorted(unknown)}")
     display = str(entry.get("display", name)).strip() or name
-    return ClassPrompt(name=name, display=display, synonyms=tuple(s.strip() for s in synonyms), coco_id=coco_id)
+    detector = str(entry.get("detector", name)).strip() or name
+    return ClassPrompt(name, display, tuple(s.strip() for s in synonyms), coco_id, detector)
 
 
 def _template(value: Any, where: str) -> str:

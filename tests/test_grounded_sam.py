@@ -27,7 +27,9 @@ from pseudolabel.labelers.grounded_sam import (
     caption_spans,
     centre_to_corners,
     class_probabilities,
+    detect,
     merge_by_confidence,
+    select_class_detections,
     select_detections,
 )
 from pseudolabel.manifest import read_manifest
@@ -37,6 +39,7 @@ from pseudolabel.models.grounding import (
     bert_tokenizer,
     build_grounding_dino,
     detector_config,
+    input_size,
     load_detector_weights,
 )
 from pseudolabel.models.grounding_convert import convert_original_state_dict
@@ -68,21 +71,41 @@ def test_caption_spans_cover_each_name_exactly() -> None:
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
 
 
-def test_class_probability_is_the_best_token_of_its_span_and_thresholds_apply() -> None:
+def test_class_probability_is_the_best_token_of_its_span_and_thresholds_are_strict() -> None:
     tokens = torch.tensor([
         [0.0, 0.9, 0.1, 0.0, 0.0],  # query 0: class 0
         [0.0, 0.1, 0.2, 0.35, 0.3],  # query 1: class 1 (span 3..4), class 0 below text threshold
         [0.0, 0.28, 0.0, 0.26, 0.0],  # query 2: best 0.28 < box threshold -> dropped
-        [0.0, 0.5, 0.0, 0.27, 0.0],  # query 3: both classes reach the text threshold
+        [0.0, 0.5, 0.0, 0.27, 0.0],  # query 3: both classes are above the text threshold
+        [0.0, 0.3, 0.0, 0.25, 0.0],  # query 4: best exactly 0.3 -> dropped (groundingdino-py uses >)
+        [0.0, 0.6, 0.0, 0.25, 0.0],  # query 5: class 1 exactly at the text threshold -> not detected
     ])  # fmt: skip
     probs = class_probabilities(tokens, [[1, 2], [3, 4]])
-    torch.testing.assert_close(probs, torch.tensor([[0.9, 0.0], [0.2, 0.35], [0.28, 0.26], [0.5, 0.27]]))
-    boxes = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]], dtype=torch.float)
+    torch.testing.assert_close(probs[:4], torch.tensor([[0.9, 0.0], [0.2, 0.35], [0.28, 0.26], [0.5, 0.27]]))
+    boxes = torch.arange(6, dtype=torch.float)[:, None] * 20 + torch.tensor([0.0, 0, 10, 10])
     found = select_detections(probs, boxes, box_threshold=0.3, text_threshold=0.25, nms_threshold=0.7)
     got = sorted(zip(found.queries.tolist(), found.classes.tolist(), found.scores.tolist(), strict=True))
-    expected = [(0, 0, 0.9), (1, 1, 0.35), (3, 0, 0.5), (3, 1, 0.27)]
+    expected = [(0, 0, 0.9), (1, 1, 0.35), (3, 0, 0.5), (3, 1, 0.27), (5, 0, 0.6)]
     assert [(q, c) for q, c, _ in got] == [(q, c) for q, c, _ in expected]
     np.testing.assert_allclose([s for *_, s in got], [s for *_, s in expected], rtol=1e-6)
+
+
+def test_per_class_box_score_is_the_best_of_all_caption_tokens() -> None:
+    """groundingdino-py ``predict``: ``logits.max(dim=1)[0] > box_threshold`` over every token, the
+    [CLS], [SEP] and the period included, and that maximum is the returned score."""
+    cat = torch.tensor([
+        [0.1, 0.2, 0.7, 0.0],  # [CLS] cat . [SEP]: only the period is high -> kept with 0.7
+        [0.3, 0.1, 0.1, 0.0],  # best exactly 0.3 (the [CLS]) -> dropped
+        [0.35, 0.1, 0.1, 0.2],  # [CLS] 0.35 -> kept
+    ])  # fmt: skip
+    dog = torch.tensor([[0.0, 0.0, 0.0, 0.9], [0.0, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]])
+    found = select_class_detections([cat, dog], [boxes, boxes], box_threshold=0.3, nms_threshold=1.0)
+    got = sorted(zip(found.queries.tolist(), found.classes.tolist(), found.scores.tolist(), strict=True))
+    assert [(q, c) for q, c, _ in got] == [(0, 0), (2, 0), (3, 1)]  # dog's query 0 is query 3 overall
+    np.testing.assert_allclose([s for *_, s in got], [0.7, 0.35, 0.9], rtol=1e-6)
+    # the same box found for two classes stays a box of each (the reference keeps both masks)
+    assert found.boxes[found.queries == 3].tolist() == [[0.0, 0, 10, 10]]
 
 
 def test_nms_is_per_class() -> None:
@@ -91,14 +114,75 @@ def test_nms_is_per_class() -> None:
     found = select_detections(probs, boxes, 0.3, 0.25, nms_threshold=0.5)
     # query 1 overlaps query 0 (IoU 0.82, same class) and goes; query 2 overlaps as well but is another class
     assert sorted(found.queries.tolist()) == [0, 2, 3]
+    assert sorted(select_detections(probs, boxes, 0.3, 0.25, nms_threshold=1.0).queries.tolist()) == [0, 1, 2, 3]
 
 
-def test_centre_boxes_become_clipped_pixel_corners() -> None:
+def test_centre_boxes_become_unclipped_pixel_corners() -> None:
+    """SAM_WSSS scales cx, cy, w, h by the image size and does not clip (groundingdino-py neither)."""
     boxes = torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.95, 0.1, 0.2, 0.4]])
     torch.testing.assert_close(
         centre_to_corners(boxes, height=100, width=200),
-        torch.tensor([[80.0, 30.0, 120.0, 70.0], [170.0, 0.0, 200.0, 30.0]]),
+        torch.tensor([[80.0, 30.0, 120.0, 70.0], [170.0, -10.0, 210.0, 30.0]]),
     )
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "expected"),
+    # (height, width) that groundingdino-py 0.4.0's load_image transform gives (run on these sizes)
+    [(451, 300, (800, 1202)), (300, 451, (1202, 800)), (2000, 500, (333, 1332)), (500, 2000, (1332, 333)),
+     (800, 600, (800, 1066)), (1333, 800, (800, 1333)), (1000, 1000, (800, 800))],
+)  # fmt: skip
+def test_detector_input_size_truncates_like_groundingdino(width: int, height: int, expected: tuple) -> None:
+    assert input_size(height, width) == expected
+
+
+def test_detector_pixels_are_the_reference_transform(tmp_path: Path) -> None:
+    """groundingdino-py: torchvision ``resize`` of the PIL image (bilinear), ``to_tensor``, ``normalize``."""
+    import torchvision.transforms.functional as TF
+
+    detector = build_grounding_dino(str(write_tiny_grounding_config(tmp_path)), "random")
+    rgb = np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    pil = Image.fromarray(rgb)
+    expected = TF.normalize(TF.to_tensor(TF.resize(pil, [800, 1202])), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    got = detector.pixel_values(rgb)
+    assert got.shape == (1, 3, 800, 1202)
+    torch.testing.assert_close(got[0], expected, atol=1e-6, rtol=0)
+
+
+def test_per_class_detection_equals_groundingdino_predict_on_each_caption(tmp_path: Path) -> None:
+    """The tiny random detector, run the way SAM_WSSS runs it: per class, caption "name.", the query's
+    best token probability over the whole caption > 0.5, boxes scaled by W, H and not clipped."""
+    torch.manual_seed(0)
+    detector = build_grounding_dino(str(write_tiny_grounding_config(tmp_path)), "random")
+    rgb = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    names = ["wild bird", "dining table"]
+    options = GroundedSamOptions(box_threshold=0.5, nms_threshold=1.0, captions="per-class")
+    found = detect(detector, rgb, names, options)
+    pixels = detector.pixel_values(rgb)
+    expected_boxes, expected_scores, expected_classes = [], [], []
+    for index, name in enumerate(names):
+        tokens = detector.tokenizer([name + "."], return_tensors="pt")
+        with torch.no_grad():
+            out = detector.model(pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0]).long(), **tokens)
+        logits, boxes = out.logits.sigmoid()[0], out.pred_boxes[0]
+        keep = logits.max(dim=1)[0] > 0.5
+        boxes = boxes[keep] * torch.tensor([90, 60, 90, 60])
+        boxes[:, :2] -= boxes[:, 2:] / 2
+        boxes[:, 2:] += boxes[:, :2]
+        expected_boxes.append(boxes)
+        expected_scores.append(logits.max(dim=1)[0][keep])
+        expected_classes += [index] * int(keep.sum())
+    assert 0 < len(found.scores) < 2 * TINY_GROUNDING["num_queries"]  # the threshold splits the queries
+    order = torch.argsort(found.queries)
+    assert found.classes[order].tolist() == expected_classes
+    torch.testing.assert_close(found.scores[order], torch.cat(expected_scores))
+    torch.testing.assert_close(found.boxes[order], torch.cat(expected_boxes))
+
+
+def test_detector_names_are_sam_wssss_renamed_voc_classes() -> None:
+    ids = [CLASS_ID[name] for name in ("bird", "diningtable", "tvmonitor", "aeroplane", "pottedplant")]
+    assert VOC.prompt_names(ids, "detector") == ["wild bird", "dining table", "monitor/tv", "aeroplane", "pottedplant"]
+    assert VOC.prompt_names(ids, "none") == ["bird", "diningtable", "tvmonitor", "aeroplane", "pottedplant"]
 
 
 def test_overlaps_go_to_the_more_confident_mask_not_the_higher_class() -> None:

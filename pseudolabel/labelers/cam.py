@@ -121,7 +121,7 @@ class CamLabeler:
         return ScoreMaps(scores, (0, *class_ids)), record
 
     def _names(self, class_ids: list[int]) -> list[str]:
-        return self.prompts.prompt_names(class_ids, fused=self.options.synonyms == "fuse")
+        return self.prompts.prompt_names(class_ids, self.options.synonyms)
 
     def _zero_shot_classes(self, sample: Sample, record: dict[str, Any]) -> list[int]:
         options = self.options

@@ -3,13 +3,22 @@ boxes, merged into ScoreMaps by confidence.
 
 Per image:
 
-1. **Detect**: one caption ``"cat . dog ."`` holds all candidate classes; each class owns the
-   caption tokens of its name. A query's class probability is the highest token probability
-   (sigmoid of the logit) inside that class's span. A query is a box when its best class reaches
-   ``box_threshold``; it is a detection of every class whose probability reaches
-   ``text_threshold`` (the reference maps the thresholded phrase back to a class by substring
-   matching, which confuses "car" and "cart"; spans cannot). Per-class NMS then removes
-   duplicates.
+1. **Detect**, with one of two caption modes:
+
+   * ``joint`` (default, one detector pass): one caption ``"cat . dog ."`` holds all candidate
+     classes; each class owns the caption tokens of its name. A query's class probability is
+     the highest token probability (sigmoid of the logit) inside that class's span. A query is
+     a box when its best class is above ``box_threshold``; it is a detection of every class
+     above ``text_threshold`` (the reference maps the thresholded phrase back to a class by
+     substring matching, which confuses "car" and "cart"; spans cannot).
+   * ``per-class`` (as SAM_WSSS ran it for the survey's 86.4): one pass per class with the
+     caption ``"name."``; a query is a box of that class when its highest probability over
+     ALL caption tokens (special tokens and the period included) is above ``box_threshold``,
+     and that maximum is its score. ``text_threshold`` plays no part (the reference only builds
+     phrases from it and discards them).
+
+   Both compare strictly (``>``) and leave boxes unclipped, as groundingdino-py does. Per-class
+   NMS then removes duplicates (``nms_threshold`` 1 keeps every box, as the reference does).
 2. **Segment**: every distinct kept box prompts SAM in one batched call per image (one image
    embedding, single-mask output).
    With ``--synonyms pole`` each class's detected region (the union of its masks) then picks
@@ -42,7 +51,8 @@ from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 
-SYNONYM_MODES = ("none", "fuse", "pole")
+SYNONYM_MODES = ("none", "fuse", "detector", "pole")
+CAPTION_MODES = ("joint", "per-class")
 
 
 @dataclass(frozen=True)
@@ -50,10 +60,12 @@ class GroundedSamOptions:
     """Detector thresholds, prompts and the optional exclusion / zero-shot steps.
 
     Attributes:
-        box_threshold: keep a query whose best class probability reaches this (0.3).
-        text_threshold: a kept query detects every class whose probability reaches this (0.25).
-        nms_threshold: per-class NMS IoU.
-        synonyms: ``none`` (class names), ``fuse`` (the prompt file's fused display names) or
+        box_threshold: keep a query whose best probability is above this (0.3).
+        text_threshold: ``joint`` captions: a kept query detects every class above this (0.25).
+        nms_threshold: per-class NMS IoU (1 keeps every box).
+        captions: ``joint`` (one caption for all classes) or ``per-class`` (one pass per class).
+        synonyms: ``none`` (class names), ``fuse`` (the prompt file's fused display names),
+            ``detector`` (the prompt file's detector names, SAM_WSSS's renamed VOC classes) or
             ``pole`` (per image and class, the candidate name closest to the class's detected
             region; detection runs again with the chosen names).
         pole_candidates: names per class POLE chooses among (class name included).
@@ -63,6 +75,7 @@ class GroundedSamOptions:
     box_threshold: float = 0.3
     text_threshold: float = 0.25
     nms_threshold: float = 0.7
+    captions: str = "joint"
     synonyms: str = "none"
     pole_candidates: int = DEFAULT_CANDIDATES
     sam_batch: int = 64
@@ -111,28 +124,71 @@ def class_probabilities(token_probabilities: torch.Tensor, spans: list[list[int]
 def select_detections(
     class_probs: torch.Tensor, boxes: torch.Tensor, box_threshold: float, text_threshold: float, nms_threshold: float
 ) -> Detections:
-    """Thresholds and per-class NMS.
+    """``joint`` captions: thresholds (strict, as groundingdino-py) and per-class NMS.
 
     Args:
         class_probs: [Q, C] from :func:`class_probabilities`.
         boxes: [Q, 4] x0, y0, x1, y1 (any unit).
     """
-    kept_queries = class_probs.amax(dim=1) >= box_threshold
-    queries, classes = torch.nonzero((class_probs >= text_threshold) & kept_queries[:, None], as_tuple=True)
+    kept_queries = class_probs.amax(dim=1) > box_threshold
+    queries, classes = torch.nonzero((class_probs > text_threshold) & kept_queries[:, None], as_tuple=True)
     scores = class_probs[queries, classes]
-    keep = batched_nms(boxes[queries].float(), scores.float(), classes, nms_threshold)
-    return Detections(boxes[queries[keep]], scores[keep], classes[keep], queries[keep])
+    return nms_per_class(Detections(boxes[queries], scores, classes, queries), nms_threshold)
+
+
+def select_class_detections(
+    token_probs: list[torch.Tensor], boxes: list[torch.Tensor], box_threshold: float, nms_threshold: float
+) -> Detections:
+    """``per-class`` captions: the detections of one detector pass per class.
+
+    Args:
+        token_probs: per class, [Q, T] token probabilities of its pass (masked tokens 0).
+        boxes: per class, [Q, 4] x0, y0, x1, y1 of its pass.
+
+    Returns:
+        a query is a box of the class when its highest probability over all T tokens is above
+        ``box_threshold`` (groundingdino-py's ``predict``); that maximum is the score. Query ids
+        are numbered across passes (pass c's query q is ``c * Q + q``), so each box is its own.
+    """
+    found = []
+    for index, (probs, class_boxes) in enumerate(zip(token_probs, boxes, strict=True)):
+        best = probs.amax(dim=1)
+        (queries,) = torch.nonzero(best > box_threshold, as_tuple=True)
+        classes = torch.full_like(queries, index)
+        found.append(Detections(class_boxes[queries], best[queries], classes, queries + index * len(probs)))
+    joined = Detections(*(torch.cat([getattr(d, f) for d in found]) for f in ("boxes", "scores", "classes", "queries")))
+    return nms_per_class(joined, nms_threshold)
+
+
+def nms_per_class(found: Detections, nms_threshold: float) -> Detections:
+    """Drop a box that overlaps a higher-scoring box of the same class by IoU above the threshold."""
+    keep = batched_nms(found.boxes.float(), found.scores.float(), found.classes, nms_threshold)
+    return Detections(found.boxes[keep], found.scores[keep], found.classes[keep], found.queries[keep])
 
 
 def centre_to_corners(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Normalised cx, cy, w, h [N, 4] -> x0, y0, x1, y1 in pixels, clipped to the image."""
-    cx, cy, w, h = boxes.unbind(-1)
-    corners = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-    scale = torch.tensor([width, height, width, height], dtype=corners.dtype, device=corners.device)
-    return (corners * scale).clamp(min=torch.zeros_like(scale), max=scale)
+    """Normalised cx, cy, w, h [N, 4] -> x0, y0, x1, y1 in pixels, not clipped, computed as
+    SAM_WSSS does (scale, move the corner back by half the size, add the size)."""
+    scaled = boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    corner = scaled[:, :2] - scaled[:, 2:] / 2
+    return torch.cat([corner, corner + scaled[:, 2:]], dim=1)
 
 
 @torch.no_grad()
+def detector_pass(
+    detector: GroundingDino, pixels: torch.Tensor, encoding: dict[str, torch.Tensor], autocast: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Grounding DINO forward: token probabilities [Q, T] (padding 0) and boxes [Q, 4] as
+    normalised cx, cy, w, h, for pixels [1, 3, h, w] and one tokenised caption."""
+    device = detector.device
+    inputs = {key: value.to(device) for key, value in encoding.items()}
+    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        outputs = detector.model(
+            pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0], dtype=torch.long), **inputs
+        )
+    return outputs.logits[0].float().sigmoid(), outputs.pred_boxes[0].float()
+
+
 def detect(
     detector: GroundingDino,
     rgb: np.ndarray,
@@ -140,20 +196,25 @@ def detect(
     options: GroundedSamOptions,
     autocast_dtype: torch.dtype | None = None,
 ) -> Detections:
-    """Grounding DINO detections of ``names`` in uint8 [H, W, 3] ``rgb`` (one forward pass)."""
-    _, encoding, spans = caption_spans(detector.tokenizer, names)
-    device = detector.device
+    """Grounding DINO detections of ``names`` in uint8 [H, W, 3] ``rgb``: one pass for ``joint``
+    captions, one per name for ``per-class``."""
+    height, width = rgb.shape[:2]
     pixels = detector.pixel_values(rgb)
-    inputs = {key: value.to(device) for key, value in encoding.items()}
-    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        outputs = detector.model(
-            pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0], dtype=torch.long), **inputs
-        )
-    token_probs = outputs.logits[0].float().sigmoid()
-    boxes = centre_to_corners(outputs.pred_boxes[0].float(), *rgb.shape[:2])
+    if options.captions == "per-class":
+        probs, boxes = [], []
+        for name in names:
+            caption = name.lower().strip()
+            caption = caption if caption.endswith(".") else caption + "."
+            encoding = dict(detector.tokenizer([caption], return_tensors="pt"))
+            token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
+            probs.append(token_probs)
+            boxes.append(centre_to_corners(centre_boxes, height, width))
+        return select_class_detections(probs, boxes, options.box_threshold, options.nms_threshold)
+    _, encoding, spans = caption_spans(detector.tokenizer, names)
+    token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
     return select_detections(
         class_probabilities(token_probs, spans),
-        boxes,
+        centre_to_corners(centre_boxes, height, width),
         options.box_threshold,
         options.text_threshold,
         options.nms_threshold,
@@ -249,6 +310,8 @@ class GroundedSamLabeler:
         self.options = options or GroundedSamOptions()
         if self.options.synonyms not in SYNONYM_MODES:
             raise ValueError(f"grounded-sam synonyms must be one of {SYNONYM_MODES}")
+        if self.options.captions not in CAPTION_MODES:
+            raise ValueError(f"grounded-sam captions must be one of {CAPTION_MODES}")
         options = self.options
         if (options.zero_shot or options.synonyms == "pole" or options.exclude) and clip is None:
             raise ValueError("zero-shot candidates, POLE and exclusion need a CLIP model")
@@ -292,7 +355,7 @@ class GroundedSamLabeler:
         return ScoreMaps(scores.cpu().numpy(), (0, *class_ids)), record
 
     def _names(self, class_ids: list[int]) -> list[str]:
-        return self.prompts.prompt_names(class_ids, fused=self.options.synonyms == "fuse")
+        return self.prompts.prompt_names(class_ids, self.options.synonyms)
 
     def _segment(
         self, sample: Sample, names: list[str], record: dict[str, Any]

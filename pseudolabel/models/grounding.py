@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from pseudolabel.errors import ConfigError, WeightsError
 from pseudolabel.models.grounding_convert import convert_original_state_dict, is_original_checkpoint
@@ -156,15 +156,29 @@ class GroundingDino:
         return next(self.model.parameters()).device
 
     def pixel_values(self, rgb: np.ndarray) -> torch.Tensor:
-        """uint8 [H, W, 3] -> normalised float [1, 3, h, w], shorter side 800 (longer at most 1333)."""
-        height, width = rgb.shape[:2]
-        scale = min(SHORT_SIDE / min(height, width), LONG_SIDE_MAX / max(height, width))
-        size = (round(height * scale), round(width * scale))
-        image = torch.as_tensor(np.ascontiguousarray(rgb), device=self.device).permute(2, 0, 1)[None].float() / 255
-        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+        """uint8 [H, W, 3] -> normalised float [1, 3, h, w] at :func:`input_size`, resized as
+        groundingdino-py's ``load_image`` does: PIL bilinear on the uint8 image, then /255."""
+        height, width = input_size(*rgb.shape[:2])
+        resized = Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.Resampling.BILINEAR)
+        image = torch.from_numpy(np.array(resized)).to(self.device).permute(2, 0, 1)[None].float() / 255
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         return (image - mean) / std
+
+
+def input_size(height: int, width: int) -> tuple[int, int]:
+    """The detector's input (height, width) in pixels: DETR's ``RandomResize([800], max_size=1333)``
+    rule as groundingdino-py applies it, the longer side truncated with ``int()`` (451x300 ->
+    1202x800, not 1203)."""
+    size = SHORT_SIDE
+    shorter, longer = float(min(height, width)), float(max(height, width))
+    if longer / shorter * size > LONG_SIDE_MAX:
+        size = round(LONG_SIDE_MAX * shorter / longer)
+    if (width <= height and width == size) or (height <= width and height == size):
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
 
 
 def build_grounding_dino(
