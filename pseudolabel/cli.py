@@ -444,7 +444,7 @@ def generate(
         Captions,
         typer.Option(help="grounded-sam: joint (one caption, one pass) or per-class (one pass per class, SAM_WSSS)."),
     ] = Captions.joint,
-    box_threshold: Annotated[float, typer.Option(help="grounded-sam: keep boxes whose best score is above this.")] = 0.3,
+    box_threshold: Annotated[float, typer.Option(help="grounded-sam: keep boxes scoring above this.")] = 0.3,
     text_threshold: Annotated[
         float, typer.Option(help="grounded-sam, joint captions: a box detects every class above this.")
     ] = 0.25,
@@ -630,9 +630,16 @@ def train_seg(
     classes: ClassesOption = None,
     val_split: Annotated[str | None, typer.Option(help="Split with GT masks for periodic val mIoU.")] = None,
     val_every: Annotated[int, typer.Option(help="Val mIoU every N iterations (0 = never).")] = 0,
-    backbone: Annotated[str, typer.Option(help="resnet101 (DeepLabV2), resnet50 or resnet18.")] = "resnet101",
+    backbone: Annotated[
+        str,
+        typer.Option(help="resnet101-caffe (DeepLab's published one), resnet101 (torchvision), resnet50, resnet18."),
+    ] = "resnet101",
     backbone_weights: Annotated[
-        str, typer.Option(help="imagenet (torchvision ResNet-101, downloaded once), a state-dict file, or random.")
+        str,
+        typer.Option(
+            help="imagenet (torchvision ResNet-101, downloaded once), coco (resnet101-caffe: deeplab-pytorch's "
+            "deeplabv1_resnet101-coco.pth), a state-dict file (torchvision or deeplab-pytorch layout), or random."
+        ),
     ] = "imagenet",
     freeze_bn: Annotated[
         bool | None, typer.Option(help="Freeze batch norm (default: yes for pretrained backbones, no for random).")
@@ -643,7 +650,8 @@ def train_seg(
     crop_size: Annotated[int, typer.Option(help="Square training crop in pixels.")] = 321,
     lr: Annotated[float, typer.Option(help="Backbone learning rate (ASPP weights x10, biases x20).")] = 2.5e-4,
     weight_decay: Annotated[float, typer.Option(help="Weight decay (not on ASPP biases).")] = 5e-4,
-    msc: Annotated[bool, typer.Option(help="Multi-scale loss: scales 1, 0.75, 0.5 and their max.")] = True,
+    lr_step: Annotated[int, typer.Option(help="Update the poly learning rate every N iterations.")] = 10,
+    msc: Annotated[bool, typer.Option(help="Multi-scale loss: scales 1, 0.5, 0.75 and their max.")] = True,
     train_scales: Annotated[
         str, typer.Option(help="Random-scale augmentation: comma-separated scales to draw from.")
     ] = "0.5,0.75,1.0,1.25,1.5",
@@ -672,8 +680,9 @@ def train_seg(
     source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
     settings = TrainConfig(
         out_dir=out, masks_dir=masks, iterations=iters, batch_size=batch_size, accumulate=accumulate,
-        crop_size=crop_size, lr=lr, weight_decay=weight_decay, msc=msc, train_scales=_parse_scales(train_scales),
-        loss=loss, backbone=backbone, backbone_weights=backbone_weights, freeze_bn=freeze_bn, seed=seed,
+        crop_size=crop_size, lr=lr, lr_step=lr_step, weight_decay=weight_decay, msc=msc,
+        train_scales=_parse_scales(train_scales), loss=loss, backbone=backbone, backbone_weights=backbone_weights,
+        freeze_bn=freeze_bn, seed=seed,
         log_every=log_every, save_every=save_every, val_every=val_every, num_workers=num_workers, device=device,
         precision=precision, resume=resume,
     )  # fmt: skip
@@ -707,7 +716,13 @@ def train_seg(
 @app.command()
 def predict(
     ctx: typer.Context,
-    checkpoint: Annotated[Path, typer.Option(help="A train-seg checkpoint (RUN/last.pt).")],
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            help="A train-seg checkpoint (RUN/last.pt), a deeplab-pytorch DeepLabV2 state dict, or deeplab_voc12_msc "
+            "(deeplab-pytorch's VOC model from the weights cache)."
+        ),
+    ],
     dataset: Annotated[DatasetName, typer.Option(help="Dataset kind.")],
     out: Annotated[Path, typer.Option(help="Output folder: <id>.png, manifest.jsonl, config.yaml.")],
     root: RootOption = None,
@@ -715,8 +730,10 @@ def predict(
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    scales: Annotated[str, typer.Option(help="Comma-separated test scales; logits are max-fused.")] = "1.0,0.75,0.5",
-    flip: Annotated[bool, typer.Option(help="Also max-fuse horizontally flipped views.")] = True,
+    scales: Annotated[
+        str, typer.Option(help="Comma-separated test scales; logits max-fused on the first's grid.")
+    ] = "1.0,0.5,0.75",
+    flip: Annotated[bool, typer.Option(help="Also max-fuse horizontally flipped views.")] = False,
     crf: Annotated[bool, typer.Option(help="Refine with DenseCRF.")] = False,
     device: DeviceOption = "auto",
     limit: LimitOption = None,
@@ -726,8 +743,9 @@ def predict(
     max_image_pixels: MaxPixelsOption = 89_478_485,
     config: ConfigOption = None,
 ) -> None:
-    """Predict masks with a trained DeepLabV2 (multi-scale max + flip, optional CRF)."""
+    """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
     from pseudolabel.devices import decode_workers, resolve_device
+    from pseudolabel.models.weights import resolve_weights
     from pseudolabel.pipeline import RunOptions, parse_shard
     from pseudolabel.refiners.crf import CrfRefiner
     from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint
@@ -735,12 +753,13 @@ def predict(
     source = _open_dataset(dataset, root, split, labels, prompts, classes, max_image_pixels)
     test_scales = _parse_scales(scales)
     torch_device = resolve_device(device)
-    if not checkpoint.is_file():
-        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    checkpoint_path = resolve_weights(checkpoint, "segmenter")
+    if checkpoint_path is None:
+        raise ConfigError("--checkpoint needs trained weights, not random")
     run = RunOptions(out, None, overwrite, limit, parse_shard(shard), decode_workers(num_workers, torch_device))
 
     def make_labeler() -> SegmentationPredictor:
-        model = model_from_checkpoint(checkpoint, source.num_classes, torch_device)
+        model = model_from_checkpoint(checkpoint_path, source.num_classes, torch_device)
         return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
 
     write_resolved_config(out / "config.yaml", ctx)

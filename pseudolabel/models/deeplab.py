@@ -1,9 +1,14 @@
 """DeepLabV2: a dilated ResNet (output stride 8, frozen batch norm) and ASPP as the SUM of four
 dilated 3x3 convolutions (rates 6, 12, 18, 24), each initialised N(0, 0.01) with zero bias.
+
+Backbones: ``resnet101-caffe`` is DeepLab's own (deeplab-pytorch's layout, Caffe inputs; its
+published COCO init and VOC model load, :mod:`pseudolabel.models.caffe_resnet`); ``resnet101``,
+``resnet50`` and ``resnet18`` are torchvision's (ImageNet mean/std inputs).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,13 +18,18 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.models.caffe_resnet import BLOCKS_101, Stem, from_deeplab_pytorch, is_deeplab_pytorch, residual_stage
 from pseudolabel.models.weights import resolve_weights
 
-BACKBONES = ("resnet101", "resnet50", "resnet18")
-"""resnet101 is DeepLabV2's; the smaller ones are for quick experiments and tests."""
+CAFFE_BACKBONE = "resnet101-caffe"
+BACKBONES = (CAFFE_BACKBONE, "resnet101", "resnet50", "resnet18")
+"""resnet101-caffe is DeepLabV2's published one; torchvision's resnet101 is the ImageNet-init
+alternative; the smaller ones are for quick experiments and tests."""
 ASPP_RATES = (6, 12, 18, 24)
-IMAGENET_WEIGHTS = {"resnet101": "resnet101_imagenet"}
-MSC_SCALES = (1.0, 0.75, 0.5)
+NAMED_WEIGHTS = {("resnet101", "imagenet"): "resnet101_imagenet", (CAFFE_BACKBONE, "coco"): "deeplab_coco_init"}
+"""``--backbone-weights`` short names per backbone -> registry names."""
+MSC_SCALES = (1.0, 0.5, 0.75)
+"""deeplab-pytorch's MSC: the input, then 0.5 and 0.75 of it; logits max-fused on the first's grid."""
 
 
 class Aspp(nn.Module):
@@ -51,6 +61,16 @@ class DeepLabV2(nn.Module):
         super().__init__()
         if backbone not in BACKBONES:
             raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.freeze_bn = freeze_bn
+        if backbone == CAFFE_BACKBONE:
+            self.stem = Stem(freeze_bn)
+            self.layer1, self.layer2, self.layer3, self.layer4 = (
+                residual_stage(index, blocks, freeze_bn) for index, blocks in enumerate(BLOCKS_101)
+            )
+            self.aspp = Aspp(2048, num_classes)
+            return
         if backbone == "resnet18":
             resnet = torchvision.models.resnet18(weights=None)
             _dilate_basic_blocks(resnet)
@@ -60,12 +80,14 @@ class DeepLabV2(nn.Module):
             resnet = builder(weights=None, replace_stride_with_dilation=[False, True, True], norm_layer=norm)
         if freeze_bn and backbone == "resnet18":
             resnet = _freeze_batch_norm(resnet)
-        self.backbone_name = backbone
-        self.num_classes = num_classes
-        self.freeze_bn = freeze_bn
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         self.aspp = Aspp(resnet.fc.in_features, num_classes)
+
+    @property
+    def input_style(self) -> str:
+        """``caffe`` (BGR 0-255 minus the mean) or ``imagenet`` (RGB 0-1, mean/std)."""
+        return "caffe" if self.backbone_name == CAFFE_BACKBONE else "imagenet"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images [B, 3, H, W] -> logits [B, K, ceil(H/8), ceil(W/8)]."""
@@ -74,21 +96,17 @@ class DeepLabV2(nn.Module):
         return self.aspp(x)
 
     def multi_scale(self, images: torch.Tensor, scales: tuple[float, ...] = MSC_SCALES) -> list[torch.Tensor]:
-        """MSC: logits at each scale resized to the first scale's grid, then their element-wise max (last)."""
-        outputs = []
-        for scale in scales:
-            scaled = (
+        """deeplab-pytorch's MSC: the logits of each scale at their own size, then (last) their
+        element-wise max on the first scale's grid, the others resized bilinearly to it."""
+        outputs = [
+            self(
                 images
                 if scale == 1.0
                 else F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
             )
-            outputs.append(self(scaled))
-        size = outputs[0].shape[2:]
-        resized = [
-            o if o.shape[2:] == size else F.interpolate(o, size=size, mode="bilinear", align_corners=False)
-            for o in outputs
+            for scale in scales
         ]
-        return [*resized, torch.stack(resized).max(dim=0).values]
+        return [*outputs, fuse_max(outputs)]
 
     def parameter_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """SGD groups: backbone (lr, decay), ASPP weights (10 lr, decay), ASPP biases (20 lr, no decay)."""
@@ -132,26 +150,55 @@ def _freeze_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_backbone_weights(model: DeepLabV2, weights: str) -> None:
-    """``imagenet`` (torchvision's ImageNet state dict from the weights cache), a file path in
-    torchvision's ResNet state-dict format, or ``random``. The classifier (``fc``) is dropped."""
-    name = IMAGENET_WEIGHTS.get(model.backbone_name) if weights == "imagenet" else weights
-    if name is None:
-        raise ConfigError(f"no ImageNet checkpoint is registered for {model.backbone_name}; give a file or random")
-    path = resolve_weights(name, "backbone")
-    if path is None:
-        return
+def fuse_max(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Element-wise max of logits [B, K, h_i, w_i], each resized bilinearly to the first's grid."""
+    size = logits[0].shape[2:]
+    resized = [
+        item if item.shape[2:] == size else F.interpolate(item, size=size, mode="bilinear", align_corners=False)
+        for item in logits
+    ]
+    return torch.stack(resized).max(dim=0).values
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict, read with ``weights_only=True`` (``state_dict`` / ``model`` wrappers removed)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise WeightsError(f"cannot read backbone weights {path}: {str(error).splitlines()[0]}") from error
-    renamed = {}
-    for key, value in state.items():
-        if key.startswith("fc."):
-            continue
-        head, _, rest = key.partition(".")
-        stem_index = {"conv1": 0, "bn1": 1}.get(head)
-        renamed[f"stem.{stem_index}.{rest}" if stem_index is not None else key] = value
+        raise WeightsError(f"cannot read {what} {path}: {str(error).splitlines()[0]}") from error
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{what} {path} hold no state dict")
+    return state
+
+
+def load_backbone_weights(model: DeepLabV2, weights: str) -> None:
+    """Initialise the network from ``weights``.
+
+    Accepts ``imagenet`` (torchvision's ResNet-101 from the weights cache), ``coco``
+    (deeplab-pytorch's ``deeplabv1_resnet101-coco.pth``, for ``resnet101-caffe``), ``random``,
+    or a file: a torchvision ResNet state dict, or a deeplab-pytorch one (its COCO init, or a
+    trained ``DeepLabV2_ResNet101_MSC`` whose ASPP is then loaded too when its class count fits).
+    Classifiers that do not fit are dropped; any other mismatch is an error.
+    """
+    name = NAMED_WEIGHTS.get((model.backbone_name, weights), weights)
+    if weights in {key[1] for key in NAMED_WEIGHTS} and name == weights:
+        raise ConfigError(f"--backbone-weights {weights} does not exist for --backbone {model.backbone_name}")
+    path = resolve_weights(name, "backbone")
+    if path is None:
+        return
+    state = read_state_dict(path, "backbone weights")
+    if is_deeplab_pytorch(state):
+        if model.backbone_name != CAFFE_BACKBONE:
+            raise WeightsError(f"{path} is a deeplab-pytorch checkpoint: it needs --backbone {CAFFE_BACKBONE}")
+        renamed = from_deeplab_pytorch(state)
+    else:
+        renamed = _torchvision_keys(state)
+    aspp_shape = model.aspp.branches[0].weight.shape
+    if renamed.get("aspp.branches.0.weight", torch.empty(aspp_shape)).shape != aspp_shape:
+        renamed = {key: value for key, value in renamed.items() if not key.startswith("aspp.")}
     missing, unexpected = model.load_state_dict(renamed, strict=False)
     missing = [key for key in missing if not key.startswith("aspp.")]
     if missing or unexpected:
@@ -159,3 +206,15 @@ def load_backbone_weights(model: DeepLabV2, weights: str) -> None:
             f"backbone weights {path} do not fit {model.backbone_name}: "
             f"missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
+
+
+def _torchvision_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision ResNet keys -> DeepLabV2 keys (``conv1``/``bn1`` -> ``stem.0``/``stem.1``; ``fc`` dropped)."""
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            continue
+        head, _, rest = key.partition(".")
+        stem_index = {"conv1": 0, "bn1": 1}.get(head)
+        renamed[f"stem.{stem_index}.{rest}" if stem_index is not None else key] = value
+    return renamed

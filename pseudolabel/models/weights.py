@@ -35,7 +35,7 @@ class WeightSpec:
     Attributes:
         name: registry key, e.g. ``sam_vit_b``.
         kind: which model option takes it (``clip``, ``sam``, ``grounding-dino``, ``clipn``,
-            ``backbone``).
+            ``backbone``, ``segmenter``).
         filename: file name in the cache.
         url: direct download address, or None when the publisher offers none.
         sha256: full hex digest, or the publisher's prefix of it (torchvision names its files
@@ -132,6 +132,27 @@ WEIGHTS: dict[str, WeightSpec] = {
             "63fe2227",
             171,
             "torchvision ResNet-101 ImageNet-1k (V1); checksum = torchvision's published sha256 prefix",
+        ),
+        WeightSpec(
+            "deeplab_coco_init",
+            "backbone",
+            "deeplabv1_resnet101-coco.pth",
+            None,
+            None,
+            170,
+            "DeepLab's COCO-trained Caffe ResNet-101 init (--backbone resnet101-caffe --backbone-weights coco)",
+            manual="deeplab-pytorch makes it from the DeepLab authors' init.caffemodel "
+            "(scripts/setup_caffemodels.sh, then python convert.py --dataset coco); pass its path",
+        ),
+        WeightSpec(
+            "deeplab_voc12_msc",
+            "segmenter",
+            "deeplabv2_resnet101_msc-vocaug-20000.pth",
+            "https://github.com/kazuto1011/deeplab-pytorch/releases/download/v1.0/deeplabv2_resnet101_msc-vocaug-20000.pth",
+            None,
+            170,
+            "deeplab-pytorch's DeepLabV2 trained on VOC trainaug (val 76.65, 77.93 with CRF; no published "
+            "checksum: download needs --allow-unverified)",
         ),
     )
 }

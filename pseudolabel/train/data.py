@@ -15,22 +15,28 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import MaskError, SampleError
 from pseudolabel.masks import IGNORE_INDEX, read_mask
+from pseudolabel.models.caffe_resnet import CAFFE_MEAN_BGR
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
 
 
-def normalize_image(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float32 [3, H, W] with ImageNet mean/std (torchvision's backbone convention)."""
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
+def model_input(rgb: np.ndarray, style: str) -> torch.Tensor:
+    """uint8 or float [H, W, 3] RGB -> float32 [3, H, W] as the backbone expects: ``imagenet``
+    (RGB / 255, ImageNet mean/std: torchvision) or ``caffe`` (BGR 0-255 minus
+    :data:`CAFFE_MEAN_BGR`: deeplab-pytorch). The mean colour becomes 0 in both."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+    if style == "caffe":
+        return image.flip(0) - torch.tensor(CAFFE_MEAN_BGR).view(3, 1, 1)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (image - mean) / std
+    return (image / 255 - mean) / std
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,12 +49,20 @@ class TrainingCrops(torch.utils.data.Dataset):
     """Item k = (image [3, S, S], labels [S, S] int64) for global sample number k.
 
     Images come from a dataset split, labels from ``masks_dir/<id>.png`` (any palette PNG).
-    Augmentation: random scale from ``scales``, pad image with the mean (0 after
-    normalisation) and labels with 255 up to the crop, random crop, random horizontal flip.
+    Augmentation as deeplab-pytorch: random scale from ``scales`` (sizes truncated with
+    ``int``; the float image resized bilinearly by OpenCV, the labels nearest by PIL), pad the
+    image with the mean (0 after :func:`model_input` in ``style``) and the labels with 255 up to
+    the crop, random crop, random horizontal flip.
     """
 
     def __init__(
-        self, dataset: Dataset, masks_dir: Path, crop_size: int, seed: int, scales: tuple[float, ...] = TRAIN_SCALES
+        self,
+        dataset: Dataset,
+        masks_dir: Path,
+        crop_size: int,
+        seed: int,
+        scales: tuple[float, ...] = TRAIN_SCALES,
+        style: str = "imagenet",
     ) -> None:
         self.dataset = dataset
         self.ids = dataset.ids()
@@ -56,6 +70,7 @@ class TrainingCrops(torch.utils.data.Dataset):
         self.crop_size = crop_size
         self.seed = seed
         self.scales = scales
+        self.style = style
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,10 +90,10 @@ class TrainingCrops(torch.utils.data.Dataset):
             )
         rng = np.random.default_rng((self.seed, sample_number, 1))
         scale = float(rng.choice(self.scales))
-        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
-        labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
-        image = normalize_image(rgb)
+        size = (max(1, int(rgb.shape[1] * scale)), max(1, int(rgb.shape[0] * scale)))
+        resized = cv2.resize(rgb.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+        labels = np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST))
+        image = model_input(resized, self.style)
         target = torch.from_numpy(labels.astype(np.int64))
         pad_h, pad_w = max(0, self.crop_size - size[1]), max(0, self.crop_size - size[0])
         image = torch.nn.functional.pad(image, (0, pad_w, 0, pad_h), value=0.0)

@@ -1,4 +1,5 @@
-"""Predict with a trained DeepLabV2: max over scales (and flips) of the logits, softmax, optional CRF."""
+"""Predict with a trained DeepLabV2 as deeplab-pytorch tests it: the max over scales (and, if asked,
+flips) of the logits on the first scale's grid, upsampled to the image, softmax, optional CRF."""
 
 from __future__ import annotations
 
@@ -13,48 +14,59 @@ import torch
 import torch.nn.functional as F
 
 from pseudolabel.datasets.base import Dataset, Sample
-from pseudolabel.errors import ConfigError
+from pseudolabel.errors import ConfigError, WeightsError
 from pseudolabel.masks import read_mask
 from pseudolabel.metrics import Counts, count_pair, summarize
-from pseudolabel.models.deeplab import MSC_SCALES, DeepLabV2
+from pseudolabel.models.caffe_resnet import from_deeplab_pytorch, is_deeplab_pytorch
+from pseudolabel.models.deeplab import CAFFE_BACKBONE, MSC_SCALES, DeepLabV2, fuse_max
 from pseudolabel.pipeline import Labelled
 from pseudolabel.scoremaps import ScoreMaps, decode
-from pseudolabel.train.data import normalize_image
+from pseudolabel.train.data import model_input
 from pseudolabel.train.trainer import load_checkpoint
 
 
 def model_from_checkpoint(path: Path, num_classes: int, device: torch.device) -> DeepLabV2:
-    """Rebuild the trained network from ``last.pt`` (weights-only load)."""
+    """Rebuild the network from a ``train-seg`` checkpoint (``last.pt``) or a deeplab-pytorch
+    ``DeepLabV2_ResNet101_MSC`` state dict (e.g. ``deeplabv2_resnet101_msc-vocaug-20000.pth``),
+    both read with ``weights_only=True``."""
     state = load_checkpoint(path)
-    if int(state["num_classes"]) != num_classes:
-        raise ConfigError(f"checkpoint {path} has {state['num_classes']} classes but the dataset has {num_classes}")
-    model = DeepLabV2(num_classes, str(state["backbone"]), bool(state["freeze_bn"]))
-    model.load_state_dict(state["model"])
+    if is_deeplab_pytorch(state):
+        model = DeepLabV2(num_classes, CAFFE_BACKBONE)
+        try:
+            model.load_state_dict(from_deeplab_pytorch(state))
+        except RuntimeError as error:
+            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+            raise WeightsError(
+                f"deeplab-pytorch checkpoint {path} is not a DeepLabV2 for {num_classes} classes: {detail}"
+            ) from error
+    else:
+        if int(state["num_classes"]) != num_classes:
+            raise ConfigError(f"checkpoint {path} has {state['num_classes']} classes but the dataset has {num_classes}")
+        model = DeepLabV2(num_classes, str(state["backbone"]), bool(state["freeze_bn"]))
+        model.load_state_dict(state["model"])
     model.requires_grad_(False)
     return model.to(device).eval()
 
 
 @torch.no_grad()
 def predict_probabilities(
-    model: DeepLabV2, rgb: np.ndarray, scales: tuple[float, ...] = MSC_SCALES, flip: bool = True
+    model: DeepLabV2, rgb: np.ndarray, scales: tuple[float, ...] = MSC_SCALES, flip: bool = False
 ) -> torch.Tensor:
-    """Class probabilities float32 [K, H, W]: softmax of the max over scales (and flips) of the
-    logits, each resized bilinearly to the image."""
+    """Class probabilities float32 [K, H, W]: the logits of every scale (and flipped view) are
+    max-fused on the first scale's logit grid (deeplab-pytorch's MSC), then resized bilinearly
+    to the image and soft-maxed."""
     device = next(model.parameters()).device
-    image = normalize_image(rgb)[None].to(device)
-    size = rgb.shape[:2]
-    best = None
+    image = model_input(rgb, model.input_style)[None].to(device)
+    logits = []
     for scale in scales:
         scaled = (
             image if scale == 1.0 else F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
         )
         views = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-        logits = F.interpolate(model(views).float(), size=size, mode="bilinear", align_corners=False)
-        if flip:
-            logits = torch.stack([logits[0], logits[1].flip(-1)])
-        merged = logits.max(dim=0).values
-        best = merged if best is None else torch.maximum(best, merged)
-    return best.softmax(dim=0)
+        output = model(views).float()
+        logits += [output[:1], output[1:].flip(-1)] if flip else [output]
+    fused = fuse_max(logits)
+    return F.interpolate(fused, size=rgb.shape[:2], mode="bilinear", align_corners=False)[0].softmax(dim=0)
 
 
 def val_miou_evaluator(dataset: Dataset) -> Callable[[DeepLabV2], float]:
@@ -88,7 +100,7 @@ class SegmentationPredictor:
 
     model: DeepLabV2
     scales: tuple[float, ...] = MSC_SCALES
-    flip: bool = True
+    flip: bool = False
     refiner: Any = None
 
     def __call__(self, sample: Sample) -> Labelled:

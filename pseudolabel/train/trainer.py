@@ -57,6 +57,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    lr_step: int = 10
     msc: bool = True
     train_scales: tuple[float, ...] = TRAIN_SCALES
     loss: str = "ce"
@@ -100,9 +101,11 @@ def distributed_from_env(device_type: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def poly_factor(iteration: int, total: int, power: float) -> float:
-    """(1 - iteration / total) ** power."""
-    return max(0.0, 1.0 - iteration / total) ** power
+def poly_factor(iteration: int, total: int, power: float, step: int = 1) -> float:
+    """The learning-rate factor of 0-based ``iteration``: (1 - s / total) ** power, where s is
+    ``iteration`` rounded down to a multiple of ``step`` (deeplab-pytorch's ``PolynomialLR``
+    with ``LR_DECAY: 10`` changes the rate every 10 iterations)."""
+    return max(0.0, 1.0 - (iteration - iteration % step) / total) ** power
 
 
 def make_optimizer(model: DeepLabV2, config: TrainConfig) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
@@ -110,8 +113,8 @@ def make_optimizer(model: DeepLabV2, config: TrainConfig) -> tuple[torch.optim.S
     optimizer = torch.optim.SGD(
         model.parameter_groups(config.lr, config.weight_decay), lr=config.lr, momentum=config.momentum
     )
-    total, power = config.iterations, config.poly_power
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: poly_factor(iteration, total, power))
+    total, power, step = config.iterations, config.poly_power, config.lr_step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: poly_factor(i, total, power, step))
     return optimizer, scheduler
 
 
@@ -153,13 +156,15 @@ class MscNetwork(torch.nn.Module):
 def training_loss(
     network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig
 ) -> torch.Tensor:
-    """CE on the logits (with MSC: on each scale's logits and their max, summed); labels are
-    resized to the logits' grid, sampling each cell's centre (nearest-exact: plain nearest would take its
-    top-left pixel and shift every label by half a cell)."""
-    outputs = network(images, msc=config.msc)
-    size = outputs[0].shape[2:]
-    small = F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
-    return sum(sample_mean_cross_entropy(o, small, config.loss == "balanced") for o in outputs)
+    """CE on the logits, with MSC summed over each scale's logits at their own size and their max
+    (deeplab-pytorch). Labels are resized to each output's grid by sampling each cell's centre,
+    as PIL's nearest does (``nearest-exact``; torch's plain ``nearest`` takes the top-left pixel
+    and shifts every label by half a cell)."""
+    total = torch.zeros((), device=labels.device)
+    for logits in network(images, msc=config.msc):
+        small = F.interpolate(labels[:, None].float(), size=logits.shape[2:], mode="nearest-exact")[:, 0].long()
+        total = total + sample_mean_cross_entropy(logits, small, config.loss == "balanced")
+    return total
 
 
 def checkpoint_state(
@@ -263,7 +268,9 @@ def train(
         if not frozen:
             network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-    crops = TrainingCrops(dataset, config.masks_dir, config.crop_size, config.seed, config.train_scales)
+    crops = TrainingCrops(
+        dataset, config.masks_dir, config.crop_size, config.seed, config.train_scales, model.input_style
+    )
     sampler = GlobalSamples(start, config.iterations, micro_batch, config.accumulate, place.rank, place.world)
     loader = torch.utils.data.DataLoader(
         crops, batch_size=micro_batch, sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda"
