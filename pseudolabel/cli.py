@@ -159,6 +159,10 @@ def score(
         bool, typer.Option(help="Count missing predictions as all-unsure instead of failing.")
     ] = False,
     workers: Annotated[int, typer.Option(help="Processes to use; 0 = all CPU cores.")] = 0,
+    boundary_kernel: Annotated[
+        int | None,
+        typer.Option(help="mBIoU erosion by a fixed odd KxK square (CEP: 23) instead of 2% of the image diagonal."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Score predicted masks against ground truth: mIoU, per-class IoU, coverage, boundary IoU."""
@@ -177,14 +181,18 @@ def score(
     else:
         prompt_set = resolve_prompts("voc", prompts, classes)
         pair_set = pair_with_folder(pred, gt, allow_missing)
+    if boundary_kernel is not None and (boundary_kernel < 3 or boundary_kernel % 2 == 0):
+        raise ConfigError(f"--boundary-kernel must be an odd number of pixels >= 3, got {boundary_kernel}")
     count = num_classes or prompt_set.num_classes
     if count < 2 or count > 255:
         raise ConfigError(f"--num-classes must be 2..255 (background included), got {count}")
     names = prompt_set.class_names if count == prompt_set.num_classes else [f"class {i}" for i in range(count)]
     with _progress() as progress:
         task = progress.add_task("scoring", total=len(pair_set.pairs))
-        counts = score_pairs(pair_set.pairs, count, workers or None, lambda n: progress.advance(task, n))
-    report = build_report(counts, names, pair_set)
+        counts = score_pairs(
+            pair_set.pairs, count, workers or None, lambda n: progress.advance(task, n), boundary_kernel
+        )
+    report = build_report(counts, names, pair_set, boundary_kernel)
     console.print(report_table(report))
     for line in summary_lines(report):
         console.print(line, highlight=False)

@@ -11,8 +11,9 @@ Conventions (also written into every score report):
   over classes present in GT or prediction.
 * Boundary IoU (Cheng et al., CVPR 2021), per class on binary masks: boundary = mask minus
   its erosion by a (2d+1) square, pixels outside the image counting as not-mask,
-  d = max(1, round(0.02 * image diagonal)). Boundary pixels where GT is 255 are left out.
-  Intersections and unions are summed over the dataset before dividing.
+  d = max(1, round(0.02 * image diagonal)), or a fixed square of K x K pixels (d = (K - 1) / 2)
+  when a kernel is given (CEP's mBIoU uses K = 23). Boundary pixels where GT is 255 are left
+  out. Intersections and unions are summed over the dataset before dividing.
 """
 
 from __future__ import annotations
@@ -78,13 +79,17 @@ class Counts:
         self.boundary_union += other.boundary_union
 
 
-def count_pair(gt: np.ndarray, pred: np.ndarray, num_classes: int, name: str = "") -> Counts:
+def count_pair(
+    gt: np.ndarray, pred: np.ndarray, num_classes: int, name: str = "", boundary_kernel: int | None = None
+) -> Counts:
     """Counts of one prediction against its GT.
 
     Args:
         gt: uint8 [H, W] class ids, 255 = ignore.
         pred: uint8 [H, W] class ids, 255 = unsure.
         name: image name for error messages.
+        boundary_kernel: odd K: boundaries are eroded by a K x K square; None: Cheng's 2 % of
+            the diagonal.
 
     Raises:
         MaskError: different sizes, or values that are neither class ids nor 255.
@@ -109,7 +114,7 @@ def count_pair(gt: np.ndarray, pred: np.ndarray, num_classes: int, name: str = "
     in_pred = counts.confusion[:, :num_classes].sum(axis=0) > 0
     present = np.flatnonzero(in_gt | in_pred)
     if present.size:
-        width = boundary_width(*gt.shape)
+        width = boundary_width(*gt.shape) if boundary_kernel is None else (boundary_kernel - 1) // 2
         valid = gt != IGNORE_INDEX
         for class_id in present:
             gt_edge = mask_boundary(gt == class_id, width)
@@ -173,7 +178,8 @@ CONVENTIONS = {
     "miou_confident": "mean IoU over classes with GT pixels, on pixels with a confident (non-255) prediction",
     "miou_gt_or_pred": "mean IoU over classes present in GT or prediction",
     "coverage": "share of valid GT pixels (GT != 255) whose prediction is not 255",
-    "mbiou": "boundary IoU (Cheng et al. 2021), d = max(1, round(0.02 * diagonal)), per class over the "
+    "mbiou": "boundary IoU (Cheng et al. 2021): boundary = mask minus its erosion by a (2d+1) square, "
+    "d = max(1, round(0.02 * diagonal)) unless boundary_kernel K is set (d = (K - 1) / 2), per class over the "
     "dataset, mean over classes with GT pixels; boundary pixels where GT is 255 are left out",
     "confusion_matrix": "rows = GT class, columns = predicted class, last column = predicted 255",
 }

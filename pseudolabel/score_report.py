@@ -17,7 +17,9 @@ from pseudolabel.scoring import PairSet
 PER_CLASS_KEYS = ("iou", "iou_confident", "biou", "precision", "recall")
 
 
-def build_report(counts: Counts, class_names: list[str], pair_set: PairSet) -> dict[str, Any]:
+def build_report(
+    counts: Counts, class_names: list[str], pair_set: PairSet, boundary_kernel: int | None = None
+) -> dict[str, Any]:
     """The JSON report: top-level figures, per-class lists (by class id), bookkeeping, conventions."""
     report = summarize(counts)
     report.update(
@@ -27,6 +29,7 @@ def build_report(counts: Counts, class_names: list[str], pair_set: PairSet) -> d
         missing_predictions=pair_set.missing,
         num_extra_predictions=pair_set.extra_predictions,
         num_images_without_gt=pair_set.without_gt,
+        boundary_kernel=boundary_kernel,
         conventions=CONVENTIONS,
     )
     return report

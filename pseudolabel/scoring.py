@@ -89,13 +89,14 @@ def _pair(pred_dir: Path, gt_files: dict[str, Path], without_gt: int, allow_miss
     return PairSet(pairs, missing, extra, without_gt)
 
 
-def count_pairs(pairs: Sequence[Pair], num_classes: int) -> Counts:
-    """Accumulate the counts of ``pairs`` in this process."""
+def count_pairs(pairs: Sequence[Pair], num_classes: int, boundary_kernel: int | None = None) -> Counts:
+    """Accumulate the counts of ``pairs`` in this process (``boundary_kernel`` as in ``count_pair``)."""
     total = Counts(num_classes)
     for pair in pairs:
         gt = read_mask(pair.gt)
         pred = read_mask(pair.pred) if pair.pred is not None else np.full_like(gt, IGNORE_INDEX)
-        total.add(count_pair(gt, pred, num_classes, name=pair.pred.name if pair.pred else pair.name))
+        name = pair.pred.name if pair.pred else pair.name
+        total.add(count_pair(gt, pred, num_classes, name, boundary_kernel))
     return total
 
 
@@ -104,6 +105,7 @@ def score_pairs(
     num_classes: int,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    boundary_kernel: int | None = None,
 ) -> Counts:
     """Counts over all pairs, split into chunks over ``workers`` processes (default: all cores).
 
@@ -114,13 +116,13 @@ def score_pairs(
     total = Counts(num_classes)
     if workers == 1 or len(pairs) < IN_PROCESS_LIMIT:
         for chunk in chunks:
-            total.add(count_pairs(chunk, num_classes))
+            total.add(count_pairs(chunk, num_classes, boundary_kernel))
             if on_progress:
                 on_progress(len(chunk))
         return total
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
-        futures = {pool.submit(count_pairs, chunk, num_classes): len(chunk) for chunk in chunks}
+        futures = {pool.submit(count_pairs, chunk, num_classes, boundary_kernel): len(chunk) for chunk in chunks}
         try:
             for future in as_completed(futures):
                 total.add(future.result())

@@ -170,3 +170,39 @@ def test_parallel_scoring_equals_in_process(tmp_path: Path) -> None:
     np.testing.assert_array_equal(parallel.confusion, serial.confusion)
     np.testing.assert_array_equal(parallel.boundary_union, serial.boundary_union)
     assert sum(seen) == 70
+
+
+def _rectangle_ring(shape: tuple[int, int], box: tuple[int, int, int, int], width: int) -> np.ndarray:
+    """Boundary of a rectangle well inside the image: the rectangle minus itself shrunk by ``width``."""
+    y0, x0, y1, x1 = box
+    ring = np.zeros(shape, dtype=bool)
+    ring[y0:y1, x0:x1] = True
+    ring[y0 + width : y1 - width, x0 + width : x1 - width] = False
+    return ring
+
+
+def test_boundary_kernel_23_erodes_by_a_fixed_23_pixel_square(tmp_path: Path) -> None:
+    """CEP's mBIoU: a 23 x 23 erosion (11 pixels each side) whatever the image size; the default
+    would use round(0.02 * diagonal) = 5 pixels on this 150 x 200 image."""
+    gt = np.zeros((150, 200), dtype=np.uint8)
+    gt[30:120, 40:160] = 1
+    pred = np.zeros_like(gt)
+    pred[36:120, 40:166] = 1  # shifted 6 pixels down and right on two sides
+    pred_dir, gt_dir = _write_folders(tmp_path, [(gt, pred)])
+    result = runner.invoke(app, ["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "2",
+                                 "--boundary-kernel", "23", "--json", str(tmp_path / "s.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "s.json").read_text())
+    for width, kernel in ((11, 23), (5, None)):
+        gt_ring = _rectangle_ring(gt.shape, (30, 40, 120, 160), width)
+        pred_ring = _rectangle_ring(gt.shape, (36, 40, 120, 166), width)
+        expected = np.count_nonzero(gt_ring & pred_ring) / np.count_nonzero(gt_ring | pred_ring)
+        if kernel == 23:
+            assert report["biou"][1] == pytest.approx(expected, rel=1e-9) and report["boundary_kernel"] == 23
+        else:
+            default = runner.invoke(app, ["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes",
+                                          "2", "--json", str(tmp_path / "d.json")])  # fmt: skip
+            assert default.exit_code == 0, default.output
+            assert json.loads((tmp_path / "d.json").read_text())["biou"][1] == pytest.approx(expected, rel=1e-9)
+    even = runner.invoke(app, ["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--boundary-kernel", "22"])
+    assert even.exit_code == 1 and "--boundary-kernel must be an odd number" in even.output
