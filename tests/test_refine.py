@@ -341,3 +341,85 @@ def test_refine_command_with_sam(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [r["status"] for r in records] == ["ok", "ok"] and all("sam_masks_kept" in r for r in records)
     for image_id in ("im0", "im1"):
         assert set(np.unique(read_mask(tmp_path / "out" / f"{image_id}.png"))) <= {0, 8, 15}
+
+
+def _clip_es_crf_labels(rgb: np.ndarray, probmap: np.ndarray) -> np.ndarray:
+    """CLIP-ES's eval_cam_with_crf, transcribed: its DenseCRF class with the values it is built
+    with (iter_max 10, pos_w 3, pos_xy_std 1, bi_w 4, bi_xy_std 67, bi_rgb_std 3) and
+    ``unary_from_softmax``, then argmax and ``label[confidence < 0.95] = 255``."""
+    import pydensecrf.densecrf as dcrf
+    import pydensecrf.utils as utils
+
+    channels, height, width = probmap.shape
+    crf = dcrf.DenseCRF2D(width, height, channels)
+    crf.setUnaryEnergy(np.ascontiguousarray(utils.unary_from_softmax(probmap)))
+    crf.addPairwiseGaussian(sxy=1, compat=3)
+    crf.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(rgb), compat=4)
+    prob = np.array(crf.inference(10)).reshape((channels, height, width))
+    label = np.argmax(prob, axis=0)
+    label[np.max(prob, axis=0) < 0.95] = 255
+    return label.astype(np.uint8)
+
+
+def test_crf_refiner_equals_clip_es_crf_with_its_published_parameters() -> None:
+    """Colour edges that the CAM blobs straddle, so the bilateral kernel's colour scale decides pixels."""
+    rng = np.random.default_rng(5)
+    height, width = 64, 96
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)
+    rgb[:, :40] = (200, 60, 40)
+    rgb[:, 40:70] = (40, 160, 90)
+    rgb[:, 70:] = (60, 70, 200)
+    rgb = np.clip(rgb.astype(int) + rng.integers(-12, 13, rgb.shape), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width]
+    cams = np.stack([np.exp(-((xx - 25) ** 2 + (yy - 30) ** 2) / 700.0), np.exp(-((xx - 62) ** 2) / 300.0)])
+    cams = cams.astype(np.float32)
+    probmap = np.concatenate([1 - cams.max(axis=0, keepdims=True), cams])  # CLIP-ES: bg = (1 - max) ** 1
+    expected = _clip_es_crf_labels(rgb, probmap)
+    maps = ScoreMaps(probmap, (0, 8, 12))
+    got = CrfRefiner(min_confidence=0.95)(rgb, maps, decode(maps))[0]
+    ids = np.array([0, 8, 12, 255], dtype=np.uint8)
+    np.testing.assert_array_equal(got, ids[np.where(expected == 255, 3, expected)])
+    assert {0, 8, 12, 255} <= set(np.unique(got).tolist())  # every outcome occurs, the edge is contested
+
+
+def test_cep_keeps_a_mask_whose_iou_is_exactly_the_threshold() -> None:
+    """The tool's CEP rule is IoU >= 0.5 (CEP's code is not published; the paper says "IoU 0.5")."""
+    labels = np.zeros((40, 40), np.uint8)
+    labels[0:20, 0:20] = 8  # 400 pixels; the 2x2 grid's point (10, 10) lies inside
+    half = np.zeros((40, 40), bool)
+    half[0:10, 0:20] = True  # 200 pixels, all inside: IoU exactly 0.5
+    predictor = KnownMasks({(10, 10): (half, 0.7)})
+    predictor.set_image(np.zeros((40, 40, 3), np.uint8))
+    kept = point_candidates(labels, predictor, SamRefineOptions(grid=2, iou_threshold=0.5))
+    assert [c.class_id for c in kept] == [8]
+
+
+@pytest.mark.parametrize("kind", ["points", "boxes"])
+def test_sam_prompts_reach_the_decoder_in_sams_resized_frame(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts are (x, y) pixels of the original image; SAM's decoder must get them scaled by
+    ResizeLongestSide: x * new_w / W, y * new_h / H, new sizes int(side * L / long_side + 0.5)."""
+    from pseudolabel.labelers.grounded_sam import SamBoxPredictor
+    from pseudolabel.refiners.sam import SamPointPredictor
+
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    wrapper = SamPointPredictor(tiny_sam()) if kind == "points" else SamBoxPredictor(tiny_sam())
+    wrapper.set_image(rgb)
+    seen: dict[str, torch.Tensor] = {}
+    real = wrapper.predictor.predict_torch
+
+    def spy(point_coords, point_labels, boxes=None, **kwargs):
+        seen["points"], seen["boxes"] = point_coords, boxes
+        return real(point_coords, point_labels, boxes=boxes, **kwargs)
+
+    monkeypatch.setattr(wrapper.predictor, "predict_torch", spy)
+    side = wrapper.predictor.transform.target_length
+    new_w, new_h = int(90 * side / 90 + 0.5), int(60 * side / 90 + 0.5)
+    if kind == "points":
+        masks, _ = wrapper.predict_points(np.array([[80.0, 10.0], [5.0, 50.0]]))
+        expected = torch.tensor([[[80 * new_w / 90, 10 * new_h / 60]], [[5 * new_w / 90, 50 * new_h / 60]]])
+        torch.testing.assert_close(seen["points"].cpu(), expected)
+    else:
+        masks, _ = wrapper.predict_boxes(torch.tensor([[10.0, 5.0, 70.0, 40.0]]))
+        expected = torch.tensor([[10 * new_w / 90, 5 * new_h / 60, 70 * new_w / 90, 40 * new_h / 60]])
+        torch.testing.assert_close(seen["boxes"].cpu(), expected)
+    assert tuple(masks.shape[1:]) == (60, 90)  # masks come back at the image's size
