@@ -8,7 +8,6 @@ published COCO init and VOC model load, :mod:`pseudolabel.models.caffe_resnet`);
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pseudolabel.errors import ConfigError, WeightsError
 from pseudolabel.models.caffe_resnet import BLOCKS_101, Stem, from_deeplab_pytorch, is_deeplab_pytorch, residual_stage
-from pseudolabel.models.weights import resolve_weights
+from pseudolabel.models.weights import read_state_dict, resolve_weights
 
 CAFFE_BACKBONE = "resnet101-caffe"
 BACKBONES = (CAFFE_BACKBONE, "resnet101", "resnet50", "resnet18")
@@ -158,20 +157,6 @@ def fuse_max(logits: list[torch.Tensor]) -> torch.Tensor:
         for item in logits
     ]
     return torch.stack(resized).max(dim=0).values
-
-
-def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's state dict, read with ``weights_only=True`` (``state_dict`` / ``model`` wrappers removed)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"cannot read {what} {path}: {str(error).splitlines()[0]}") from error
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise WeightsError(f"{what} {path} hold no state dict")
-    return state
 
 
 def load_backbone_weights(model: DeepLabV2, weights: str) -> None:

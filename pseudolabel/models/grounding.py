@@ -32,7 +32,7 @@ from PIL import Image
 
 from pseudolabel.errors import ConfigError, WeightsError
 from pseudolabel.models.grounding_convert import convert_original_state_dict, is_original_checkpoint
-from pseudolabel.models.weights import resolve_weights
+from pseudolabel.models.weights import read_state_dict, resolve_weights
 
 VOCAB_FILE = "bert_base_uncased_vocab.txt.gz"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -100,24 +100,6 @@ def bert_tokenizer(folder: Path | None = None) -> Any:
     if folder is not None and (folder / "vocab.txt").is_file():
         return BertTokenizer(str(folder / "vocab.txt"))
     return BertTokenizer(vocab=bert_vocabulary())
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint file's state dict (``model`` / ``state_dict`` wrappers removed)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"cannot read Grounding DINO weights {path}: {str(error).splitlines()[0]}") from error
-    for wrapper in ("model", "state_dict"):
-        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
-            loaded = loaded[wrapper]
-    if not isinstance(loaded, dict):
-        raise WeightsError(f"Grounding DINO weights {path} hold no state dict")
-    return loaded
 
 
 def load_detector_weights(model: Any, state_dict: dict[str, torch.Tensor], path: Path) -> None:
@@ -211,7 +193,7 @@ def build_grounding_dino(
     else:
         model = GroundingDinoForObjectDetection(config)
         if path is not None:
-            load_detector_weights(model, read_state_dict(path), path)
+            load_detector_weights(model, read_state_dict(path, "Grounding DINO weights"), path)
     model = model.float().eval().to(device)
     model.requires_grad_(False)
     tokenizer = bert_tokenizer(path if path is not None and path.is_dir() else None)

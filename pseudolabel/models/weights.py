@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -315,3 +316,28 @@ def verify_weights(spec: WeightSpec) -> VerifyResult:
     if spec.sha256 is None:
         return VerifyResult(spec, "unverifiable", digest)
     return VerifyResult(spec, "ok" if checksum_matches(spec, digest) else "mismatch", digest)
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, Any]:
+    """A checkpoint file's state dict: ``.safetensors``, or ``torch.load(weights_only=True)`` with
+    ``model`` / ``state_dict`` wrappers removed.
+
+    Raises:
+        WeightsError: an unreadable file, or one that holds no state dict (``what`` names it).
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        import torch
+
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"cannot read {what} {path}: {str(error).splitlines()[0]}") from error
+    for wrapper in ("model", "state_dict"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
+    if not isinstance(loaded, dict):
+        raise WeightsError(f"{what} {path} hold no state dict")
+    return loaded
