@@ -377,3 +377,10 @@ def test_grounded_sam_reports_missing_detector_weights(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--method", "grounded-sam", "--device", "cpu", "--num-workers", "0"])
     assert result.exit_code == 1
     assert "groundingdino_swint_ogc.pth" in result.output and "models download gdino_swint" in result.output
+
+
+def test_detector_names_are_refused_for_cams(tmp_path: Path) -> None:
+    args = ["generate", "--dataset", "voc", "--root", str(EXAMPLES / "voc" / "VOC2012"), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*args, "--synonyms", "detector", "--clip-weights", "random", "--device", "cpu"])
+    assert result.exit_code == 1 and "--synonyms detector" in result.output and "grounded-sam" in result.output
+    assert not (tmp_path / "o" / "manifest.jsonl").exists()
