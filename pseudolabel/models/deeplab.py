@@ -181,8 +181,8 @@ def load_backbone_weights(model: DeepLabV2, weights: str) -> None:
         renamed = from_deeplab_pytorch(state)
     else:
         renamed = _torchvision_keys(state)
-    aspp_shape = model.aspp.branches[0].weight.shape
-    if renamed.get("aspp.branches.0.weight", torch.empty(aspp_shape)).shape != aspp_shape:
+    aspp = renamed.get("aspp.branches.0.weight")
+    if aspp is not None and aspp.shape != model.aspp.branches[0].weight.shape:
         renamed = {key: value for key, value in renamed.items() if not key.startswith("aspp.")}
     missing, unexpected = model.load_state_dict(renamed, strict=False)
     missing = [key for key in missing if not key.startswith("aspp.")]
