@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from pseudolabel.devices import autocast_dtype, resolve_device
-from pseudolabel.labelers.grounded_sam import GroundedSamOptions, SamBoxPredictor, detect, merge_by_confidence
+from pseudolabel.labelers.detection import DetectorOptions, detect
 from pseudolabel.models.grounding import build_grounding_dino
-from pseudolabel.models.sam import build_sam
+from pseudolabel.models.sam import SamPrompter, build_sam, merge_by_confidence
 
 HEIGHT, WIDTH = 375, 500
 NAMES = ["cat", "dining table", "person"]
@@ -58,8 +58,8 @@ def main() -> None:
     dtype = autocast_dtype(args.precision, device)
     torch.manual_seed(0)
     detector = build_grounding_dino(args.detector, "random", device)
-    sam = SamBoxPredictor(build_sam(args.sam, "random", device), autocast_dtype=dtype)
-    options = GroundedSamOptions()
+    sam = SamPrompter(build_sam(args.sam, "random", device), autocast_dtype=dtype)
+    options = DetectorOptions()
     generator = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
 

@@ -24,9 +24,11 @@ import torch
 from pseudolabel.devices import resolve_device
 from pseudolabel.images import load_rgb
 from pseudolabel.masks import read_mask
-from pseudolabel.models.sam import build_sam
-from pseudolabel.refiners.crf import CrfRefiner, scores_from_labels
-from pseudolabel.refiners.sam import SamPointPredictor, SamRefineOptions, merge_candidates, point_candidates
+from pseudolabel.models.sam import SamPrompter, build_sam
+from pseudolabel.refiners.crf import CrfRefiner
+from pseudolabel.refiners.sam import SamRefineOptions, paint_candidates, point_candidates
+from pseudolabel.scoremaps import from_label_map
+from pseudolabel.stage_record import StageRecord
 
 HEIGHT, WIDTH = 375, 500
 
@@ -56,7 +58,7 @@ def crf_one(seed: int, photo: bool = False) -> float:
     rgb, coarse = example_photo(seed) if photo else scene(seed)
     start = time.perf_counter()
     classes = tuple(sorted({0, *(int(c) for c in np.unique(coarse))} - {255}))
-    CrfRefiner()(rgb, scores_from_labels(coarse, classes, 0.7), coarse)
+    CrfRefiner()(rgb, from_label_map(coarse, classes), StageRecord())
     return time.perf_counter() - start
 
 
@@ -93,7 +95,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    predictor = SamPointPredictor(build_sam(args.sam, "random", device))
+    predictor = SamPrompter(build_sam(args.sam, "random", device))
     encode = decode = merge = 0.0
     count = max(2, args.images // 4)
     for seed in range(count + 1):  # the first image warms up
@@ -105,11 +107,11 @@ def main() -> None:
         encoded = time.perf_counter()
         kept = point_candidates(coarse, predictor, SamRefineOptions(grid=args.grid, iou_threshold=0.0))
         decoded = time.perf_counter()
-        merge_candidates(coarse, kept)
+        paint_candidates(coarse, kept)
         done = time.perf_counter()
         if seed:
             encode, decode, merge = encode + encoded - start, decode + decoded - encoded, merge + done - decoded
-    points = len(kept)
+    points = len(kept.scores)
     print(
         f"SAM {args.sam} random weights on {device}, {args.grid}x{args.grid} grid ({points} points inside regions): "
         f"encoder {encode / count:.3f} s, prompts {decode / count:.3f} s, merge {merge / count:.3f} s, "

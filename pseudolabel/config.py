@@ -47,10 +47,10 @@ def load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Path
     values: dict[str, Any] = {}
     for key, item in data.items():
         name = options.get(str(key).replace("-", "_"))
+        if str(key) in METADATA_KEYS or (str(key) == command and isinstance(item, dict)):
+            continue  # the command's own section (``refine:`` also names refine's --refine option)
         if name is not None:
             values[name] = item
-        elif str(key) in METADATA_KEYS or (str(key) == command and isinstance(item, dict)):
-            continue
         elif str(key) not in siblings or not isinstance(item, dict):
             raise ConfigError(
                 f"config file {path}: {key!r} is not an option of '{command}' (options: "

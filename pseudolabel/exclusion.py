@@ -28,12 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pseudolabel.labelers.options import DEFAULT_EXCLUSION_THRESHOLD
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.pole import masked_images
 from pseudolabel.prompts import PromptSet
+from pseudolabel.stage_record import StageRecord
 
-DEFAULT_THRESHOLD = 0.2
 LOGIT_SCALE = 100.0
+EXCLUDED_TALLY = "exclusion: regions dropped, by class"
+PAIRS_TALLY = "exclusion: (region, class) pairs with P_ex over the threshold"
 
 
 def prompt_embeddings(
@@ -71,6 +74,24 @@ def corrected_probabilities(inclusion: torch.Tensor, exclusion: torch.Tensor, th
 
 
 @dataclass(frozen=True)
+class Regions:
+    """Candidate regions of one image, as both labelers hand them to the exclusion stage.
+
+    Attributes:
+        maps: float [R, H, W] in [0, 1]: a class's CAM, or a SAM mask as 0/1.
+        classes: the class id each region claims.
+        names: how the manifest names each region.
+        crop: encode each region cropped to a square around it (small SAM masks), not the whole
+            masked image.
+    """
+
+    maps: torch.Tensor
+    classes: list[int]
+    names: list[str]
+    crop: bool = False
+
+
+@dataclass(frozen=True)
 class ExclusionResult:
     """Which regions keep their class, and every (region, class) pair that was zeroed."""
 
@@ -92,7 +113,7 @@ class ClassExclusion:
     """
 
     def __init__(
-        self, clip: ClipModel, prompts: PromptSet, threshold: float = DEFAULT_THRESHOLD, no_tower: Any = None
+        self, clip: ClipModel, prompts: PromptSet, threshold: float = DEFAULT_EXCLUSION_THRESHOLD, no_tower: Any = None
     ) -> None:
         self.clip = clip
         self.prompts = prompts
@@ -169,6 +190,21 @@ class ClassExclusion:
             if exclusion[r, c] > self.threshold
         ]
         return ExclusionResult(kept, exclusions, self.rule)
+
+    def filter(self, rgb: np.ndarray, regions: Regions, candidates: list[int], record: StageRecord) -> list[bool]:
+        """The region-filter stage: which regions keep their class; records the zeroed pairs, the
+        dropped regions' classes and ``exclusion_s``, and tallies both for the run summary."""
+        with record.timed("exclusion_s"):
+            result = self(rgb, regions.maps, regions.classes, candidates, regions.names, regions.crop)
+        dropped = [
+            self.prompts.classes[c].name for c, keep in zip(regions.classes, result.kept, strict=True) if not keep
+        ]
+        record.update(exclusion_rule=result.rule, exclusions=result.exclusions, excluded=dropped)
+        for name in dropped:
+            record.tally(EXCLUDED_TALLY, name)
+        if result.exclusions:
+            record.tally(PAIRS_TALLY, "pairs", len(result.exclusions))
+        return result.kept
 
 
 def region_images(clip: ClipModel, rgb: np.ndarray, regions: torch.Tensor, crop: bool) -> torch.Tensor:

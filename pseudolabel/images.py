@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,17 @@ from pseudolabel.errors import ImageLoadError
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 """Pillow's default warning limit (about 9,459 x 9,459): larger images need an explicit opt-in."""
 
-# The explicit check in load_rgb replaces Pillow's global limit, which cannot be raised per call.
-Image.MAX_IMAGE_PIXELS = None
+
+@contextmanager
+def _without_pillow_limit() -> Iterator[None]:
+    """Lift Pillow's process-wide pixel limit while one file is opened (load_rgb checks its own,
+    which the user can raise); other code in the process keeps Pillow's."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -38,7 +49,7 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with _without_pillow_limit(), Image.open(path) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageLoadError(

@@ -25,21 +25,23 @@ from pseudolabel.errors import ConfigError, SampleError
 from pseudolabel.manifest import Manifest, manifest_name
 from pseudolabel.masks import write_mask
 from pseudolabel.scoremaps import ScoreMaps, save_scores
+from pseudolabel.stage_record import StageRecord
 
 
 @dataclass(frozen=True)
 class Labelled:
-    """What labelling one image gives: the label map to write, scores to save, and manifest fields.
+    """What labelling one image gives: the label map to write, scores to save, and what the stages
+    reported.
 
     Attributes:
-        labels: uint8 [H, W] class ids, 255 = unsure.
+        label_map: uint8 [H, W] class ids, 255 = unsure.
         scores: soft scores to save with ``--save-scores`` (None: nothing to save).
-        record: extra manifest fields (stage seconds, synonym choices, ...).
+        record: extra manifest fields (stage seconds, synonym choices, ...) and summary tallies.
     """
 
-    labels: np.ndarray
+    label_map: np.ndarray
     scores: ScoreMaps | None = None
-    record: dict[str, Any] = field(default_factory=dict)
+    record: StageRecord = field(default_factory=StageRecord)
 
 
 Labeler = Callable[[Sample], Labelled]
@@ -71,9 +73,8 @@ class RunOptions:
 
 @dataclass
 class RunSummary:
-    """What a run did; ``synonym_wins[class][name]`` counts POLE choices, ``excluded_classes``
-    how many regions of each class exclusion dropped (a CAM region is its class; Grounded-SAM
-    drops single masks), ``excluded_pairs`` the zeroed (region, class) pairs."""
+    """What a run did; ``tallies[title][key]`` adds up what the stages counted (POLE choices,
+    regions exclusion dropped, ...), whatever the method."""
 
     selected: int = 0
     already_done: int = 0
@@ -81,9 +82,12 @@ class RunSummary:
     failed: int = 0
     interrupted: bool = False
     seconds: float = 0.0
-    synonym_wins: dict[str, Counter[str]] = field(default_factory=dict)
-    excluded_classes: Counter[str] = field(default_factory=Counter)
-    excluded_pairs: int = 0
+    tallies: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add_tallies(self, tallies: dict[str, Counter[str]]) -> None:
+        """Add one image's tallies."""
+        for title, counts in tallies.items():
+            self.tallies.setdefault(title, Counter()).update(counts)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -121,11 +125,11 @@ class Item:
     """One image as it comes out of a worker: the sample, or the labelled result, or an error."""
 
     image_id: str
-    labels: tuple[int, ...] = ()
+    classes: tuple[int, ...] = ()
     sample: Sample | None = None
     result: Labelled | None = None
     error: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: StageRecord = field(default_factory=StageRecord)
 
 
 class SampleSource(torch.utils.data.Dataset):
@@ -141,17 +145,15 @@ class SampleSource(torch.utils.data.Dataset):
 
     def __getitem__(self, position: int) -> Item:
         item = Item(self.ids[position])
-        start = time.perf_counter()
         try:
-            sample = self.dataset.load(item.image_id)
-            item.labels = sample.labels
-            item.seconds["load_s"] = round(time.perf_counter() - start, 4)
+            with item.seconds.timed("load_s"):
+                sample = self.dataset.load(item.image_id)
+            item.classes = sample.labels
             if self.labeler is None:
                 item.sample = sample
             else:
-                start = time.perf_counter()
-                item.result = self.labeler(sample)
-                item.seconds["label_s"] = round(time.perf_counter() - start, 4)
+                with item.seconds.timed("label_s"):
+                    item.result = self.labeler(sample)
         except SampleError as error:
             item.error = str(error)
         return item
@@ -226,15 +228,14 @@ def run_labeler(
     names = dataset.class_names
     with Manifest(options.out_dir / manifest_name(options.shard)) as manifest, StopRequest(on_stop_request) as stop:
         for item in iterate_items(dataset, todo, options.num_workers, worker_labeler):
-            record: dict[str, Any] = {"id": item.image_id, "classes": [names[c] for c in item.labels], **item.seconds}
+            record = StageRecord(id=item.image_id, classes=[names[c] for c in item.classes], **item.seconds)
             result = item.result
             if item.error is None and result is None and item.sample is not None:
-                label_start = time.perf_counter()
                 try:
-                    result = labeler(item.sample)
+                    with record.timed("label_s"):
+                        result = labeler(item.sample)
                 except SampleError as error:
                     item.error = str(error)
-                record["label_s"] = round(time.perf_counter() - label_start, 4)
             if result is None:
                 manifest.write({**record, "status": "failed", "error": item.error})
                 summary.failed += 1
@@ -242,10 +243,7 @@ def run_labeler(
                 _write_outputs(item.image_id, result, options)
                 manifest.write({**record, **result.record, "status": "ok"})
                 summary.done += 1
-                for class_name, chosen in result.record.get("synonyms", {}).items():
-                    summary.synonym_wins.setdefault(class_name, Counter())[chosen] += 1
-                summary.excluded_classes.update(result.record.get("excluded", []))
-                summary.excluded_pairs += len(result.record.get("exclusions", []))
+                summary.add_tallies(result.record.tallies)
             if on_progress:
                 on_progress()
             if stop.requested:
@@ -256,6 +254,6 @@ def run_labeler(
 
 
 def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> None:
-    write_mask(options.out_dir / f"{image_id}.png", result.labels)
+    write_mask(options.out_dir / f"{image_id}.png", result.label_map)
     if options.scores_dir is not None and result.scores is not None:
         save_scores(options.scores_dir / f"{image_id}.npz", result.scores)

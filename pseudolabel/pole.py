@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pseudolabel.labelers.options import DEFAULT_POLE_CANDIDATES
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.prompts import ClassPrompt
 
-DEFAULT_CANDIDATES = 4
+POLE_TALLY = "POLE: how often each name won"
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class SynonymChoice:
     similarities: tuple[float, ...]
 
 
-def candidates_of(entry: ClassPrompt, count: int = DEFAULT_CANDIDATES) -> tuple[str, ...]:
+def candidates_of(entry: ClassPrompt, count: int = DEFAULT_POLE_CANDIDATES) -> tuple[str, ...]:
     """The class name followed by its first ``count - 1`` synonyms."""
     return (entry.name, *entry.synonyms[: max(0, count - 1)])
 
@@ -70,7 +71,7 @@ def choose_synonyms(
     cams: torch.Tensor,
     entries: list[ClassPrompt],
     template: str,
-    count: int = DEFAULT_CANDIDATES,
+    count: int = DEFAULT_POLE_CANDIDATES,
 ) -> list[SynonymChoice]:
     """POLE: per class, the candidate name closest to the CAM-masked image.
 

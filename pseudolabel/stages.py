@@ -1,18 +1,18 @@
-"""How stages compose into the per-image function a run applies.
+"""How stages compose into the per-image function a run applies; every stage passes ScoreMaps on.
 
-* ``generate``: a labeler's ScoreMaps -> decode -> optional refiner.
-* ``refine``: an existing mask (any tool's palette PNG) or saved soft scores -> refiner.
+* ``generate``: Scorer (a labeler, with its region filter) -> unsure margin -> Refiner* -> decode.
+* ``refine``: an existing mask (any tool's palette PNG), or saved soft scores, -> Refiner* -> decode.
 
-A refiner is ``(rgb uint8 [H, W, 3], scores, labels uint8 [H, W]) -> (labels, manifest fields)``:
-DenseCRF works on the scores, SAM on the labels.
+A Scorer is ``(sample, record) -> ScoreMaps``; a Refiner is ``(rgb uint8 [H, W, 3], ScoreMaps,
+record) -> ScoreMaps``, so refiners chain in any order. Stages write manifest fields and summary
+tallies into the image's :class:`~pseudolabel.stage_record.StageRecord`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,65 +20,87 @@ from pseudolabel.datasets.base import Sample
 from pseudolabel.errors import MaskError
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.pipeline import Labelled
-from pseudolabel.refiners.crf import scores_from_labels
-from pseudolabel.scoremaps import ScoreMaps, decode, load_scores
+from pseudolabel.scoremaps import (
+    DEFAULT_LABEL_CONFIDENCE,
+    ScoreMaps,
+    decode,
+    from_label_map,
+    load_scores,
+    mark_unsure,
+    relabel,
+)
+from pseudolabel.stage_record import StageRecord
 
-Refiner = Callable[[np.ndarray, ScoreMaps, np.ndarray], tuple[np.ndarray, dict[str, Any]]]
-Scorer = Callable[[Sample], tuple[ScoreMaps, dict[str, Any]]]
+Scorer = Callable[[Sample, StageRecord], ScoreMaps]
+Refiner = Callable[[np.ndarray, ScoreMaps, StageRecord], ScoreMaps]
+
+
+def apply_refiners(rgb: np.ndarray, maps: ScoreMaps, refiners: Sequence[Refiner], record: StageRecord) -> ScoreMaps:
+    """``maps`` through each refiner in turn."""
+    for refiner in refiners:
+        maps = refiner(rgb, maps, record)
+    return maps
 
 
 @dataclass
-class ScoreThenDecode:
-    """Scores from a labeler, decoded with ``unsure_margin``, then refined when a refiner is given."""
+class ScoreRefineDecode:
+    """The ``generate`` image function: scores, pixels closer than ``unsure_margin`` marked unsure,
+    refiners in order, one decode. The scorer's own maps are what ``--save-scores`` keeps."""
 
     scorer: Scorer
     unsure_margin: float
-    refiner: Refiner | None = None
+    refiners: Sequence[Refiner] = ()
 
     def __call__(self, sample: Sample) -> Labelled:
-        maps, record = self.scorer(sample)
-        labels = decode(maps, self.unsure_margin)
-        if self.refiner is not None:
-            labels, extra = self.refiner(sample.rgb, maps, labels)
-            record = {**record, **extra}
-        return Labelled(labels, maps, record)
+        record = StageRecord()
+        maps = self.scorer(sample, record)
+        refined = apply_refiners(sample.rgb, mark_unsure(maps, self.unsure_margin), self.refiners, record)
+        return Labelled(decode(refined), maps, record)
 
 
 @dataclass(frozen=True)
 class StoredMaskRefine:
-    """Refine ``masks_dir/<id>.png``, starting from ``scores_dir/<id>.npz`` when that exists.
+    """The ``refine`` image function: refine ``masks_dir/<id>.png``, starting from
+    ``scores_dir/<id>.npz`` when that exists.
 
     A hard mask becomes scores with ``label_confidence`` for its label; 255 is unknown (uniform
-    over the classes), never a class. Classes are background, the image's labels and any class
-    the mask holds.
+    over the classes) and unsure, never a class. Classes are background, the image's labels and any
+    class the mask holds. With saved scores, the mask decides where it disagrees with their best
+    class (255 pixels keep their scores and stay unsure), so the first refiner sees the mask.
     """
 
     masks_dir: Path
     scores_dir: Path | None
-    refiner: Refiner
+    refiners: Sequence[Refiner]
     num_classes: int
-    label_confidence: float = 0.7
+    label_confidence: float = DEFAULT_LABEL_CONFIDENCE
 
     def __call__(self, sample: Sample) -> Labelled:
+        record = StageRecord()
+        maps, record["input"] = self._input(sample)
+        return Labelled(decode(apply_refiners(sample.rgb, maps, self.refiners, record)), None, record)
+
+    def _input(self, sample: Sample) -> tuple[ScoreMaps, str]:
+        """The stored scores (``"scores"``) or the mask's (``"mask"``) as ScoreMaps."""
         height, width = sample.rgb.shape[:2]
         path = self.masks_dir / f"{sample.image_id}.png"
         if not path.is_file():
             raise MaskError(f"no input mask for {sample.image_id}: {path} does not exist")
-        labels = read_mask(path)
-        if labels.shape != (height, width):
+        label_map = read_mask(path)
+        if label_map.shape != (height, width):
             raise MaskError(
-                f"mask {path} is {labels.shape[1]}x{labels.shape[0]} but its image is {width}x{height} (width x height)"
+                f"mask {path} is {label_map.shape[1]}x{label_map.shape[0]} but its image is {width}x{height} "
+                "(width x height)"
             )
-        present = mask_class_ids(labels, self.num_classes, path)
+        present = mask_class_ids(label_map, self.num_classes, path)
         scores_path = self.scores_dir / f"{sample.image_id}.npz" if self.scores_dir else None
-        if scores_path is not None and scores_path.is_file():
-            maps = load_scores(scores_path)
-            if maps.scores.shape[1:] != (height, width):
-                raise MaskError(f"scores {scores_path} are {maps.scores.shape[1:]} but the image is {(height, width)}")
-            source = "scores"
-        else:
+        if scores_path is None or not scores_path.is_file():
             class_ids = tuple(sorted({0, *sample.labels, *present}))
-            maps = scores_from_labels(labels, class_ids, self.label_confidence)
-            source = "mask"
-        refined, record = self.refiner(sample.rgb, maps, labels)
-        return Labelled(refined, None, {"input": source, **record})
+            return from_label_map(label_map, class_ids, self.label_confidence), "mask"
+        maps = load_scores(scores_path)
+        if maps.scores.shape[1:] != (height, width):
+            raise MaskError(f"scores {scores_path} are {maps.scores.shape[1:]} but the image is {(height, width)}")
+        missing = set(present) - set(maps.class_ids)
+        if missing:
+            raise MaskError(f"mask {path} holds classes {sorted(missing)} that scores {scores_path} lack")
+        return relabel(maps, label_map, self.label_confidence), "scores"

@@ -46,3 +46,11 @@ def make_coco(root: Path, split: str, images: dict[str, list[int]]) -> Path:
     data = {"images": entries, "annotations": annotations, "categories": categories}
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     return root
+
+
+def score_sample(scorer, sample):
+    """Run a Scorer on one sample: (ScoreMaps, the StageRecord it filled)."""
+    from pseudolabel.stage_record import StageRecord
+
+    record = StageRecord()
+    return scorer(sample, record), record

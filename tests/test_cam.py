@@ -8,6 +8,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import score_sample
 from PIL import Image
 from tiny_clip import tiny_clip
 
@@ -21,6 +22,7 @@ from pseudolabel.labelers.clip_es import (
     refine_with_affinity,
     region_box_mask,
 )
+from pseudolabel.labelers.options import PromptingOptions
 from pseudolabel.models.clip import block_forward, patch_tokens
 from pseudolabel.prompts import load_prompts
 from pseudolabel.scoremaps import decode, load_scores, save_scores
@@ -278,8 +280,8 @@ def test_affinity_refinement_with_identity_keeps_cam_inside_boxes() -> None:
 def test_saved_scores_equal_clip_es_published_computation(clip, tmp_path, size) -> None:
     rgb = _image(*size)  # not multiples of 16: the view is resized, the positional embedding interpolated
     sample = Sample("x", rgb, (8, 15), None)
-    labeler = CamLabeler(clip, VOC, CamOptions(), CamLabelerOptions(synonyms="fuse"))
-    maps, _ = labeler(sample)
+    labeler = CamLabeler(clip, VOC, CamOptions(), CamLabelerOptions(PromptingOptions(synonyms="fuse")))
+    maps, _ = score_sample(labeler, sample)
     save_scores(tmp_path / "x.npz", maps)
     saved = load_scores(tmp_path / "x.npz")
     assert saved.class_ids == (0, 8, 15) and saved.scores.shape == (3, *size)
@@ -321,7 +323,7 @@ def test_scales_change_the_result(clip) -> None:
 def test_labels_of_decoded_masks_are_background_unsure_or_image_labels(clip) -> None:
     sample = Sample("x", _image(), (8, 15), None)
     for mode in ("none", "fuse", "pole"):
-        maps, record = CamLabeler(clip, VOC, options=CamLabelerOptions(synonyms=mode))(sample)
+        maps, record = score_sample(CamLabeler(clip, VOC, options=CamLabelerOptions(PromptingOptions(mode))), sample)
         labels = decode(maps, 0.05)
         assert set(np.unique(labels)) <= {0, 8, 15, 255}
         assert ("synonyms" in record) == (mode == "pole")
@@ -329,7 +331,7 @@ def test_labels_of_decoded_masks_are_background_unsure_or_image_labels(clip) -> 
 
 def test_background_threshold_makes_a_constant_channel(clip) -> None:
     sample = Sample("x", _image(), (8,), None)
-    maps, _ = CamLabeler(clip, VOC, options=CamLabelerOptions(bg_threshold=0.3))(sample)
+    maps, _ = score_sample(CamLabeler(clip, VOC, options=CamLabelerOptions(bg_threshold=0.3)), sample)
     assert np.all(maps.scores[0] == np.float32(0.3))
     labels = decode(maps)
     np.testing.assert_array_equal(labels == 8, maps.scores[1] > 0.3)

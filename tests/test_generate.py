@@ -21,7 +21,7 @@ from pseudolabel.manifest import read_manifest
 from pseudolabel.masks import read_mask
 from pseudolabel.pipeline import RunOptions, run_labeler, select_ids
 from pseudolabel.scoremaps import load_scores
-from pseudolabel.stages import ScoreThenDecode
+from pseudolabel.stages import ScoreRefineDecode
 
 runner = CliRunner()
 
@@ -107,7 +107,7 @@ def test_corrupt_image_is_recorded_and_skipped(tmp_path: Path) -> None:
 def test_ctrl_c_finishes_the_current_image_and_resume_does_the_rest(tmp_path: Path) -> None:
     voc = _dataset(tmp_path, 5)
     dataset = VocDataset(voc, "train")
-    labeler = ScoreThenDecode(CamLabeler(tiny_clip(), dataset.prompts), unsure_margin=0.05)
+    labeler = ScoreRefineDecode(CamLabeler(tiny_clip(), dataset.prompts), unsure_margin=0.05)
     calls: list[str] = []
 
     def interrupting_labeler(sample):

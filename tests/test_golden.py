@@ -50,9 +50,9 @@ RUNS: dict[str, list[str]] = {
                                     "--nms-threshold", "1"],
     "grounded-pole-exclude": [*GROUNDED, "--synonyms", "pole", "--exclude"],
     "grounded-zero-shot": [*GROUNDED, "--labels", "none", "--zero-shot-min-probability", "0"],
-    "refine-crf-mask": ["refine", "--method", "crf", "--masks", str(COARSE_MASKS), "--min-confidence", "0.5"],
-    "refine-sam-points-mask": ["refine", "--method", "sam", "--masks", str(COARSE_MASKS), "--iou-threshold", "0.1"],
-    "refine-sam-auto-mask": ["refine", "--method", "sam", "--sam-mode", "auto", "--masks", str(COARSE_MASKS)],
+    "refine-crf-mask": ["refine", "--refine", "crf", "--masks", str(COARSE_MASKS), "--min-confidence", "0.5"],
+    "refine-sam-points-mask": ["refine", "--refine", "sam", "--masks", str(COARSE_MASKS), "--iou-threshold", "0.1"],
+    "refine-sam-auto-mask": ["refine", "--refine", "sam", "--sam-mode", "auto", "--masks", str(COARSE_MASKS)],
 }  # fmt: skip
 STAND_INS = {"generate": ["--clip-weights", "random", "--detector-weights", "random"], "refine": []}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import score_sample
 from PIL import Image
 from tiny_clip import write_tiny_config
 from tiny_grounding import TINY_GROUNDING, write_tiny_grounding_config
@@ -20,18 +21,18 @@ from typer.testing import CliRunner
 from pseudolabel.cli import app
 from pseudolabel.datasets.base import Sample
 from pseudolabel.errors import WeightsError
-from pseudolabel.labelers.grounded_sam import (
+from pseudolabel.labelers.detection import (
     Detections,
-    GroundedSamLabeler,
-    GroundedSamOptions,
+    DetectorOptions,
     caption_spans,
     centre_to_corners,
     class_probabilities,
     detect,
-    merge_by_confidence,
     select_class_detections,
     select_detections,
 )
+from pseudolabel.labelers.grounded_sam import GroundedSamLabeler, GroundedSamOptions
+from pseudolabel.labelers.options import PromptingOptions
 from pseudolabel.manifest import read_manifest
 from pseudolabel.masks import read_mask
 from pseudolabel.models.grounding import (
@@ -43,6 +44,7 @@ from pseudolabel.models.grounding import (
     load_detector_weights,
 )
 from pseudolabel.models.grounding_convert import convert_original_state_dict
+from pseudolabel.models.sam import merge_by_confidence
 from pseudolabel.prompts import load_prompts
 from pseudolabel.scoremaps import ScoreMaps, decode
 
@@ -156,7 +158,7 @@ def test_per_class_detection_equals_groundingdino_predict_on_each_caption(tmp_pa
     detector = build_grounding_dino(str(write_tiny_grounding_config(tmp_path)), "random")
     rgb = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)
     names = ["wild bird", "dining table"]
-    options = GroundedSamOptions(box_threshold=0.5, nms_threshold=1.0, captions="per-class")
+    options = DetectorOptions(box_threshold=0.5, nms_threshold=1.0, captions="per-class")
     found = detect(detector, rgb, names, options)
     pixels = detector.pixel_values(rgb)
     expected_boxes, expected_scores, expected_classes = [], [], []
@@ -230,7 +232,7 @@ def test_labeler_prompts_sam_once_per_box_and_scores_by_box_times_mask(monkeypat
     monkeypatch.setattr("pseudolabel.labelers.grounded_sam.detect", lambda *args: found)
     sam = FakeSam([0.5, 1.0])
     labeler = GroundedSamLabeler(object(), sam, VOC)  # type: ignore[arg-type]
-    maps, record = labeler(Sample("x", np.zeros((30, 50, 3), np.uint8), (8, 12), None))
+    maps, record = score_sample(labeler, Sample("x", np.zeros((30, 50, 3), np.uint8), (8, 12), None))
     assert len(sam.calls) == 1 and len(sam.calls[0]) == 2  # one batched call, one prompt per distinct box
     assert maps.class_ids == (0, 8, 12) and record["detections"] == 3
     assert maps.scores[1, 5, 5] == pytest.approx(0.45)  # cat box: 0.9 x 0.5
@@ -243,7 +245,7 @@ def test_labeler_prompts_sam_once_per_box_and_scores_by_box_times_mask(monkeypat
 def test_an_image_without_classes_is_all_background(monkeypatch) -> None:
     monkeypatch.setattr("pseudolabel.labelers.grounded_sam.detect", lambda *a: pytest.fail("no detection expected"))
     labeler = GroundedSamLabeler(object(), FakeSam([]), VOC)  # type: ignore[arg-type]
-    maps, record = labeler(Sample("x", np.zeros((4, 5, 3), np.uint8), (), None))
+    maps, record = score_sample(labeler, Sample("x", np.zeros((4, 5, 3), np.uint8), (), None))
     assert maps.class_ids == (0,) and decode(maps).max() == 0 and record["detections"] == 0
 
 
@@ -364,9 +366,9 @@ def test_pole_picks_names_on_detected_regions_and_detects_again(monkeypatch) -> 
 
     monkeypatch.setattr("pseudolabel.labelers.grounded_sam.choose_synonyms", fake_choose)
     sam = FakeSam([1.0])
-    options = GroundedSamOptions(synonyms="pole")
+    options = GroundedSamOptions(prompting=PromptingOptions(synonyms="pole"))
     labeler = GroundedSamLabeler(object(), sam, VOC, options, clip=tiny_clip())  # type: ignore[arg-type]
-    maps, record = labeler(Sample("x", np.zeros((30, 30, 3), np.uint8), (8,), None))
+    maps, record = score_sample(labeler, Sample("x", np.zeros((30, 30, 3), np.uint8), (8,), None))
     assert captions == [["cat"], ["kitty"]] and record["synonyms"] == {"cat": "kitty"}
     assert regions_seen[0][0, 10, 10] == 1 and regions_seen[0][0, 25, 25] == 0  # the cat's first mask
     assert maps.scores[1, 22, 22] == pytest.approx(0.8) and maps.scores[1, 2, 2] == 0  # second detection only

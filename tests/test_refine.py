@@ -17,19 +17,20 @@ from pseudolabel.errors import ConfigError, WeightsError
 from pseudolabel.manifest import read_manifest
 from pseudolabel.masks import read_mask, write_mask
 from pseudolabel.metrics import Counts, count_pair, summarize
-from pseudolabel.models.sam import build_sam
-from pseudolabel.refiners.crf import CrfRefiner, crf_refine, scores_from_labels
+from pseudolabel.models.sam import SamPrompter, build_sam
+from pseudolabel.refiners.crf import CrfRefiner, crf_refine
 from pseudolabel.refiners.sam import (
-    Candidate,
+    Candidates,
     SamRefineOptions,
     SamRefiner,
     grid_points,
-    merge_candidates,
+    paint_candidates,
     point_candidates,
     points_by_class,
     sepl_assign,
 )
-from pseudolabel.scoremaps import ScoreMaps, decode, save_scores
+from pseudolabel.scoremaps import ScoreMaps, decode, from_label_map, save_scores
+from pseudolabel.stage_record import StageRecord
 
 runner = CliRunner()
 
@@ -48,6 +49,12 @@ def synthetic_scene(seed: int, height: int = 375, width: int = 500) -> tuple[np.
     return np.clip(rgb, 0, 255).astype(np.uint8), gt
 
 
+def refine_to_labels(refiner, rgb: np.ndarray, maps: ScoreMaps) -> tuple[np.ndarray, StageRecord]:
+    """A refiner's output decoded, and what it recorded."""
+    record = StageRecord()
+    return decode(refiner(rgb, maps, record)), record
+
+
 def dilate(labels: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.dilate(labels, np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8))
 
@@ -62,7 +69,7 @@ def _scores(gt: np.ndarray, pred: np.ndarray) -> dict:
 def test_crf_sharpens_a_dilated_mask(pixels: int) -> None:
     rgb, gt = synthetic_scene(pixels)
     coarse = dilate(gt, pixels)
-    refined, record = CrfRefiner()(rgb, scores_from_labels(coarse, (0, 8, 15), 0.7), coarse)
+    refined, record = refine_to_labels(CrfRefiner(), rgb, from_label_map(coarse, (0, 8, 15), 0.7))
     before, after = _scores(gt, coarse), _scores(gt, refined)
     assert after["miou"] >= 0.95 and after["mbiou"] >= 0.60
     assert after["mbiou"] >= before["mbiou"] + 0.2
@@ -73,14 +80,14 @@ def test_unsure_input_pixels_are_unknown_not_a_class() -> None:
     rgb, gt = synthetic_scene(1, 120, 160)
     band = cv2.dilate(gt, np.ones((7, 7), np.uint8)) != cv2.erode(gt, np.ones((7, 7), np.uint8))
     with_unknown = np.where(band, 255, gt).astype(np.uint8)
-    maps = scores_from_labels(with_unknown, (0, 8, 15), 0.7)
+    maps = from_label_map(with_unknown, (0, 8, 15), 0.7)
     assert maps.class_ids == (0, 8, 15)
     np.testing.assert_allclose(maps.scores[:, band], 1 / 3)
     np.testing.assert_allclose(maps.scores.sum(axis=0), 1.0, rtol=1e-6)
     refined = decode(crf_refine(rgb, maps))
     assert not (refined == 255).any()  # every unknown pixel gets a class...
     assert (refined[band] == gt[band]).mean() > 0.95  # ...the right one, from the image edges
-    strict = CrfRefiner(min_confidence=0.999999)(rgb, maps, with_unknown)[0]
+    strict = refine_to_labels(CrfRefiner(min_confidence=0.999999), rgb, maps)[0]
     assert (strict == 255).any()
 
 
@@ -109,14 +116,14 @@ class KnownMasks:
     def set_image(self, rgb: np.ndarray) -> None:
         self.shape = rgb.shape[:2]
 
-    def predict_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_points(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         masks, scores = [], []
         for x, y in points:
             self.asked.append((int(x), int(y)))
             mask, score = self.masks_for.get((int(x), int(y)), (np.zeros(self.shape, bool), 0.0))
-            masks.append(mask)
+            masks.append(torch.as_tensor(mask))
             scores.append(score)
-        return np.stack(masks), np.asarray(scores)
+        return torch.stack(masks), torch.tensor(scores)
 
 
 def test_point_masks_are_filtered_by_iou_and_merged_by_score() -> None:
@@ -132,19 +139,19 @@ def test_point_masks_are_filtered_by_iou_and_merged_by_score() -> None:
     predictor.set_image(np.zeros((40, 40, 3), np.uint8))
     kept = point_candidates(labels, predictor, options)
     assert sorted(predictor.asked) == [(10, 10), (30, 30)]
-    assert [c.class_id for c in kept] == [8, 15]
-    merged = merge_candidates(labels, kept)
+    assert kept.class_ids.tolist() == [8, 15]
+    merged = paint_candidates(labels, kept)
     assert (merged[16:18, 16:22] == 15).all()  # overlap goes to the higher score, not the higher id
     assert (merged[0:16, 0:16] == 8).all() and (merged[18:20, 0:16] == 8).all()  # uncovered: input kept
     low = KnownMasks({(10, 10): (np.ones((40, 40), bool), 0.99)})  # IoU 0.25 with the cat region
     low.set_image(np.zeros((40, 40, 3), np.uint8))
-    assert point_candidates(labels, low, options) == []
+    assert len(point_candidates(labels, low, options).scores) == 0
 
 
 def test_merge_by_score_when_the_higher_id_scores_lower() -> None:
     labels = np.zeros((4, 4), np.uint8)
-    whole = np.ones((4, 4), bool)
-    merged = merge_candidates(labels, [Candidate(15, whole, 0.2), Candidate(8, whole, 0.7)])
+    whole_masks = torch.ones(2, 4, 4, dtype=torch.bool)
+    merged = paint_candidates(labels, Candidates(whole_masks, torch.tensor([0.2, 0.7]), torch.tensor([15, 8])))
     assert (merged == 8).all()
 
 
@@ -239,8 +246,8 @@ def test_sepl_keeps_unsure_pixels_no_given_mask_covers() -> None:
 def test_tiny_random_sam_runs_end_to_end(mode: str) -> None:
     rgb, gt = synthetic_scene(3, 120, 160)
     coarse = dilate(gt, 5)
-    refiner = SamRefiner(tiny_sam(), SamRefineOptions(mode=mode, grid=8))
-    refined, record = refiner(rgb, ScoreMaps(np.zeros((1, *gt.shape), np.float32), (0,)), coarse)
+    refiner = SamRefiner(SamPrompter(tiny_sam()), SamRefineOptions(mode=mode, grid=8))
+    refined, record = refine_to_labels(refiner, rgb, from_label_map(coarse, (0, 8, 15)))
     assert refined.shape == gt.shape and refined.dtype == np.uint8
     assert set(np.unique(refined)) <= {0, 8, 15}
     assert isinstance(record["sam_masks_kept"], int)
@@ -267,7 +274,7 @@ def _example(tmp_path: Path, count: int = 3) -> tuple[Path, Path]:
 
 def _refine(voc: Path, masks: Path, out: Path, *extra: str):
     args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(masks), "--out", str(out)]
-    return runner.invoke(app, [*args, "--method", "crf", "--num-workers", "0", *extra])
+    return runner.invoke(app, [*args, "--refine", "crf", "--num-workers", "0", *extra])
 
 
 def test_refine_command_writes_masks_and_resumes(tmp_path: Path) -> None:
@@ -286,7 +293,7 @@ def test_refine_command_writes_masks_and_resumes(tmp_path: Path) -> None:
 def test_refine_prefers_saved_scores(tmp_path: Path) -> None:
     voc, coarse = _example(tmp_path, 1)
     labels = read_mask(coarse / "im0.png")
-    save_scores(tmp_path / "scores" / "im0.npz", scores_from_labels(labels, (0, 8, 15), 0.9))
+    save_scores(tmp_path / "scores" / "im0.npz", from_label_map(labels, (0, 8, 15), 0.9))
     result = _refine(voc, coarse, tmp_path / "out", "--scores", str(tmp_path / "scores"))
     assert result.exit_code == 0, result.output
     assert read_manifest(tmp_path / "out" / "manifest.jsonl")[0]["input"] == "scores"
@@ -333,7 +340,7 @@ def test_refine_command_with_sam(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", fake_build_sam)
     voc, coarse = _example(tmp_path, 2)
     args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(coarse), "--out", str(tmp_path / "out")]
-    args += ["--method", "sam", "--sam-mode", mode, "--grid", "8", "--sam-checkpoint", "random", "--device", "cpu"]
+    args += ["--refine", "sam", "--sam-mode", mode, "--grid", "8", "--sam-checkpoint", "random", "--device", "cpu"]
     result = runner.invoke(app, [*args, "--num-workers", "0"])
     assert result.exit_code == 0, result.output
     assert built == [("vit_b", "random")]  # the model is built once for the run
@@ -376,7 +383,7 @@ def test_crf_refiner_equals_clip_es_crf_with_its_published_parameters() -> None:
     probmap = np.concatenate([1 - cams.max(axis=0, keepdims=True), cams])  # CLIP-ES: bg = (1 - max) ** 1
     expected = _clip_es_crf_labels(rgb, probmap)
     maps = ScoreMaps(probmap, (0, 8, 12))
-    got = CrfRefiner(min_confidence=0.95)(rgb, maps, decode(maps))[0]
+    got = refine_to_labels(CrfRefiner(min_confidence=0.95), rgb, maps)[0]
     ids = np.array([0, 8, 12, 255], dtype=np.uint8)
     np.testing.assert_array_equal(got, ids[np.where(expected == 255, 3, expected)])
     assert {0, 8, 12, 255} <= set(np.unique(got).tolist())  # every outcome occurs, the edge is contested
@@ -391,18 +398,15 @@ def test_cep_keeps_a_mask_whose_iou_is_exactly_the_threshold() -> None:
     predictor = KnownMasks({(10, 10): (half, 0.7)})
     predictor.set_image(np.zeros((40, 40, 3), np.uint8))
     kept = point_candidates(labels, predictor, SamRefineOptions(grid=2, iou_threshold=0.5))
-    assert [c.class_id for c in kept] == [8]
+    assert kept.class_ids.tolist() == [8]
 
 
 @pytest.mark.parametrize("kind", ["points", "boxes"])
 def test_sam_prompts_reach_the_decoder_in_sams_resized_frame(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompts are (x, y) pixels of the original image; SAM's decoder must get them scaled by
     ResizeLongestSide: x * new_w / W, y * new_h / H, new sizes int(side * L / long_side + 0.5)."""
-    from pseudolabel.labelers.grounded_sam import SamBoxPredictor
-    from pseudolabel.refiners.sam import SamPointPredictor
-
     rgb = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
-    wrapper = SamPointPredictor(tiny_sam()) if kind == "points" else SamBoxPredictor(tiny_sam())
+    wrapper = SamPrompter(tiny_sam())
     wrapper.set_image(rgb)
     seen: dict[str, torch.Tensor] = {}
     real = wrapper.predictor.predict_torch

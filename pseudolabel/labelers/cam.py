@@ -1,54 +1,48 @@
-"""The ``cam`` labeler: Sample -> ScoreMaps with CLIP-ES CAMs and none/fuse/pole class names."""
+"""The ``cam`` scorer: Sample -> ScoreMaps with CLIP-ES CAMs and none/fuse/pole class names."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import DEFAULT_THRESHOLD, ClassExclusion, zero_shot_classes
+from pseudolabel.exclusion import ClassExclusion, Regions, zero_shot_classes
 from pseudolabel.labelers.clip_es import CamOptions, ClipEsCam, background_score
+from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms
+from pseudolabel.pole import POLE_TALLY, choose_synonyms
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
+from pseudolabel.stage_record import StageRecord
 
-SYNONYM_MODES = ("none", "fuse", "pole")
+CAM_SYNONYM_MODES = ("none", "fuse", "pole")
 
 
 @dataclass(frozen=True)
 class CamLabelerOptions:
-    """How class names become prompts and how the background channel is made.
+    """How class names become prompts, how the background channel is made, and the optional
+    exclusion and zero-shot steps.
 
     Attributes:
-        synonyms: ``none`` (class name), ``fuse`` (CLIP-ES fused display name), ``pole``
-            (per-image synonym choice).
-        pole_candidates: names per class POLE chooses among (class name included).
+        prompting: synonym mode (default ``fuse``) and POLE candidates.
         bg_alpha: background = (1 - max cam) ** alpha.
         bg_threshold: if set, a constant background score instead (a pixel is foreground
             where its best CAM exceeds it).
-        exclude: drop candidate classes that ELSE-style exclusion finds impossible in their
-            own CAM region (threshold ``exclusion_threshold`` on P_ex).
-        zero_shot: ignore image labels; candidates are the ``zero_shot_top_k`` classes by
-            CLIP image-level probability above ``zero_shot_min_probability``.
+        exclusion: drop candidate classes that ELSE-style exclusion finds impossible in their
+            own CAM region.
+        zero_shot: candidates from CLIP instead of the image's labels.
     """
 
-    synonyms: str = "fuse"
-    pole_candidates: int = DEFAULT_CANDIDATES
+    prompting: PromptingOptions = field(default_factory=PromptingOptions)
     bg_alpha: float = 1.0
     bg_threshold: float | None = None
-    exclude: bool = False
-    exclusion_threshold: float = DEFAULT_THRESHOLD
-    zero_shot: bool = False
-    zero_shot_top_k: int = 3
-    zero_shot_min_probability: float = 0.1
+    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
+    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
 
 
 class CamLabeler:
-    """Builds ScoreMaps [bg, classes...] for one sample at a time; reuses the model and text cache."""
+    """Scorer: ScoreMaps [bg, classes...] for one sample at a time; reuses the model and text cache."""
 
     def __init__(
         self,
@@ -63,78 +57,59 @@ class CamLabeler:
         self.clip = clip
         self.prompts = prompts
         self.options = options or CamLabelerOptions()
-        if self.options.synonyms not in SYNONYM_MODES:
-            raise ValueError(f"synonyms must be one of {SYNONYM_MODES}")
+        self.synonyms = self.options.prompting.resolved("fuse", CAM_SYNONYM_MODES)
         self.cam = ClipEsCam(clip, cam_options, autocast_dtype)
-        self.exclusion = exclusion or ClassExclusion(clip, prompts, self.options.exclusion_threshold)
+        self.exclusion = exclusion or ClassExclusion(clip, prompts, self.options.exclusion.threshold)
         self.background_texts = [prompts.cam_template.format(word) for word in prompts.background_words]
 
     def _text_features(self, names: list[str]) -> torch.Tensor:
         texts = [self.prompts.cam_template.format(name) for name in names] + self.background_texts
         return self.clip.encode_texts(texts)
 
-    def __call__(self, sample: Sample) -> tuple[ScoreMaps, dict[str, Any]]:
-        """Score maps of the sample's classes and a manifest record (candidates, exclusions,
-        synonym choices, stage seconds)."""
-        record: dict[str, Any] = {}
+    def __call__(self, sample: Sample, record: StageRecord) -> ScoreMaps:
+        """Score maps of the sample's classes; records candidates, exclusions, synonym choices and
+        stage seconds."""
+        options = self.options
         size = sample.rgb.shape[:2]
         class_ids = list(sample.labels)
-        if self.options.zero_shot:
-            class_ids = self._zero_shot_classes(sample, record)
-        start = time.perf_counter()
-        views = self.cam.encode_views(sample.rgb)
-        record["encode_s"] = round(time.perf_counter() - start, 4)
-        base_names = self._names(class_ids)
+        if options.zero_shot.enabled:
+            class_ids, record["candidates"] = zero_shot_classes(
+                self.clip, sample.rgb, self.prompts, options.zero_shot.top_k, options.zero_shot.min_probability
+            )
+        with record.timed("encode_s"):
+            views = self.cam.encode_views(sample.rgb)
         first = None
-        if self.options.exclude or self.options.synonyms == "pole":
-            first = self.cam.class_maps(views, self._text_features(base_names), len(class_ids), size)
+        if options.exclusion.enabled or self.synonyms == "pole":
+            first = self.cam.class_maps(views, self._text_features(self._names(class_ids)), len(class_ids), size)
         changed = False
-        if self.options.exclude and class_ids:
-            start = time.perf_counter()
-            kept = self._exclude(sample, class_ids, first, record)
+        if options.exclusion.enabled and class_ids:
+            names = [self.prompts.classes[c].name for c in class_ids]
+            kept = self.exclusion.filter(sample.rgb, Regions(first, class_ids, names), class_ids, record)
             changed = not all(kept)
             class_ids = [c for c, keep in zip(class_ids, kept, strict=True) if keep]
             first = first[torch.tensor(kept, device=first.device)]
-            base_names = self._names(class_ids)
-            record["exclusion_s"] = round(time.perf_counter() - start, 4)
-        names = base_names
-        if self.options.synonyms == "pole" and class_ids:
-            start = time.perf_counter()
-            entries = [self.prompts.classes[c] for c in class_ids]
-            choices = choose_synonyms(
-                self.clip, sample.rgb, first, entries, self.prompts.pole_template, self.options.pole_candidates
-            )
-            names = [choice.chosen for choice in choices]
-            record["synonyms"] = {c.class_name: c.chosen for c in choices}
-            record["pole_s"] = round(time.perf_counter() - start, 4)
+        names = self._names(class_ids)
+        if self.synonyms == "pole" and class_ids:
+            with record.timed("pole_s"):
+                names = self._pole_names(sample, class_ids, first, record)
             changed = True
-        start = time.perf_counter()
-        if first is not None and not changed:
-            cams = first
-        else:
-            cams = self.cam.class_maps(views, self._text_features(names), len(class_ids), size)
-        background = background_score(cams, self.options.bg_alpha, self.options.bg_threshold)
-        scores = torch.cat([background[None], cams]).cpu().numpy()
-        record["cam_s"] = round(time.perf_counter() - start, 4)
-        if self.options.zero_shot or self.options.exclude:
+        with record.timed("cam_s"):
+            if first is None or changed:
+                first = self.cam.class_maps(views, self._text_features(names), len(class_ids), size)
+            background = background_score(first, options.bg_alpha, options.bg_threshold)
+            scores = torch.cat([background[None], first]).cpu().numpy()
+        if options.zero_shot.enabled or options.exclusion.enabled:
             record["classes"] = [self.prompts.classes[c].name for c in class_ids]
-        return ScoreMaps(scores, (0, *class_ids)), record
+        return ScoreMaps(scores, (0, *class_ids))
 
     def _names(self, class_ids: list[int]) -> list[str]:
-        return self.prompts.prompt_names(class_ids, self.options.synonyms)
+        return self.prompts.prompt_names(class_ids, self.synonyms)
 
-    def _zero_shot_classes(self, sample: Sample, record: dict[str, Any]) -> list[int]:
-        options = self.options
-        class_ids, record["candidates"] = zero_shot_classes(
-            self.clip, sample.rgb, self.prompts, options.zero_shot_top_k, options.zero_shot_min_probability
-        )
-        return class_ids
-
-    def _exclude(self, sample: Sample, class_ids: list[int], cams: torch.Tensor, record: dict[str, Any]) -> list[bool]:
-        result = self.exclusion(sample.rgb, cams, class_ids, class_ids)
-        record["exclusion_rule"] = result.rule
-        record["exclusions"] = result.exclusions
-        record["excluded"] = [
-            self.prompts.classes[c].name for c, keep in zip(class_ids, result.kept, strict=True) if not keep
-        ]
-        return result.kept
+    def _pole_names(self, sample: Sample, class_ids: list[int], cams: torch.Tensor, record: StageRecord) -> list[str]:
+        entries = [self.prompts.classes[c] for c in class_ids]
+        template, count = self.prompts.pole_template, self.options.prompting.pole_candidates
+        choices = choose_synonyms(self.clip, sample.rgb, cams, entries, template, count)
+        record["synonyms"] = {choice.class_name: choice.chosen for choice in choices}
+        for choice in choices:
+            record.tally(POLE_TALLY, f"{choice.class_name}: {choice.chosen}")
+        return [choice.chosen for choice in choices]

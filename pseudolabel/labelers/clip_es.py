@@ -35,14 +35,14 @@ class CamOptions:
         scales: image scales, each view resized to a multiple of the patch size.
         flip: add a horizontally flipped view per scale.
         caa: refine with class-aware attention affinity.
-        box_threshold: CAA keeps affinities into boxes around CAM regions above this share of the max.
+        caa_threshold: CAA keeps affinities into boxes around CAM regions above this share of the max.
         attention_layers: last blocks whose attention forms the affinity.
     """
 
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     caa: bool = True
-    box_threshold: float = 0.4
+    caa_threshold: float = 0.4
     attention_layers: int = 8
 
 
@@ -229,7 +229,7 @@ class ClipEsCam:
             if self.options.caa:
                 attention = (view.attention_sum + last_attention) / (view.attention_count + 1)
                 cams = refine_with_affinity(
-                    cams, caa_transition(attention[1:, 1:]), view.grid, self.options.box_threshold
+                    cams, caa_transition(attention[1:, 1:]), view.grid, self.options.caa_threshold
                 )
             maps = F.interpolate(
                 cams.view(1, num_classes, *view.grid), size=size, mode="bilinear", align_corners=False

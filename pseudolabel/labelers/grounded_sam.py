@@ -35,194 +35,52 @@ Per image:
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import DEFAULT_THRESHOLD, ClassExclusion, zero_shot_classes
+from pseudolabel.exclusion import ClassExclusion, Regions, zero_shot_classes
+from pseudolabel.labelers.detection import CAPTION_MODES, DetectorOptions, detect
+from pseudolabel.labelers.options import SYNONYM_MODES, ExclusionOptions, PromptingOptions, ZeroShotOptions
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.grounding import GroundingDino
-from pseudolabel.pole import DEFAULT_CANDIDATES, choose_synonyms
+from pseudolabel.models.sam import merge_by_confidence
+from pseudolabel.pole import POLE_TALLY, choose_synonyms
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
-
-SYNONYM_MODES = ("none", "fuse", "detector", "pole")
-CAPTION_MODES = ("joint", "per-class")
+from pseudolabel.stage_record import StageRecord
 
 
 @dataclass(frozen=True)
 class GroundedSamOptions:
-    """Detector thresholds, prompts and the optional exclusion / zero-shot steps.
+    """Detector settings, prompts and the optional exclusion / zero-shot steps.
 
     Attributes:
-        box_threshold: keep a query whose best probability is above this (0.3).
-        text_threshold: ``joint`` captions: a kept query detects every class above this (0.25).
-        nms_threshold: per-class NMS IoU (1 keeps every box).
-        captions: ``joint`` (one caption for all classes) or ``per-class`` (one pass per class).
-        synonyms: ``none`` (class names), ``fuse`` (the prompt file's fused display names),
-            ``detector`` (the prompt file's detector names, SAM_WSSS's renamed VOC classes) or
-            ``pole`` (per image and class, the candidate name closest to the class's detected
+        detector: thresholds and caption mode.
+        prompting: ``none`` (default), ``fuse``, ``detector`` (SAM_WSSS's renamed VOC classes)
+            or ``pole`` (per image and class, the candidate name closest to the class's detected
             region; detection runs again with the chosen names).
-        pole_candidates: names per class POLE chooses among (class name included).
-        sam_batch: box prompts per SAM decoder call.
+        exclusion: drop SAM masks whose class ELSE-style exclusion finds impossible there.
+        zero_shot: candidates from CLIP instead of the image's labels.
     """
 
-    box_threshold: float = 0.3
-    text_threshold: float = 0.25
-    nms_threshold: float = 0.7
-    captions: str = "joint"
-    synonyms: str = "none"
-    pole_candidates: int = DEFAULT_CANDIDATES
-    sam_batch: int = 64
-    exclude: bool = False
-    exclusion_threshold: float = DEFAULT_THRESHOLD
-    zero_shot: bool = False
-    zero_shot_top_k: int = 3
-    zero_shot_min_probability: float = 0.1
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    prompting: PromptingOptions = field(default_factory=PromptingOptions)
+    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
+    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
 
-
-@dataclass(frozen=True)
-class Detections:
-    """Kept boxes of one image.
-
-    Attributes:
-        boxes: float [N, 4] as x0, y0, x1, y1 in pixels of the original image.
-        scores: float [N] class probability of each detection.
-        classes: int [N] index into the caption's names.
-        queries: int [N] the detector query each came from (a query can detect several classes).
-    """
-
-    boxes: torch.Tensor
-    scores: torch.Tensor
-    classes: torch.Tensor
-    queries: torch.Tensor
-
-
-def caption_spans(tokenizer: Any, names: list[str]) -> tuple[str, dict[str, torch.Tensor], list[list[int]]]:
-    """The caption ``"a . b ."`` (lower case), its encoding, and each name's token positions."""
-    caption = " . ".join(name.lower().strip() for name in names) + " ."
-    encoding = tokenizer([caption], return_tensors="pt", return_offsets_mapping=True)
-    offsets = encoding.pop("offset_mapping")[0].tolist()
-    spans, start = [], 0
-    for name in names:
-        end = start + len(name.strip())
-        spans.append([i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end])
-        start = end + len(" . ")
-    return caption, dict(encoding), spans
-
-
-def class_probabilities(token_probabilities: torch.Tensor, spans: list[list[int]]) -> torch.Tensor:
-    """Per query and class, the highest token probability in the class's span: [Q, C] from [Q, T]."""
-    return torch.stack([token_probabilities[:, span].amax(dim=1) for span in spans], dim=1)
-
-
-def select_detections(
-    class_probs: torch.Tensor, boxes: torch.Tensor, box_threshold: float, text_threshold: float, nms_threshold: float
-) -> Detections:
-    """``joint`` captions: thresholds (strict, as groundingdino-py) and per-class NMS.
-
-    Args:
-        class_probs: [Q, C] from :func:`class_probabilities`.
-        boxes: [Q, 4] x0, y0, x1, y1 (any unit).
-    """
-    kept_queries = class_probs.amax(dim=1) > box_threshold
-    queries, classes = torch.nonzero((class_probs > text_threshold) & kept_queries[:, None], as_tuple=True)
-    scores = class_probs[queries, classes]
-    return nms_per_class(Detections(boxes[queries], scores, classes, queries), nms_threshold)
-
-
-def select_class_detections(
-    token_probs: list[torch.Tensor], boxes: list[torch.Tensor], box_threshold: float, nms_threshold: float
-) -> Detections:
-    """``per-class`` captions: the detections of one detector pass per class.
-
-    Args:
-        token_probs: per class, [Q, T] token probabilities of its pass (masked tokens 0).
-        boxes: per class, [Q, 4] x0, y0, x1, y1 of its pass.
-
-    Returns:
-        a query is a box of the class when its highest probability over all T tokens is above
-        ``box_threshold`` (groundingdino-py's ``predict``); that maximum is the score. Query ids
-        are numbered across passes (pass c's query q is ``c * Q + q``), so each box is its own.
-    """
-    found = []
-    for index, (probs, class_boxes) in enumerate(zip(token_probs, boxes, strict=True)):
-        best = probs.amax(dim=1)
-        (queries,) = torch.nonzero(best > box_threshold, as_tuple=True)
-        classes = torch.full_like(queries, index)
-        found.append(Detections(class_boxes[queries], best[queries], classes, queries + index * len(probs)))
-    joined = Detections(*(torch.cat([getattr(d, f) for d in found]) for f in ("boxes", "scores", "classes", "queries")))
-    return nms_per_class(joined, nms_threshold)
-
-
-def nms_per_class(found: Detections, nms_threshold: float) -> Detections:
-    """Drop a box that overlaps a higher-scoring box of the same class by IoU above the threshold."""
-    keep = batched_nms(found.boxes.float(), found.scores.float(), found.classes, nms_threshold)
-    return Detections(found.boxes[keep], found.scores[keep], found.classes[keep], found.queries[keep])
-
-
-def centre_to_corners(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Normalised cx, cy, w, h [N, 4] -> x0, y0, x1, y1 in pixels, not clipped, computed as
-    SAM_WSSS does (scale, move the corner back by half the size, add the size)."""
-    scaled = boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-    corner = scaled[:, :2] - scaled[:, 2:] / 2
-    return torch.cat([corner, corner + scaled[:, 2:]], dim=1)
-
-
-@torch.no_grad()
-def detector_pass(
-    detector: GroundingDino, pixels: torch.Tensor, encoding: dict[str, torch.Tensor], autocast: torch.dtype | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Grounding DINO forward: token probabilities [Q, T] (padding 0) and boxes [Q, 4] as
-    normalised cx, cy, w, h, for pixels [1, 3, h, w] and one tokenised caption."""
-    device = detector.device
-    inputs = {key: value.to(device) for key, value in encoding.items()}
-    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        outputs = detector.model(
-            pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0], dtype=torch.long), **inputs
-        )
-    return outputs.logits[0].float().sigmoid(), outputs.pred_boxes[0].float()
-
-
-def detect(
-    detector: GroundingDino,
-    rgb: np.ndarray,
-    names: list[str],
-    options: GroundedSamOptions,
-    autocast_dtype: torch.dtype | None = None,
-) -> Detections:
-    """Grounding DINO detections of ``names`` in uint8 [H, W, 3] ``rgb``: one pass for ``joint``
-    captions, one per name for ``per-class``."""
-    height, width = rgb.shape[:2]
-    pixels = detector.pixel_values(rgb)
-    if options.captions == "per-class":
-        probs, boxes = [], []
-        for name in names:
-            caption = name.lower().strip()
-            caption = caption if caption.endswith(".") else caption + "."
-            encoding = dict(detector.tokenizer([caption], return_tensors="pt"))
-            token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
-            probs.append(token_probs)
-            boxes.append(centre_to_corners(centre_boxes, height, width))
-        return select_class_detections(probs, boxes, options.box_threshold, options.nms_threshold)
-    _, encoding, spans = caption_spans(detector.tokenizer, names)
-    token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
-    return select_detections(
-        class_probabilities(token_probs, spans),
-        centre_to_corners(centre_boxes, height, width),
-        options.box_threshold,
-        options.text_threshold,
-        options.nms_threshold,
-    )
+    @property
+    def needs_clip(self) -> bool:
+        """Zero-shot candidates, POLE and exclusion need a CLIP model beside the detector."""
+        return self.zero_shot.enabled or self.prompting.synonyms == "pole" or self.exclusion.enabled
 
 
 class BoxMaskPredictor(Protocol):
-    """What the labeler needs from SAM (a fake can stand in for tests)."""
+    """What the labeler needs from SAM (:class:`~pseudolabel.models.sam.SamPrompter`; a fake can
+    stand in for tests)."""
 
     def set_image(self, rgb: np.ndarray) -> None: ...
 
@@ -231,66 +89,22 @@ class BoxMaskPredictor(Protocol):
         ...
 
 
-class SamBoxPredictor:
-    """``BoxMaskPredictor`` over ``segment_anything.SamPredictor``: all boxes of an image in batches."""
+@dataclass(frozen=True)
+class Segments:
+    """SAM masks of one image: bool [N, H, W], confidence (box score x SAM IoU) [N], channel
+    (1 + index into the image's classes) [N]."""
 
-    def __init__(self, sam: Any, batch: int = 64, autocast_dtype: torch.dtype | None = None) -> None:
-        from segment_anything import SamPredictor
+    masks: torch.Tensor
+    confidences: torch.Tensor
+    channels: torch.Tensor
 
-        self.predictor = SamPredictor(sam)
-        self.batch = batch
-        self.autocast_dtype = autocast_dtype
-
-    def _autocast(self) -> Any:
-        device = self.predictor.device
-        return torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-
-    @torch.no_grad()
-    def set_image(self, rgb: np.ndarray) -> None:
-        with self._autocast():
-            self.predictor.set_image(np.ascontiguousarray(rgb), image_format="RGB")
-        self.predictor.features = self.predictor.features.float()
-
-    @torch.no_grad()
-    def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        predictor = self.predictor
-        masks, scores = [], []
-        for start in range(0, len(boxes), self.batch):
-            chunk = predictor.transform.apply_boxes_torch(
-                boxes[start : start + self.batch].float(), predictor.original_size
-            )
-            with self._autocast():
-                batch_masks, batch_scores, _ = predictor.predict_torch(
-                    None, None, boxes=chunk.to(predictor.device), multimask_output=False
-                )
-            masks.append(batch_masks[:, 0])
-            scores.append(batch_scores[:, 0].float())
-        return torch.cat(masks), torch.cat(scores)
-
-
-def merge_by_confidence(
-    masks: torch.Tensor, confidences: torch.Tensor, channels: torch.Tensor, num_channels: int
-) -> torch.Tensor:
-    """ScoreMaps scores [num_channels, H, W] from masks.
-
-    Args:
-        masks: bool [N, H, W]; confidences: [N]; channels: int [N] in 1..num_channels-1.
-
-    Returns:
-        channel c > 0: per pixel, the highest confidence among channel c's masks covering it (0
-        where none does); channel 0 (background): 1 where no mask covers the pixel, else 0.
-    """
-    height, width = masks.shape[1:]
-    scores = torch.zeros(num_channels, height, width, device=masks.device)
-    for channel in channels.unique().tolist():
-        chosen = channels == channel
-        scores[channel] = (masks[chosen].float() * confidences[chosen, None, None].float()).amax(dim=0)
-    scores[0] = (~masks.any(dim=0)).float()
-    return scores
+    def select(self, kept: torch.Tensor) -> Segments:
+        """The segments where bool [N] ``kept`` is true."""
+        return Segments(self.masks[kept], self.confidences[kept], self.channels[kept])
 
 
 class GroundedSamLabeler:
-    """Sample -> ScoreMaps with Grounding DINO + SAM; models are built once and reused."""
+    """Scorer: Sample -> ScoreMaps with Grounding DINO + SAM; models are built once and reused."""
 
     def __init__(
         self,
@@ -308,112 +122,83 @@ class GroundedSamLabeler:
         self.sam = sam
         self.prompts = prompts
         self.options = options or GroundedSamOptions()
-        if self.options.synonyms not in SYNONYM_MODES:
-            raise ValueError(f"grounded-sam synonyms must be one of {SYNONYM_MODES}")
-        if self.options.captions not in CAPTION_MODES:
+        self.synonyms = self.options.prompting.resolved("none", SYNONYM_MODES)
+        if self.options.detector.captions not in CAPTION_MODES:
             raise ValueError(f"grounded-sam captions must be one of {CAPTION_MODES}")
-        options = self.options
-        if (options.zero_shot or options.synonyms == "pole" or options.exclude) and clip is None:
+        if self.options.needs_clip and clip is None:
             raise ValueError("zero-shot candidates, POLE and exclusion need a CLIP model")
         self.clip = clip
         self.exclusion = exclusion
-        if options.exclude and exclusion is None:
-            self.exclusion = ClassExclusion(clip, prompts, options.exclusion_threshold)
+        if self.options.exclusion.enabled and exclusion is None:
+            self.exclusion = ClassExclusion(clip, prompts, self.options.exclusion.threshold)
         self.autocast_dtype = autocast_dtype
 
-    def __call__(self, sample: Sample) -> tuple[ScoreMaps, dict[str, Any]]:
-        """Score maps [bg, classes...] of the sample and its manifest record (stage seconds,
-        detections, exclusions)."""
-        record: dict[str, Any] = {}
+    def __call__(self, sample: Sample, record: StageRecord) -> ScoreMaps:
+        """Score maps [bg, classes...] of the sample; records stage seconds, detections, exclusions."""
         height, width = sample.rgb.shape[:2]
         class_ids = list(sample.labels)
-        if self.options.zero_shot:
+        zero_shot = self.options.zero_shot
+        if zero_shot.enabled:
             class_ids, record["candidates"] = zero_shot_classes(
-                self.clip,
-                sample.rgb,
-                self.prompts,
-                self.options.zero_shot_top_k,
-                self.options.zero_shot_min_probability,
+                self.clip, sample.rgb, self.prompts, zero_shot.top_k, zero_shot.min_probability
             )
             record["classes"] = [self.prompts.classes[c].name for c in class_ids]
         if not class_ids:
-            background = np.ones((1, height, width), dtype=np.float32)
-            return ScoreMaps(background, (0,)), {**record, "detections": 0}
+            record["detections"] = 0
+            return ScoreMaps(np.ones((1, height, width), dtype=np.float32), (0,))
         names = self._names(class_ids)
-        masks, confidences, channels = self._segment(sample, names, record)
-        if self.options.synonyms == "pole":
-            start = time.perf_counter()
-            names = self._pole_names(sample, class_ids, masks, channels, record)
-            record["pole_s"] = round(time.perf_counter() - start, 4)
+        segments = self._segment(sample, names, record)
+        if self.synonyms == "pole":
+            with record.timed("pole_s"):
+                names = self._pole_names(sample, class_ids, segments, record)
             if names != self._names(class_ids):
-                masks, confidences, channels = self._segment(sample, names, record)
-        if self.options.exclude and len(masks):
-            masks, confidences, channels = self._exclude(sample, class_ids, masks, confidences, channels, record)
-        start = time.perf_counter()
-        scores = merge_by_confidence(masks, confidences, channels, len(class_ids) + 1)
-        record["merge_s"] = round(time.perf_counter() - start, 4)
-        return ScoreMaps(scores.cpu().numpy(), (0, *class_ids)), record
+                segments = self._segment(sample, names, record)
+        if self.options.exclusion.enabled and len(segments.masks):
+            segments = self._exclude(sample, class_ids, segments, record)
+        with record.timed("merge_s"):
+            scores = merge_by_confidence(segments.masks, segments.confidences, segments.channels, len(class_ids) + 1)
+        return ScoreMaps(scores.cpu().numpy(), (0, *class_ids))
 
     def _names(self, class_ids: list[int]) -> list[str]:
-        return self.prompts.prompt_names(class_ids, self.options.synonyms)
+        return self.prompts.prompt_names(class_ids, self.synonyms)
 
-    def _segment(
-        self, sample: Sample, names: list[str], record: dict[str, Any]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Detect ``names`` and segment every distinct box: masks bool [N, H, W], confidence
-        (box score x SAM IoU) [N], channel (1 + index into ``names``) [N]."""
+    def _segment(self, sample: Sample, names: list[str], record: StageRecord) -> Segments:
+        """Detect ``names`` and segment every distinct box (one image embedding per image)."""
         height, width = sample.rgb.shape[:2]
-        start = time.perf_counter()
-        found = detect(self.detector, sample.rgb, names, self.options, self.autocast_dtype)
-        record["detector_s"] = round(record.get("detector_s", 0) + time.perf_counter() - start, 4)
+        with record.timed("detector_s"):
+            found = detect(self.detector, sample.rgb, names, self.options.detector, self.autocast_dtype)
         record["detections"] = len(found.scores)
         if not len(found.scores):
-            return torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0), found.classes + 1
-        start = time.perf_counter()
-        unique_queries, box_of = found.queries.unique(return_inverse=True)
-        first = torch.zeros(len(unique_queries), dtype=torch.long).scatter_(0, box_of.cpu(), torch.arange(len(box_of)))
-        if "sam_s" not in record:  # one image embedding per image, also when POLE detects again
+            return Segments(torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0), found.classes + 1)
+        with record.timed("sam_s"):
+            unique_queries, box_of = found.queries.unique(return_inverse=True)
+            first = torch.zeros(len(unique_queries), dtype=torch.long)
+            first.scatter_(0, box_of.cpu(), torch.arange(len(box_of)))
             self.sam.set_image(sample.rgb)
-        query_masks, query_ious = self.sam.predict_boxes(found.boxes[first.to(found.boxes.device)])
-        box_of = box_of.to(query_masks.device)
-        confidences = found.scores.to(query_masks.device) * query_ious[box_of]
-        record["sam_s"] = round(record.get("sam_s", 0) + time.perf_counter() - start, 4)
-        return query_masks[box_of], confidences, (found.classes + 1).to(query_masks.device)
+            query_masks, query_ious = self.sam.predict_boxes(found.boxes[first.to(found.boxes.device)])
+            box_of = box_of.to(query_masks.device)
+            confidences = found.scores.to(query_masks.device) * query_ious[box_of]
+        return Segments(query_masks[box_of], confidences, (found.classes + 1).to(query_masks.device))
 
-    def _pole_names(
-        self, sample: Sample, class_ids: list[int], masks: torch.Tensor, channels: torch.Tensor, record: dict[str, Any]
-    ) -> list[str]:
+    def _pole_names(self, sample: Sample, class_ids: list[int], segments: Segments, record: StageRecord) -> list[str]:
         """POLE on detected regions: per class, the candidate name closest to the image masked by the
         union of that class's masks (the whole image when the class name found nothing)."""
         height, width = sample.rgb.shape[:2]
         regions = torch.ones(len(class_ids), height, width, device=self.clip.device)
-        for channel in channels.unique().tolist():
-            regions[channel - 1] = masks[channels == channel].any(dim=0).float().to(self.clip.device)
+        for channel in segments.channels.unique().tolist():
+            regions[channel - 1] = segments.masks[segments.channels == channel].any(dim=0).float().to(regions.device)
         entries = [self.prompts.classes[c] for c in class_ids]
-        choices = choose_synonyms(
-            self.clip, sample.rgb, regions, entries, self.prompts.pole_template, self.options.pole_candidates
-        )
+        template, count = self.prompts.pole_template, self.options.prompting.pole_candidates
+        choices = choose_synonyms(self.clip, sample.rgb, regions, entries, template, count)
         record["synonyms"] = {choice.class_name: choice.chosen for choice in choices}
+        for choice in choices:
+            record.tally(POLE_TALLY, f"{choice.class_name}: {choice.chosen}")
         return [choice.chosen for choice in choices]
 
-    def _exclude(
-        self,
-        sample: Sample,
-        class_ids: list[int],
-        masks: torch.Tensor,
-        confidences: torch.Tensor,
-        channels: torch.Tensor,
-        record: dict[str, Any],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        start = time.perf_counter()
-        region_classes = [class_ids[c - 1] for c in channels.tolist()]
+    def _exclude(self, sample: Sample, class_ids: list[int], segments: Segments, record: StageRecord) -> Segments:
+        """Each mask is a region claiming its class; drop those exclusion rejects."""
+        region_classes = [class_ids[c - 1] for c in segments.channels.tolist()]
         names = [f"mask {i} ({self.prompts.classes[c].name})" for i, c in enumerate(region_classes)]
-        result = self.exclusion(sample.rgb, masks.float(), region_classes, class_ids, names, crop=True)
-        record["exclusion_rule"] = result.rule
-        record["exclusions"] = result.exclusions
-        record["excluded"] = [
-            self.prompts.classes[c].name for c, k in zip(region_classes, result.kept, strict=True) if not k
-        ]
-        record["exclusion_s"] = round(time.perf_counter() - start, 4)
-        kept = torch.tensor(result.kept, device=masks.device)
-        return masks[kept], confidences[kept], channels[kept]
+        regions = Regions(segments.masks.float(), region_classes, names, crop=True)
+        kept = self.exclusion.filter(sample.rgb, regions, class_ids, record)
+        return segments.select(torch.tensor(kept, device=segments.masks.device))

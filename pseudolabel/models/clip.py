@@ -25,7 +25,8 @@ DEFAULT_ARCH = "ViT-B-16-quickgelu"
 """OpenAI's CLIP was trained with QuickGELU; open_clip's plain ``ViT-B-16`` uses GELU."""
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 """OpenAI's metadata entries, and the text mask buffer a TorchScript archive carries."""
-WEIGHT_NAMES = {"openai": "clip_vit_b16_openai"}
+WEIGHT_NAMES = {"default": "clip_vit_b16_openai", "openai": "clip_vit_b16_openai"}
+"""``default`` (every model's word for its published weights) and its older alias ``openai``."""
 
 
 @dataclass
@@ -86,14 +87,14 @@ class ClipModel:
 
 
 def build_clip(
-    arch: str | dict[str, Any] = DEFAULT_ARCH, weights: str = "openai", device: str | torch.device = "cpu"
+    arch: str | dict[str, Any] = DEFAULT_ARCH, weights: str = "default", device: str | torch.device = "cpu"
 ) -> ClipModel:
     """Create CLIP once per process.
 
     Args:
         arch: open_clip model name (``ViT-B-16-quickgelu``), or an open_clip config (a dict or
             a ``.json`` file with ``embed_dim``, ``vision_cfg``, ``text_cfg``, ``quick_gelu``).
-        weights: ``openai`` (OpenAI's ViT-B/16 from the weights cache), a file path (an open_clip
+        weights: ``default`` or ``openai`` (OpenAI's ViT-B/16 from the weights cache), a file path (an open_clip
             state dict, an OpenAI-format state dict, or OpenAI's TorchScript archive), or
             ``random``.
 

@@ -25,8 +25,14 @@ BACKBONES = (CAFFE_BACKBONE, "resnet101", "resnet50", "resnet18")
 """resnet101-caffe is DeepLabV2's published one; torchvision's resnet101 is the ImageNet-init
 alternative; the smaller ones are for quick experiments and tests."""
 ASPP_RATES = (6, 12, 18, 24)
-NAMED_WEIGHTS = {("resnet101", "imagenet"): "resnet101_imagenet", (CAFFE_BACKBONE, "coco"): "deeplab_coco_init"}
-"""``--backbone-weights`` short names per backbone -> registry names."""
+NAMED_WEIGHTS = {
+    ("resnet101", "default"): "resnet101_imagenet",
+    ("resnet101", "imagenet"): "resnet101_imagenet",
+    (CAFFE_BACKBONE, "default"): "deeplab_coco_init",
+    (CAFFE_BACKBONE, "coco"): "deeplab_coco_init",
+}
+"""``--backbone-weights`` short names per backbone -> registry names; ``default`` is each
+backbone's published initialisation (ImageNet for torchvision's, COCO for DeepLab's own)."""
 MSC_SCALES = (1.0, 0.5, 0.75)
 """deeplab-pytorch's MSC: the input, then 0.5 and 0.75 of it; logits max-fused on the first's grid."""
 
@@ -162,7 +168,8 @@ def fuse_max(logits: list[torch.Tensor]) -> torch.Tensor:
 def load_backbone_weights(model: DeepLabV2, weights: str) -> None:
     """Initialise the network from ``weights``.
 
-    Accepts ``imagenet`` (torchvision's ResNet-101 from the weights cache), ``coco``
+    Accepts ``default`` (the backbone's published init), ``imagenet`` (torchvision's ResNet-101
+    from the weights cache), ``coco``
     (deeplab-pytorch's ``deeplabv1_resnet101-coco.pth``, for ``resnet101-caffe``), ``random``,
     or a file: a torchvision ResNet state dict, or a deeplab-pytorch one (its COCO init, or a
     trained ``DeepLabV2_ResNet101_MSC`` whose ASPP is then loaded too when its class count fits).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from pseudolabel.errors import ConfigError, WeightsError
@@ -45,3 +46,105 @@ def build_sam(variant: str = "vit_b", checkpoint: str = DEFAULT_CHECKPOINT, devi
     sam = sam.to(device).eval()
     sam.requires_grad_(False)
     return sam
+
+
+class SamPrompter:
+    """SAM with one image embedding per image and prompts decoded in batches, under autocast.
+
+    Shared by the Grounded-SAM labeler (box prompts) and the SAM refiner (point prompts) of one
+    run: setting the same image array again reuses its embedding.
+    """
+
+    def __init__(self, sam: Any, batch: int = 64, autocast_dtype: torch.dtype | None = None) -> None:
+        from segment_anything import SamPredictor
+
+        self.sam = sam
+        self.predictor = SamPredictor(sam)
+        self.batch = batch
+        self.autocast_dtype = autocast_dtype
+        self._image: np.ndarray | None = None
+
+    def _autocast(self) -> Any:
+        device_type = self.predictor.device.type
+        return torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    @torch.no_grad()
+    def set_image(self, rgb: np.ndarray) -> None:
+        """Embed uint8 [H, W, 3] ``rgb`` (skipped when it is the array embedded last)."""
+        if rgb is self._image:
+            return
+        with self._autocast():
+            self.predictor.set_image(np.ascontiguousarray(rgb), image_format="RGB")
+        self.predictor.features = self.predictor.features.float()
+        self._image = rgb
+
+    def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mask per box: (bool [N, H, W], predicted IoU [N]) for x0, y0, x1, y1 pixel boxes [N, 4]."""
+        predictor = self.predictor
+
+        def prompt(chunk: torch.Tensor) -> dict[str, Any]:
+            scaled = predictor.transform.apply_boxes_torch(chunk.float(), predictor.original_size)
+            return {"point_coords": None, "point_labels": None, "boxes": scaled.to(predictor.device)}
+
+        return self._predict(boxes, prompt)
+
+    def predict_points(self, points: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mask per positive point: (bool [P, H, W], predicted IoU [P]) for (x, y) pixels [P, 2]."""
+        predictor = self.predictor
+
+        def prompt(chunk: torch.Tensor) -> dict[str, Any]:
+            scaled = predictor.transform.apply_coords_torch(chunk[:, None, :].float(), predictor.original_size)
+            labels = torch.ones(scaled.shape[:2], dtype=torch.int64, device=predictor.device)
+            return {"point_coords": scaled.to(predictor.device), "point_labels": labels}
+
+        return self._predict(torch.as_tensor(points, dtype=torch.float32), prompt)
+
+    @torch.no_grad()
+    def _predict(self, prompts: torch.Tensor, make_prompt: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``prompts`` [N, ...] ``batch`` at a time, single-mask output."""
+        masks, scores = [], []
+        for start in range(0, len(prompts), self.batch):
+            with self._autocast():
+                batch_masks, batch_scores, _ = self.predictor.predict_torch(
+                    **make_prompt(prompts[start : start + self.batch]), multimask_output=False
+                )
+            masks.append(batch_masks[:, 0])
+            scores.append(batch_scores[:, 0].float())
+        return torch.cat(masks), torch.cat(scores)
+
+
+def channel_maxima(
+    masks: torch.Tensor, confidences: torch.Tensor, channels: torch.Tensor, num_channels: int, empty: float = 0.0
+) -> torch.Tensor:
+    """Per channel and pixel, the highest confidence among the channel's masks covering the pixel.
+
+    Args:
+        masks: bool [N, H, W]; confidences: [N]; channels: int [N] in 0..num_channels-1.
+        empty: the value where no mask of a channel covers a pixel.
+
+    Returns:
+        float32 [num_channels, H, W].
+    """
+    height, width = masks.shape[1:]
+    scores = torch.full((num_channels, height, width), empty, device=masks.device)
+    for channel in channels.unique().tolist():
+        chosen = channels == channel
+        scores[channel] = torch.where(masks[chosen], confidences[chosen, None, None].float(), empty).amax(dim=0)
+    return scores
+
+
+def merge_by_confidence(
+    masks: torch.Tensor, confidences: torch.Tensor, channels: torch.Tensor, num_channels: int
+) -> torch.Tensor:
+    """Score maps [num_channels, H, W] from masks, so that the most confident mask wins a pixel.
+
+    Args:
+        masks: bool [N, H, W]; confidences: [N]; channels: int [N] in 1..num_channels-1.
+
+    Returns:
+        channel c > 0: :func:`channel_maxima` (0 where no mask of c covers the pixel); channel 0
+        (background): 1 where no mask covers the pixel, else 0.
+    """
+    scores = channel_maxima(masks, confidences, channels, num_channels)
+    scores[0] = (~masks.any(dim=0)).float()
+    return scores

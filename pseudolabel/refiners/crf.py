@@ -8,13 +8,12 @@ not change the result).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pseudolabel.masks import IGNORE_INDEX
-from pseudolabel.scoremaps import ScoreMaps, decode
+from pseudolabel.scoremaps import ScoreMaps, mark_unsure
+from pseudolabel.stage_record import StageRecord
 
 PROBABILITY_FLOOR = 1e-5
 
@@ -27,8 +26,6 @@ class CrfOptions:
         iterations: mean-field iterations.
         gaussian_sxy, gaussian_compat: smoothness kernel.
         bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel.
-        label_confidence: probability given to a hard label's class when the input is a mask
-            (the rest is shared by the other classes; 255 pixels get a uniform distribution).
     """
 
     iterations: int = 10
@@ -37,27 +34,6 @@ class CrfOptions:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
-    label_confidence: float = 0.7
-
-
-def scores_from_labels(labels: np.ndarray, class_ids: tuple[int, ...], confidence: float) -> ScoreMaps:
-    """Soft scores from a hard label map.
-
-    Args:
-        labels: uint8 [H, W] class ids, 255 = unknown.
-        class_ids: the channels, background first; every non-255 label must be among them.
-        confidence: probability of the labelled class; 255 pixels are uniform.
-
-    Returns:
-        ScoreMaps with float32 [C, H, W] summing to 1 per pixel.
-    """
-    count = len(class_ids)
-    other = (1.0 - confidence) / max(count - 1, 1)
-    scores = np.full((count, *labels.shape), other, dtype=np.float32)
-    for channel, class_id in enumerate(class_ids):
-        scores[channel][labels == class_id] = confidence
-    scores[:, labels == IGNORE_INDEX] = 1.0 / count
-    return ScoreMaps(scores, class_ids)
 
 
 def crf_refine(rgb: np.ndarray, maps: ScoreMaps, options: CrfOptions | None = None) -> ScoreMaps:
@@ -94,7 +70,8 @@ def crf_refine(rgb: np.ndarray, maps: ScoreMaps, options: CrfOptions | None = No
 
 @dataclass(frozen=True)
 class CrfRefiner:
-    """Refiner stage: DenseCRF on the scores, then argmax; ``min_confidence`` marks less sure pixels 255.
+    """Refiner stage: DenseCRF marginals from the scores (the input's unsure pixels play no part);
+    ``min_confidence`` marks pixels whose best marginal is below it unsure.
 
     CLIP-ES uses ``min_confidence=0.95``. Small and picklable, so it can run in worker processes.
     """
@@ -102,8 +79,8 @@ class CrfRefiner:
     options: CrfOptions = CrfOptions()
     min_confidence: float | None = None
 
-    def __call__(self, rgb: np.ndarray, maps: ScoreMaps, labels: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """Refined uint8 [H, W] labels and the stage's manifest fields (``labels`` is unused)."""
-        start = time.perf_counter()
-        refined = decode(crf_refine(rgb, maps, self.options), min_score=self.min_confidence)
-        return refined, {"crf_s": round(time.perf_counter() - start, 4)}
+    def __call__(self, rgb: np.ndarray, maps: ScoreMaps, record: StageRecord) -> ScoreMaps:
+        """Refined scores of uint8 [H, W, 3] ``rgb``; records ``crf_s``."""
+        with record.timed("crf_s"):
+            refined = crf_refine(rgb, replace(maps, unsure=None), self.options)
+            return mark_unsure(replace(refined, unsure=None), min_score=self.min_confidence)

@@ -1,4 +1,8 @@
-"""SAM refinement of pseudo-labels.
+"""SAM refinement of pseudo-labels: ScoreMaps in, ScoreMaps out.
+
+The input scores are decoded (best class, 255 where unsure) into the label map SAM refines; the
+output keeps the input scores wherever SAM left the label as it was, and gives a repainted pixel
+the hard-label scores of its new class (``label_confidence``), so refiners chain in any order.
 
 * ``points`` (CEP): an N x N grid of candidate points; the points inside a foreground class's
   pseudo-label region prompt SAM (one image embedding per image, prompts in batches, one mask
@@ -12,74 +16,49 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from pseudolabel.masks import IGNORE_INDEX
-from pseudolabel.scoremaps import ScoreMaps
+from pseudolabel.models.sam import SamPrompter, channel_maxima
+from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE, ScoreMaps, decode, relabel
+from pseudolabel.stage_record import StageRecord
 
 SAM_MODES = ("points", "auto")
 
 
 @dataclass(frozen=True)
 class SamRefineOptions:
-    """SAM refinement settings (CEP and SEPL defaults)."""
+    """SAM refinement settings (CEP and SEPL defaults); ``label_confidence``: scores of a repainted pixel."""
 
     mode: str = "points"
     grid: int = 16
     iou_threshold: float = 0.5
     inside_share: float = 0.5
     region_cover: float = 0.85
-    batch: int = 64
+    label_confidence: float = DEFAULT_LABEL_CONFIDENCE
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A SAM mask proposed for a class: bool [H, W] and SAM's confidence."""
+class Candidates:
+    """SAM masks proposed for classes: masks bool [N, H, W], confidences float [N], class ids int [N]."""
 
-    class_id: int
-    mask: np.ndarray
-    score: float
+    masks: torch.Tensor
+    scores: torch.Tensor
+    class_ids: torch.Tensor
 
 
 class PointMaskPredictor(Protocol):
-    """What point-mode refinement needs from SAM (a fake can stand in for tests)."""
+    """What point-mode refinement needs from SAM (:class:`SamPrompter`; a fake can stand in for tests)."""
 
     def set_image(self, rgb: np.ndarray) -> None: ...
 
-    def predict_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_points(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """One mask per point: (bool [P, H, W], scores [P]) for points float [P, 2] as (x, y)."""
         ...
-
-
-class SamPointPredictor:
-    """``PointMaskPredictor`` over ``segment_anything.SamPredictor``, prompts in batches."""
-
-    def __init__(self, sam: Any, batch: int = 64) -> None:
-        from segment_anything import SamPredictor
-
-        self.predictor = SamPredictor(sam)
-        self.batch = batch
-
-    def set_image(self, rgb: np.ndarray) -> None:
-        self.predictor.set_image(np.ascontiguousarray(rgb), image_format="RGB")
-
-    @torch.no_grad()
-    def predict_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        predictor = self.predictor
-        masks, scores = [], []
-        for start in range(0, len(points), self.batch):
-            chunk = torch.as_tensor(points[start : start + self.batch, None, :], dtype=torch.float32)
-            coords = predictor.transform.apply_coords_torch(chunk, predictor.original_size).to(predictor.device)
-            labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=predictor.device)
-            batch_masks, batch_scores, _ = predictor.predict_torch(coords, labels, multimask_output=False)
-            masks.append(batch_masks[:, 0].cpu().numpy())
-            scores.append(batch_scores[:, 0].float().cpu().numpy())
-        return np.concatenate(masks), np.concatenate(scores)
 
 
 def grid_points(height: int, width: int, per_side: int) -> np.ndarray:
@@ -103,34 +82,32 @@ def points_by_class(labels: np.ndarray, points: np.ndarray) -> tuple[np.ndarray,
     return points[keep], classes[keep]
 
 
-def mask_iou(mask: np.ndarray, region: np.ndarray) -> float:
-    """IoU of two bool masks (0 when both are empty)."""
-    union = np.count_nonzero(mask | region)
-    return np.count_nonzero(mask & region) / union if union else 0.0
-
-
-def merge_candidates(labels: np.ndarray, candidates: list[Candidate]) -> np.ndarray:
+def paint_candidates(label_map: np.ndarray, candidates: Candidates) -> np.ndarray:
     """Paint kept masks over the input: each covered pixel takes the class of its best-scoring mask."""
-    best = np.full(labels.shape, -np.inf, dtype=np.float32)
-    merged = labels.copy()
-    for candidate in candidates:
-        wins = candidate.mask & (candidate.score > best)
-        merged[wins] = candidate.class_id
-        best[wins] = candidate.score
-    return merged
+    if not len(candidates.scores):
+        return label_map.copy()
+    classes, channels = candidates.class_ids.unique(return_inverse=True)
+    best = channel_maxima(candidates.masks, candidates.scores, channels, len(classes), empty=-torch.inf)
+    covered = candidates.masks.any(dim=0).cpu().numpy()
+    painted = label_map.copy()
+    painted[covered] = classes.to(torch.uint8).cpu().numpy()[best.argmax(dim=0).cpu().numpy()][covered]
+    return painted
 
 
-def point_candidates(labels: np.ndarray, predictor: PointMaskPredictor, options: SamRefineOptions) -> list[Candidate]:
+def point_candidates(label_map: np.ndarray, predictor: PointMaskPredictor, options: SamRefineOptions) -> Candidates:
     """CEP: prompt with the grid points inside each class region, keep masks with IoU >= threshold."""
-    points, classes = points_by_class(labels, grid_points(*labels.shape, options.grid))
+    points, classes = points_by_class(label_map, grid_points(*label_map.shape, options.grid))
     if len(points) == 0:
-        return []
+        return Candidates(torch.zeros(0, *label_map.shape, dtype=torch.bool), torch.zeros(0), torch.zeros(0))
     masks, scores = predictor.predict_points(points)
-    kept = []
-    for class_id, mask, score in zip(classes, masks, scores, strict=True):
-        if mask_iou(mask, labels == class_id) >= options.iou_threshold:
-            kept.append(Candidate(int(class_id), mask, float(score)))
-    return kept
+    regions = (
+        torch.as_tensor(label_map, device=masks.device)[None]
+        == torch.as_tensor(classes, device=masks.device)[:, None, None]
+    )
+    overlap = (masks & regions).flatten(1).sum(dim=1)
+    union = (masks | regions).flatten(1).sum(dim=1)
+    keep = (overlap.double() / union.clamp(min=1).double()) >= options.iou_threshold
+    return Candidates(masks[keep], scores[keep], torch.as_tensor(classes, device=masks.device)[keep])
 
 
 def sepl_assign(labels: np.ndarray, masks: list[np.ndarray], options: SamRefineOptions) -> tuple[np.ndarray, int]:
@@ -176,29 +153,31 @@ def sepl_assign(labels: np.ndarray, masks: list[np.ndarray], options: SamRefineO
 
 
 class SamRefiner:
-    """Refiner stage over a SAM model built once: (rgb, scores, labels) -> refined labels."""
+    """Refiner stage over a shared :class:`SamPrompter`: ScoreMaps in, ScoreMaps out."""
 
-    def __init__(self, sam: Any, options: SamRefineOptions | None = None) -> None:
+    def __init__(self, prompter: SamPrompter, options: SamRefineOptions | None = None) -> None:
         self.options = options or SamRefineOptions()
         if self.options.mode not in SAM_MODES:
             raise ValueError(f"mode must be one of {SAM_MODES}")
-        self.predictor = SamPointPredictor(sam, self.options.batch) if self.options.mode == "points" else None
+        self.prompter = prompter
         self.generator = None
         if self.options.mode == "auto":
             from segment_anything import SamAutomaticMaskGenerator
 
             self.generator = SamAutomaticMaskGenerator(
-                sam, points_per_side=32, pred_iou_thresh=0.88, stability_score_thresh=0.95, box_nms_thresh=0.7
+                prompter.sam, points_per_side=32, pred_iou_thresh=0.88, stability_score_thresh=0.95, box_nms_thresh=0.7
             )
 
-    def __call__(self, rgb: np.ndarray, maps: ScoreMaps, labels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        """Refined uint8 [H, W] labels and manifest fields (``maps`` is unused: SAM works on labels)."""
-        start = time.perf_counter()
-        if self.predictor is not None:
-            self.predictor.set_image(rgb)
-            candidates = point_candidates(labels, self.predictor, self.options)
-            refined, kept = merge_candidates(labels, candidates), len(candidates)
-        else:
-            proposals = self.generator.generate(np.ascontiguousarray(rgb))
-            refined, kept = sepl_assign(labels, [p["segmentation"] for p in proposals], self.options)
-        return refined, {"sam_masks_kept": kept, "sam_s": round(time.perf_counter() - start, 4)}
+    def __call__(self, rgb: np.ndarray, maps: ScoreMaps, record: StageRecord) -> ScoreMaps:
+        """Refined scores of uint8 [H, W, 3] ``rgb``; records ``sam_masks_kept`` and ``sam_s``."""
+        with record.timed("sam_s"):
+            label_map = decode(maps)
+            if self.generator is None:
+                self.prompter.set_image(rgb)
+                candidates = point_candidates(label_map, self.prompter, self.options)
+                refined, kept = paint_candidates(label_map, candidates), len(candidates.scores)
+            else:
+                proposals = self.generator.generate(np.ascontiguousarray(rgb))
+                refined, kept = sepl_assign(label_map, [p["segmentation"] for p in proposals], self.options)
+            record["sam_masks_kept"] = kept
+        return relabel(maps, refined, self.options.label_confidence)

@@ -3,7 +3,6 @@ flips) of the logits on the first scale's grid, upsampled to the image, softmax,
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pseudolabel.models.caffe_resnet import from_deeplab_pytorch, is_deeplab_pyt
 from pseudolabel.models.deeplab import CAFFE_BACKBONE, MSC_SCALES, DeepLabV2, fuse_max
 from pseudolabel.pipeline import Labelled
 from pseudolabel.scoremaps import ScoreMaps, decode
+from pseudolabel.stage_record import StageRecord
 from pseudolabel.train.data import model_input
 from pseudolabel.train.trainer import load_checkpoint
 
@@ -104,12 +104,10 @@ class SegmentationPredictor:
     refiner: Any = None
 
     def __call__(self, sample: Sample) -> Labelled:
-        start = time.perf_counter()
-        probabilities = predict_probabilities(self.model, sample.rgb, self.scales, self.flip).cpu().numpy()
+        record = StageRecord()
+        with record.timed("predict_s"):
+            probabilities = predict_probabilities(self.model, sample.rgb, self.scales, self.flip).cpu().numpy()
         maps = ScoreMaps(probabilities, tuple(range(self.model.num_classes)))
-        labels = decode(maps)
-        record: dict[str, Any] = {"predict_s": round(time.perf_counter() - start, 4)}
         if self.refiner is not None:
-            labels, extra = self.refiner(sample.rgb, maps, labels)
-            record.update(extra)
-        return Labelled(labels, None, record)
+            maps = self.refiner(sample.rgb, maps, record)
+        return Labelled(decode(maps), None, record)

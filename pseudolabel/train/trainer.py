@@ -62,7 +62,7 @@ class TrainConfig:
     train_scales: tuple[float, ...] = TRAIN_SCALES
     loss: str = "ce"
     backbone: str = "resnet101"
-    backbone_weights: str = "imagenet"
+    backbone_weights: str = "default"
     freeze_bn: bool | None = None
     seed: int = 0
     log_every: int = 20
@@ -89,6 +89,11 @@ class Distributed:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def is_main_process() -> bool:
+    """True in a single-process run and in rank 0 of a torchrun one (before the group is set up)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def distributed_from_env(device_type: str) -> Distributed:

@@ -1,0 +1,168 @@
+"""``pseudolabel generate``: flags -> settings -> registry builders -> the run."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pseudolabel.cli.app import app
+from pseudolabel.cli.options import (
+    CAM,
+    DATA,
+    EXCLUSION,
+    GROUNDED,
+    REFINEMENT,
+    RUN,
+    ClassesOption,
+    ConfigOption,
+    CrfIterationsOption,
+    DatasetArgs,
+    DatasetOption,
+    DecodeWorkersOption,
+    DeviceOption,
+    GridOption,
+    IouThresholdOption,
+    LabelConfidenceOption,
+    LabelsOption,
+    LimitOption,
+    MaxPixelsOption,
+    MinConfidenceOption,
+    OverwriteOption,
+    PrecisionOption,
+    PromptsOption,
+    RefineOption,
+    RootOption,
+    SamCheckpointOption,
+    SamMode,
+    SamModeOption,
+    SamOption,
+    ShardOption,
+    SplitOption,
+)  # fmt: skip
+from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
+from pseudolabel.config import write_resolved_config
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.labelers.detection import DetectorOptions
+from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
+from pseudolabel.refiners.sam import SamRefineOptions
+from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
+
+
+class Method(str, Enum):
+    """Labelers ``--method`` knows (the keys of ``registry.LABELERS``)."""
+
+    cam = "cam"
+    grounded_sam = "grounded-sam"
+
+
+class Captions(str, Enum):
+    """How Grounding DINO is asked for the classes."""
+
+    joint = "joint"
+    per_class = "per-class"
+
+
+class Synonyms(str, Enum):
+    """How class names become prompts."""
+
+    none = "none"
+    fuse = "fuse"
+    detector = "detector"
+    pole = "pole"
+
+
+def _option(help_text: str, panel: str, *names: str) -> typer.models.OptionInfo:
+    return typer.Option(*names, help=help_text, rich_help_panel=panel)
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    dataset: DatasetOption,
+    out: Annotated[Path, _option("Output folder: <id>.png, manifest.jsonl, config.yaml.", DATA)],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    method: Annotated[Method, _option("Labeler: cam or grounded-sam.", CAM)] = Method.cam,
+    clip_model: Annotated[str, _option("open_clip architecture or JSON config.", CAM)] = "ViT-B-16-quickgelu",
+    clip_weights: Annotated[str, _option("default (OpenAI's), a file, or random.", CAM)] = "default",
+    synonyms: Annotated[
+        Synonyms | None, _option("none, fuse, detector or pole (default: cam fuse, grounded-sam none).", CAM)
+    ] = None,
+    pole_candidates: Annotated[int, _option("POLE: names per class.", CAM)] = PromptingOptions.pole_candidates,
+    scales: Annotated[str, _option("Image scales, e.g. 1.0,0.75,1.25.", CAM)] = "1.0",
+    flip: Annotated[bool, _option("Add a flipped view per scale.", CAM)] = False,
+    caa: Annotated[bool, _option("Class-aware attention affinity.", CAM)] = True,
+    caa_threshold: Annotated[float, _option("CAA box threshold (share of max).", CAM)] = 0.4,
+    bg_alpha: Annotated[float, _option("Background = (1 - max CAM) ** alpha.", CAM)] = 1.0,
+    bg_threshold: Annotated[float | None, _option("Constant background score instead.", CAM)] = None,
+    detector: Annotated[str, _option("Grounding DINO swint, swinb, or config .json.", GROUNDED)] = "swint",
+    detector_weights: Annotated[str, _option("default, registry name, file, folder, random.", GROUNDED)] = "default",
+    captions: Annotated[Captions, _option("joint (one pass) or per-class (SAM_WSSS).", GROUNDED)] = Captions.joint,
+    box_threshold: Annotated[float, _option("Keep boxes above this.", GROUNDED)] = DetectorOptions.box_threshold,
+    text_threshold: Annotated[float, _option("Joint: class tokens above this.", GROUNDED)] = (
+        DetectorOptions.text_threshold
+    ),
+    nms_threshold: Annotated[float, _option("Per-class NMS IoU (1: keep all).", GROUNDED)] = (
+        DetectorOptions.nms_threshold
+    ),
+    exclude: Annotated[bool, _option("ELSE-style exclusion of impossible classes.", EXCLUSION)] = False,
+    exclusion_threshold: Annotated[float, _option("Exclude when P_ex > this.", EXCLUSION)] = (
+        ExclusionOptions.threshold
+    ),
+    exclusion_weights: Annotated[str, _option("clip, or a CLIPN checkpoint.", EXCLUSION)] = ExclusionOptions.weights,
+    zero_shot_top_k: Annotated[int, _option("--labels none: candidates per image.", EXCLUSION)] = (
+        ZeroShotOptions.top_k
+    ),
+    zero_shot_min_probability: Annotated[float, _option("--labels none: minimum probability.", EXCLUSION)] = (
+        ZeroShotOptions.min_probability
+    ),
+    unsure_margin: Annotated[float, _option("255 where the two best scores are closer.", REFINEMENT)] = 0.05,
+    refine: RefineOption = None,
+    crf_iterations: CrfIterationsOption = 10,
+    label_confidence: LabelConfidenceOption = DEFAULT_LABEL_CONFIDENCE,
+    min_confidence: MinConfidenceOption = None,
+    sam: SamOption = None,
+    sam_checkpoint: SamCheckpointOption = "default",
+    sam_mode: SamModeOption = SamMode.points,
+    grid: GridOption = SamRefineOptions.grid,
+    iou_threshold: IouThresholdOption = SamRefineOptions.iou_threshold,
+    save_scores: Annotated[Path | None, _option("Also save float16 scores <id>.npz here.", RUN)] = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    limit: LimitOption = None,
+    shard: ShardOption = "0/1",
+    overwrite: OverwriteOption = False,
+    num_workers: DecodeWorkersOption = None,
+    seed: Annotated[int, _option("Seed for anything random (random weights too).", RUN)] = 0,
+    max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    config: ConfigOption = None,
+) -> None:
+    """Generate pseudo-label masks from image-level labels."""
+    from pseudolabel.devices import decode_workers
+    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.registry import LABELERS, ModelHub, create_refiners, parse_refiners
+    from pseudolabel.stages import ScoreRefineDecode
+
+    flags = dict(ctx.params)
+    models = model_settings(flags)
+    labeler = labeler_settings(flags)
+    refiner_names = parse_refiners(refine)
+    refiners = refiner_settings(flags)
+    run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), decode_workers(num_workers, models.device))
+    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+
+    def make_labeler() -> ScoreRefineDecode:
+        hub = ModelHub(models)
+        scorer = LABELERS[method.value](hub, source.prompts, labeler)
+        return ScoreRefineDecode(scorer, unsure_margin, create_refiners(refiner_names, hub, refiners))
+
+    write_resolved_config(out / "config.yaml", ctx)
+    from pseudolabel.cli.running import run_with_progress
+
+    run_with_progress("generate", source, make_labeler, run, out)

@@ -1,0 +1,127 @@
+"""Options several commands share, grouped into help panels, and the dataset-arguments object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pseudolabel.config import load_config_file
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+
+DATA, CAM, GROUNDED, EXCLUSION, REFINEMENT, RUN = (
+    "Data", "CAM", "Grounded-SAM", "Exclusion / zero-shot", "Refinement", "Run"
+)  # fmt: skip
+
+
+class DatasetName(str, Enum):
+    """Datasets the ``--dataset`` option knows."""
+
+    voc = "voc"
+    coco = "coco"
+    folder = "folder"
+
+
+class SamMode(str, Enum):
+    """SAM refinement modes."""
+
+    points = "points"
+    auto = "auto"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="YAML file of option values; command-line flags override it.",
+        callback=load_config_file,
+        is_eager=True,
+        rich_help_panel=RUN,
+    ),
+]
+DatasetOption = Annotated[DatasetName, typer.Option(help="Dataset kind.", rich_help_panel=DATA)]
+RootOption = Annotated[
+    Path | None, typer.Option(help="VOC2012 folder, COCO root, or image folder.", rich_help_panel=DATA)
+]
+SplitOption = Annotated[
+    str | None, typer.Option(help="Split: VOC list name (train), COCO split (train2014).", rich_help_panel=DATA)
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option("--labels", help="Folder dataset: CSV/JSON image -> classes; none = no labels.", rich_help_panel=DATA),
+]
+PromptsOption = Annotated[str | None, typer.Option(help="Prompt set: voc, coco or a YAML file.", rich_help_panel=DATA)]
+ClassesOption = Annotated[
+    Path | None, typer.Option(help="Class-list file replacing the prompt set's classes.", rich_help_panel=DATA)
+]
+MaxPixelsOption = Annotated[
+    int, typer.Option(help="Refuse images with more pixels (decompression-bomb guard).", rich_help_panel=DATA)
+]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN)]
+PrecisionOption = Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16, fp16.", rich_help_panel=RUN)]
+LimitOption = Annotated[int | None, typer.Option(help="Only the first N images of the split.", rich_help_panel=RUN)]
+ShardOption = Annotated[str, typer.Option(help="i/n: every n-th image from i.", rich_help_panel=RUN)]
+OverwriteOption = Annotated[bool, typer.Option(help="Redo finished images (default: resume).", rich_help_panel=RUN)]
+DecodeWorkersOption = Annotated[
+    int | None, typer.Option(help="Decoding processes (default: 0 on CPU, <= 4 on CUDA).", rich_help_panel=RUN)
+]
+RefineOption = Annotated[
+    str | None, typer.Option(help="Refiners in order, comma-separated: crf, sam, crf,sam.", rich_help_panel=REFINEMENT)
+]
+CrfIterationsOption = Annotated[int, typer.Option(help="CRF mean-field iterations.", rich_help_panel=REFINEMENT)]
+LabelConfidenceOption = Annotated[
+    float, typer.Option(help="Score of a hard label's class (input masks, SAM repaints).", rich_help_panel=REFINEMENT)
+]
+MinConfidenceOption = Annotated[
+    float | None, typer.Option(help="CRF: 255 below this probability (CLIP-ES 0.95).", rich_help_panel=REFINEMENT)
+]
+SamOption = Annotated[
+    str | None, typer.Option("--sam", help="SAM vit_b (default), vit_l, vit_h.", rich_help_panel=REFINEMENT)
+]
+SamCheckpointOption = Annotated[
+    str, typer.Option(help="default (published), registry name, file, or random.", rich_help_panel=REFINEMENT)
+]
+SamModeOption = Annotated[SamMode, typer.Option(help="points (CEP) or auto (SEPL).", rich_help_panel=REFINEMENT)]
+GridOption = Annotated[int, typer.Option(help="SAM points: N x N grid.", rich_help_panel=REFINEMENT)]
+IouThresholdOption = Annotated[
+    float, typer.Option(help="SAM points: keep masks with region IoU >= this.", rich_help_panel=REFINEMENT)
+]
+
+
+@dataclass(frozen=True)
+class DatasetArgs:
+    """The dataset options every command takes."""
+
+    dataset: DatasetName
+    root: Path | None
+    split: str | None = None
+    labels: Path | None = None
+    prompts: str | None = None
+    classes: Path | None = None
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+    def open(self, split: str | None = None) -> Any:
+        """The dataset (``split`` overrides this object's)."""
+        from pseudolabel.datasets import resolve_prompts
+        from pseudolabel.registry import DATASETS
+
+        if self.root is None:
+            raise ConfigError(f"--dataset {self.dataset.value} needs --root DIR")
+        prompt_set = resolve_prompts(self.dataset.value, self.prompts, self.classes)
+        build = DATASETS[self.dataset.value]
+        return build(self.root, split or self.split, prompt_set, self.labels, None, self.max_image_pixels)
+
+
+def parse_scales(text: str, flag: str = "--scales") -> tuple[float, ...]:
+    """``"1.0,0.75"`` -> (1.0, 0.75); positive numbers only."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise ConfigError(f"{flag} must be comma-separated numbers, got {text!r}") from error
+    if not scales or any(scale <= 0 for scale in scales):
+        raise ConfigError(f"{flag} must be positive numbers, got {text!r}")
+    return scales

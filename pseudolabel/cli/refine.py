@@ -1,0 +1,122 @@
+"""``pseudolabel refine``: refine any tool's masks (or saved scores) with a chain of refiners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pseudolabel.cli.app import app, deprecated
+from pseudolabel.cli.options import (
+    DATA,
+    RUN,
+    ClassesOption,
+    ConfigOption,
+    CrfIterationsOption,
+    DatasetArgs,
+    DatasetOption,
+    DeviceOption,
+    GridOption,
+    IouThresholdOption,
+    LabelConfidenceOption,
+    LabelsOption,
+    LimitOption,
+    MaxPixelsOption,
+    MinConfidenceOption,
+    OverwriteOption,
+    PromptsOption,
+    RefineOption,
+    RootOption,
+    SamCheckpointOption,
+    SamMode,
+    SamModeOption,
+    SamOption,
+    ShardOption,
+    SplitOption,
+)  # fmt: skip
+from pseudolabel.cli.settings import model_settings, refiner_settings
+from pseudolabel.config import write_resolved_config
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.refiners.sam import SamRefineOptions
+from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
+
+
+def refiner_names(refine: str | None, method: str | None, sam: str | None) -> tuple[str, ...]:
+    """The refiner chain: ``--refine``, else the deprecated ``--method``, else ``sam`` when ``--sam``
+    names a variant (``refine --sam vit_b`` means SAM refinement)."""
+    from pseudolabel.registry import parse_refiners
+
+    if method is not None:
+        deprecated("refine --method", "--refine")
+        if refine is not None:
+            raise ConfigError("give --refine only (--method is its deprecated alias)")
+        refine = method
+    if refine is None and sam is not None:
+        refine = "sam"
+    names = parse_refiners(refine)
+    if not names:
+        raise ConfigError("name the refiners: --refine crf, --refine sam (or --sam vit_b), or a chain like crf,sam")
+    return names
+
+
+@app.command()
+def refine(
+    ctx: typer.Context,
+    dataset: DatasetOption,
+    masks: Annotated[Path, typer.Option(help="Masks to refine, <id>.png, from any tool.", rich_help_panel=DATA)],
+    out: Annotated[Path, typer.Option(help="Output: <id>.png, manifest.jsonl, config.yaml.", rich_help_panel=DATA)],
+    refine: RefineOption = None,
+    method: Annotated[str | None, typer.Option(hidden=True, help="Deprecated alias of --refine.")] = None,
+    scores: Annotated[
+        Path | None, typer.Option(help="Saved scores <id>.npz, used with the masks.", rich_help_panel=DATA)
+    ] = None,
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    crf_iterations: CrfIterationsOption = 10,
+    label_confidence: LabelConfidenceOption = DEFAULT_LABEL_CONFIDENCE,
+    min_confidence: MinConfidenceOption = None,
+    sam: SamOption = None,
+    sam_checkpoint: SamCheckpointOption = "default",
+    sam_mode: SamModeOption = SamMode.points,
+    grid: GridOption = SamRefineOptions.grid,
+    iou_threshold: IouThresholdOption = SamRefineOptions.iou_threshold,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
+    shard: ShardOption = "0/1",
+    overwrite: OverwriteOption = False,
+    num_workers: Annotated[
+        int | None, typer.Option(help="Processes (default: all cores for crf alone, else 2).", rich_help_panel=RUN)
+    ] = None,
+    max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    config: ConfigOption = None,
+) -> None:
+    """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
+    import os
+
+    from pseudolabel.cli.running import run_with_progress
+    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.registry import CPU_REFINERS, ModelHub, create_refiners
+    from pseudolabel.stages import StoredMaskRefine
+
+    names = refiner_names(refine, method, sam)
+    if not masks.is_dir():
+        raise ConfigError(f"mask folder {masks} does not exist")
+    if scores is not None and not scores.is_dir():
+        raise ConfigError(f"scores folder {scores} does not exist")
+    on_cpu = set(names) <= CPU_REFINERS
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1) if on_cpu else 2
+    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), workers, label_in_workers=on_cpu)
+    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    models, settings = model_settings(dict(ctx.params)), refiner_settings(dict(ctx.params))
+
+    def make_labeler() -> StoredMaskRefine:
+        refiners = create_refiners(names, ModelHub(models), settings)
+        return StoredMaskRefine(masks, scores, refiners, source.num_classes, label_confidence)
+
+    write_resolved_config(out / "config.yaml", ctx)
+    run_with_progress("refine", source, make_labeler, run, out)

@@ -1,0 +1,57 @@
+"""Runs a per-image function over a dataset with a progress bar, then prints the run summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import ProgressColumn, Task
+from rich.table import Table
+from rich.text import Text
+
+from pseudolabel.cli.app import console, err_console, progress_bar
+
+
+class RateColumn(ProgressColumn):
+    """Images per second of a Rich progress task."""
+
+    def render(self, task: Task) -> Text:
+        return Text("-" if task.speed is None else f"{task.speed:.2f} img/s")
+
+
+def run_with_progress(title: str, source: Any, make_labeler: Callable[[], Any], run: Any, out: Path) -> None:
+    """``run_labeler`` with a progress bar; exits 130 when Ctrl-C stopped the run."""
+    from pseudolabel.pipeline import run_labeler
+
+    with progress_bar(RateColumn()) as progress:
+        task = progress.add_task(title, total=None)
+        summary = run_labeler(
+            source, make_labeler, run,
+            on_start=lambda total: progress.update(task, total=total),
+            on_progress=lambda: progress.advance(task),
+            on_stop_request=lambda: err_console.print("stopping after the current image (Ctrl-C again to abort)"),
+        )  # fmt: skip
+    print_run_summary(summary, out)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def print_run_summary(summary: Any, out: Path) -> None:
+    """Counts, rate, and one table per tally the stages reported."""
+    rate = summary.done / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"{summary.done} images labelled, {summary.failed} failed, {summary.already_done} already done "
+        f"(of {summary.selected} selected) in {summary.seconds:.1f} s ({rate:.2f} img/s); masks in {out}",
+        highlight=False,
+    )
+    if summary.failed:
+        err_console.print(f"[yellow]{summary.failed} images failed: see status 'failed' in the manifest[/]")
+    for title, counts in sorted(summary.tallies.items()):
+        table = Table(title=title)
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        for key, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            table.add_row(key, str(count))
+        console.print(table)

@@ -1,0 +1,61 @@
+"""Command-line flag values (a command's ``ctx.params``) -> the library's settings objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pseudolabel.cli.options import parse_scales
+
+
+def model_settings(flags: dict[str, Any]) -> Any:
+    """ModelSettings from ``--device``, ``--precision``, ``--clip-*``, ``--sam*``, ``--detector*``, ``--seed``."""
+    from pseudolabel.devices import autocast_dtype, resolve_device
+    from pseudolabel.registry import ModelSettings
+
+    device = resolve_device(flags["device"])
+    defaults = ModelSettings()
+    return ModelSettings(
+        device=device,
+        autocast_dtype=autocast_dtype(flags.get("precision", "fp32"), device),
+        clip_model=flags.get("clip_model", defaults.clip_model),
+        clip_weights=flags.get("clip_weights", defaults.clip_weights),
+        sam=flags.get("sam") or defaults.sam,
+        sam_checkpoint=flags.get("sam_checkpoint", defaults.sam_checkpoint),
+        detector=flags.get("detector", defaults.detector),
+        detector_weights=flags.get("detector_weights", defaults.detector_weights),
+        seed=flags.get("seed", defaults.seed),
+    )
+
+
+def labeler_settings(flags: dict[str, Any]) -> Any:
+    """LabelerSettings from ``generate``'s labeler flags (zero-shot when ``--labels none``)."""
+    from pseudolabel.labelers.clip_es import CamOptions
+    from pseudolabel.labelers.detection import DetectorOptions
+    from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
+    from pseudolabel.registry import LabelerSettings
+
+    synonyms = flags["synonyms"].value if flags["synonyms"] is not None else None
+    zero_shot = flags["labels"] is not None and str(flags["labels"]) == "none"
+    return LabelerSettings(
+        prompting=PromptingOptions(synonyms, flags["pole_candidates"]),
+        exclusion=ExclusionOptions(flags["exclude"], flags["exclusion_threshold"], flags["exclusion_weights"]),
+        zero_shot=ZeroShotOptions(zero_shot, flags["zero_shot_top_k"], flags["zero_shot_min_probability"]),
+        cam=CamOptions(parse_scales(flags["scales"]), flags["flip"], flags["caa"], flags["caa_threshold"]),
+        bg_alpha=flags["bg_alpha"],
+        bg_threshold=flags["bg_threshold"],
+        detector=DetectorOptions(
+            flags["box_threshold"], flags["text_threshold"], flags["nms_threshold"], flags["captions"].value
+        ),
+    )
+
+
+def refiner_settings(flags: dict[str, Any]) -> Any:
+    """RefinerSettings from the refinement flags ``generate`` and ``refine`` share."""
+    from pseudolabel.refiners.crf import CrfOptions
+    from pseudolabel.refiners.sam import SamRefineOptions
+    from pseudolabel.registry import RefinerSettings
+
+    sam = SamRefineOptions(
+        flags["sam_mode"].value, flags["grid"], flags["iou_threshold"], label_confidence=flags["label_confidence"]
+    )
+    return RefinerSettings(CrfOptions(iterations=flags["crf_iterations"]), flags["min_confidence"], sam)

@@ -1,0 +1,189 @@
+"""``pseudolabel train-seg`` and ``pseudolabel predict``: the DeepLabV2 second stage."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import TextColumn
+
+from pseudolabel.cli.app import app, console, err_console, progress_bar
+from pseudolabel.cli.options import (
+    ClassesOption,
+    ConfigOption,
+    DatasetArgs,
+    DatasetName,
+    DatasetOption,
+    DecodeWorkersOption,
+    DeviceOption,
+    LabelsOption,
+    LimitOption,
+    MaxPixelsOption,
+    OverwriteOption,
+    PrecisionOption,
+    PromptsOption,
+    RootOption,
+    ShardOption,
+    SplitOption,
+    parse_scales,
+)  # fmt: skip
+from pseudolabel.cli.running import run_with_progress
+from pseudolabel.config import write_resolved_config
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+
+
+class Loss(str, Enum):
+    """Training losses."""
+
+    ce = "ce"
+    balanced = "balanced"
+
+
+@app.command("train-seg")
+def train_seg(
+    ctx: typer.Context,
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset kind (images; labels come from --masks).")],
+    masks: Annotated[Path, typer.Option(help="Folder of training masks <id>.png (pseudo-labels from any tool).")],
+    out: Annotated[Path, typer.Option(help="Run folder: last.pt, iter_*.pt, metrics.jsonl, config.yaml.")],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    val_split: Annotated[str | None, typer.Option(help="Split with GT masks for periodic val mIoU.")] = None,
+    val_every: Annotated[int, typer.Option(help="Val mIoU every N iterations (0 = never).")] = 0,
+    backbone: Annotated[
+        str,
+        typer.Option(help="resnet101-caffe (DeepLab's published one), resnet101 (torchvision), resnet50, resnet18."),
+    ] = "resnet101",
+    backbone_weights: Annotated[
+        str,
+        typer.Option(
+            help="default: the backbone's published init (resnet101: ImageNet, alias imagenet; resnet101-caffe: "
+            "deeplab-pytorch's COCO init, alias coco), a state-dict file (torchvision or deeplab-pytorch layout), "
+            "or random."
+        ),
+    ] = "default",
+    freeze_bn: Annotated[
+        bool | None, typer.Option(help="Freeze batch norm (default: yes for pretrained backbones, no for random).")
+    ] = None,
+    iters: Annotated[int, typer.Option(help="Training iterations (poly schedule spans them).")] = 20_000,
+    batch_size: Annotated[int, typer.Option(help="Images per iteration, over all processes and accumulation.")] = 10,
+    accumulate: Annotated[int, typer.Option(help="Gradient-accumulation steps per iteration.")] = 2,
+    crop_size: Annotated[int, typer.Option(help="Square training crop in pixels.")] = 321,
+    lr: Annotated[float, typer.Option(help="Backbone learning rate (ASPP weights x10, biases x20).")] = 2.5e-4,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (not on ASPP biases).")] = 5e-4,
+    lr_step: Annotated[int, typer.Option(help="Update the poly learning rate every N iterations.")] = 10,
+    msc: Annotated[bool, typer.Option(help="Multi-scale loss: scales 1, 0.5, 0.75 and their max.")] = True,
+    train_scales: Annotated[
+        str, typer.Option(help="Random-scale augmentation: comma-separated scales to draw from.")
+    ] = "0.5,0.75,1.0,1.25,1.5",
+    loss: Annotated[Loss, typer.Option(help="ce, or balanced (classes weighted by inverse pixel count).")] = Loss.ce,
+    log_every: Annotated[int, typer.Option(help="Write a metrics.jsonl record every N iterations.")] = 20,
+    save_every: Annotated[int, typer.Option(help="Keep iter_N.pt every N iterations (last.pt always).")] = 1000,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt exactly where it stopped.")] = False,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and augmentation.")] = 0,
+    max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    config: ConfigOption = None,
+) -> None:
+    """Train DeepLabV2 on pseudo-label masks (torchrun --nproc-per-node N -m pseudolabel train-seg for DDP)."""
+    from pseudolabel.pipeline import StopRequest
+    from pseudolabel.train.predict import val_miou_evaluator
+    from pseudolabel.train.trainer import TrainConfig, is_main_process, train
+
+    if not masks.is_dir():
+        raise ConfigError(f"mask folder {masks} does not exist")
+    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    settings = TrainConfig(
+        out_dir=out, masks_dir=masks, iterations=iters, batch_size=batch_size, accumulate=accumulate,
+        crop_size=crop_size, lr=lr, lr_step=lr_step, weight_decay=weight_decay, msc=msc,
+        train_scales=parse_scales(train_scales, "--train-scales"), loss=loss.value, backbone=backbone,
+        backbone_weights=backbone_weights,
+        freeze_bn=freeze_bn, seed=seed,
+        log_every=log_every, save_every=save_every, val_every=val_every, num_workers=num_workers, device=device,
+        precision=precision, resume=resume,
+    )  # fmt: skip
+    evaluate = None
+    if val_split:
+        evaluate = val_miou_evaluator(
+            DatasetArgs(dataset, root, val_split, labels, prompts, classes, max_image_pixels).open()
+        )
+    main_process = is_main_process()
+    if main_process:
+        write_resolved_config(out / "config.yaml", ctx)
+    progress = progress_bar(TextColumn("loss {task.fields[loss]}"), disable=not main_process)
+    with progress, StopRequest(lambda: err_console.print("saving and stopping after this iteration")) as stop:
+        task = progress.add_task("train", total=iters, loss="-")
+        result = train(
+            source, settings, evaluate,
+            should_stop=lambda: stop.requested,
+            on_iteration=lambda i, value: progress.update(task, completed=i, loss=f"{value:.4f}"),
+        )  # fmt: skip
+    if main_process:
+        state = "stopped" if result.stopped_early else "finished"
+        console.print(
+            f"{state} at iteration {result.iteration} (loss {result.last_loss:.4f}) in {result.seconds:.0f} s; "
+            f"checkpoint {out / 'last.pt'}",
+            highlight=False,
+        )
+    if result.stopped_early:
+        raise typer.Exit(130)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            help="A train-seg checkpoint (RUN/last.pt), a deeplab-pytorch DeepLabV2 state dict, or deeplab_voc12_msc "
+            "(deeplab-pytorch's VOC model from the weights cache)."
+        ),
+    ],
+    dataset: DatasetOption,
+    out: Annotated[Path, typer.Option(help="Output folder: <id>.png, manifest.jsonl, config.yaml.")],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    scales: Annotated[
+        str, typer.Option(help="Comma-separated test scales; logits max-fused on the first's grid.")
+    ] = "1.0,0.5,0.75",
+    flip: Annotated[bool, typer.Option(help="Also max-fuse horizontally flipped views.")] = False,
+    crf: Annotated[bool, typer.Option(help="Refine with DenseCRF.")] = False,
+    device: DeviceOption = "auto",
+    limit: LimitOption = None,
+    shard: ShardOption = "0/1",
+    overwrite: OverwriteOption = False,
+    num_workers: DecodeWorkersOption = None,
+    max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    config: ConfigOption = None,
+) -> None:
+    """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
+    from pseudolabel.devices import decode_workers, resolve_device
+    from pseudolabel.models.weights import resolve_weights
+    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.refiners.crf import CrfRefiner
+    from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint
+
+    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    test_scales = parse_scales(scales)
+    torch_device = resolve_device(device)
+    checkpoint_path = resolve_weights(checkpoint, "segmenter")
+    if checkpoint_path is None:
+        raise ConfigError("--checkpoint needs trained weights, not random")
+    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), decode_workers(num_workers, torch_device))
+
+    def make_labeler() -> SegmentationPredictor:
+        model = model_from_checkpoint(checkpoint_path, source.num_classes, torch_device)
+        return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
+
+    write_resolved_config(out / "config.yaml", ctx)
+    run_with_progress("predict", source, make_labeler, run, out)

@@ -1,0 +1,67 @@
+"""Options both labelers share: how class names become prompts, the ELSE-style exclusion, and
+zero-shot candidates. Each default is written here once; the CLI reads it from these classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pseudolabel.errors import ConfigError
+
+DEFAULT_POLE_CANDIDATES = 4
+DEFAULT_EXCLUSION_THRESHOLD = 0.2
+SYNONYM_MODES = ("none", "fuse", "detector", "pole")
+"""``none`` class name, ``fuse`` CLIP-ES fused names, ``detector`` the prompt file's detector
+names (Grounded-SAM only), ``pole`` a per-image choice among the class name and its synonyms."""
+
+
+@dataclass(frozen=True)
+class PromptingOptions:
+    """How class names become prompts.
+
+    Attributes:
+        synonyms: one of :data:`SYNONYM_MODES`; None means the labeler's default (``fuse`` for
+            CAMs, ``none`` for Grounded-SAM).
+        pole_candidates: names per class POLE chooses among (class name included).
+    """
+
+    synonyms: str | None = None
+    pole_candidates: int = DEFAULT_POLE_CANDIDATES
+
+    def resolved(self, default: str, allowed: tuple[str, ...]) -> str:
+        """The synonym mode, ``default`` when unset; ConfigError when the labeler does not know it."""
+        mode = self.synonyms or default
+        if mode not in allowed:
+            if mode == "detector":
+                raise ConfigError("--synonyms detector names Grounding DINO captions; it needs --method grounded-sam")
+            raise ConfigError(f"--synonyms must be one of {', '.join(allowed)}, got {mode!r}")
+        return mode
+
+
+@dataclass(frozen=True)
+class ExclusionOptions:
+    """ELSE-style exclusion of classes impossible in a region.
+
+    Attributes:
+        enabled: run it.
+        threshold: a (region, class) pair is impossible when P_ex is above this.
+        weights: ``clip`` (reverse prompts on the labeler's CLIP) or a CLIPN checkpoint.
+    """
+
+    enabled: bool = False
+    threshold: float = DEFAULT_EXCLUSION_THRESHOLD
+    weights: str = "clip"
+
+
+@dataclass(frozen=True)
+class ZeroShotOptions:
+    """Candidates from CLIP instead of image labels.
+
+    Attributes:
+        enabled: ignore image labels (``--labels none``).
+        top_k: candidate classes per image.
+        min_probability: keep candidates with CLIP probability above this.
+    """
+
+    enabled: bool = False
+    top_k: int = 3
+    min_probability: float = 0.1

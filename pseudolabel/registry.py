@@ -1,0 +1,192 @@
+"""Registries, the way ``segment_anything.sam_model_registry`` does it: name -> builder.
+
+* ``LABELERS[name](hub, prompts, settings)`` -> a Scorer (Sample, StageRecord) -> ScoreMaps.
+* ``REFINERS[name](hub, settings)`` -> a Refiner (rgb, ScoreMaps, StageRecord) -> ScoreMaps.
+* ``DATASETS[name](root, split, prompts, labels_file, gt_dir, max_image_pixels)`` -> a Dataset.
+
+A :class:`ModelHub` builds each model once per run on first use and shares it, so
+``generate --method grounded-sam --refine sam`` holds one SAM. Adding a refiner or labeler is
+one entry here (and, for the CLI, nothing else: ``--refine`` and ``--method`` read these keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+
+from pseudolabel.datasets import DATASET_NAMES, build_dataset
+from pseudolabel.labelers.clip_es import CamOptions
+from pseudolabel.labelers.detection import DetectorOptions
+from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
+from pseudolabel.prompts import PromptSet
+from pseudolabel.refiners.crf import CrfOptions
+from pseudolabel.refiners.sam import SamRefineOptions
+from pseudolabel.stages import Refiner, Scorer
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models a run uses; ``default`` weights are each model's published ones."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    autocast_dtype: torch.dtype | None = None
+    clip_model: str = "ViT-B-16-quickgelu"
+    clip_weights: str = "default"
+    sam: str = "vit_b"
+    sam_checkpoint: str = "default"
+    sam_batch: int = 64
+    detector: str = "swint"
+    detector_weights: str = "default"
+    seed: int = 0
+
+
+class ModelHub:
+    """Builds each model of a run once, on first use (random weights are drawn after ``seed``)."""
+
+    def __init__(self, settings: ModelSettings | None = None) -> None:
+        self.settings = settings or ModelSettings()
+        self._built: dict[str, Any] = {}
+        torch.manual_seed(self.settings.seed)
+
+    def _once(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]
+
+    def clip(self) -> Any:
+        """The run's CLIP (``clip_model`` with ``clip_weights``)."""
+        from pseudolabel.models.clip import build_clip
+
+        settings = self.settings
+        return self._once("clip", lambda: build_clip(settings.clip_model, settings.clip_weights, settings.device))
+
+    def clipn(self, weights: str) -> tuple[Any, Any]:
+        """CLIPN's CLIP (image and "yes" text towers) and its "no" text tower."""
+        from pseudolabel.models import clipn
+
+        return self._once(f"clipn:{weights}", lambda: clipn.load_clipn(weights, self.settings.device))
+
+    def sam(self) -> Any:
+        """The run's :class:`~pseudolabel.models.sam.SamPrompter`, shared by labeler and refiner."""
+        from pseudolabel.models import sam
+
+        settings = self.settings
+
+        def build() -> Any:
+            model = sam.build_sam(settings.sam, settings.sam_checkpoint, settings.device)
+            return sam.SamPrompter(model, settings.sam_batch, settings.autocast_dtype)
+
+        return self._once("sam", build)
+
+    def grounding_dino(self) -> Any:
+        """The run's Grounding DINO (``detector`` with ``detector_weights``)."""
+        from pseudolabel.models.grounding import build_grounding_dino
+
+        settings = self.settings
+        return self._once(
+            "grounding", lambda: build_grounding_dino(settings.detector, settings.detector_weights, settings.device)
+        )
+
+
+@dataclass(frozen=True)
+class LabelerSettings:
+    """Settings of every labeler, in groups; a labeler reads the groups it uses."""
+
+    prompting: PromptingOptions = field(default_factory=PromptingOptions)
+    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
+    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
+    cam: CamOptions = field(default_factory=CamOptions)
+    bg_alpha: float = 1.0
+    bg_threshold: float | None = None
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+
+
+@dataclass(frozen=True)
+class RefinerSettings:
+    """Settings of every refiner; ``min_confidence``: CRF marks less sure pixels unsure."""
+
+    crf: CrfOptions = field(default_factory=CrfOptions)
+    min_confidence: float | None = None
+    sam: SamRefineOptions = field(default_factory=SamRefineOptions)
+
+
+def _exclusion(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> tuple[Any, Any]:
+    """(CLIP for the exclusion, exclusion) for a CLIPN checkpoint; (None, None) for plain CLIP,
+    which the labeler builds itself on its own CLIP."""
+    exclusion = settings.exclusion
+    if not exclusion.enabled or exclusion.weights == "clip":
+        return None, None
+    from pseudolabel.exclusion import ClassExclusion
+
+    clip, no_tower = hub.clipn(exclusion.weights)
+    return clip, ClassExclusion(clip, prompts, exclusion.threshold, no_tower)
+
+
+def build_cam_labeler(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> Scorer:
+    """CLIP-ES CAMs on the run's CLIP; a CLIPN exclusion keeps its own CLIP."""
+    from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
+
+    _, exclusion = _exclusion(hub, prompts, settings)
+    options = CamLabelerOptions(
+        settings.prompting, settings.bg_alpha, settings.bg_threshold, settings.exclusion, settings.zero_shot
+    )
+    return CamLabeler(hub.clip(), prompts, settings.cam, options, hub.settings.autocast_dtype, exclusion)
+
+
+def build_grounded_sam_labeler(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> Scorer:
+    """Grounding DINO + SAM; CLIP only when zero-shot, POLE or exclusion need it."""
+    from pseudolabel.labelers.grounded_sam import GroundedSamLabeler, GroundedSamOptions
+
+    options = GroundedSamOptions(settings.detector, settings.prompting, settings.exclusion, settings.zero_shot)
+    clip, exclusion = _exclusion(hub, prompts, settings)
+    if clip is None and options.needs_clip:
+        clip = hub.clip()
+    detector = hub.grounding_dino()
+    return GroundedSamLabeler(detector, hub.sam(), prompts, options, clip, exclusion, hub.settings.autocast_dtype)
+
+
+def build_crf_refiner(hub: ModelHub, settings: RefinerSettings) -> Refiner:
+    """DenseCRF (picklable: it can run in worker processes)."""
+    from pseudolabel.refiners.crf import CrfRefiner
+
+    return CrfRefiner(settings.crf, settings.min_confidence)
+
+
+def build_sam_refiner(hub: ModelHub, settings: RefinerSettings) -> Refiner:
+    """SAM point prompts (CEP) or automatic masks (SEPL) on the run's shared SAM."""
+    from pseudolabel.refiners.sam import SamRefiner
+
+    return SamRefiner(hub.sam(), settings.sam)
+
+
+LABELERS: dict[str, Callable[[ModelHub, PromptSet, LabelerSettings], Scorer]] = {
+    "cam": build_cam_labeler,
+    "grounded-sam": build_grounded_sam_labeler,
+}
+REFINERS: dict[str, Callable[[ModelHub, RefinerSettings], Refiner]] = {
+    "crf": build_crf_refiner,
+    "sam": build_sam_refiner,
+}
+DATASETS: dict[str, Callable[..., Any]] = {name: partial(build_dataset, name) for name in DATASET_NAMES}
+CPU_REFINERS = frozenset({"crf"})
+"""Refiners that run on the CPU only and pickle, so ``refine`` runs them in worker processes."""
+
+
+def parse_refiners(text: str | None) -> tuple[str, ...]:
+    """``"crf,sam"`` -> ("crf", "sam"), in order; each must be in :data:`REFINERS`."""
+    from pseudolabel.errors import ConfigError
+
+    names = tuple(part.strip() for part in (text or "").split(",") if part.strip())
+    unknown = [name for name in names if name not in REFINERS]
+    if unknown:
+        raise ConfigError(f"unknown refiner {unknown[0]!r}; choose from {', '.join(REFINERS)} (comma-separated)")
+    return names
+
+
+def create_refiners(names: tuple[str, ...], hub: ModelHub, settings: RefinerSettings) -> list[Refiner]:
+    """The refiners ``names`` in order, built from the registry."""
+    return [REFINERS[name](hub, settings) for name in names]
