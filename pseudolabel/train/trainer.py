@@ -13,7 +13,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -216,30 +216,28 @@ class TrainResult:
     stopped_early: bool
 
 
-def train(
-    dataset: Dataset,
-    config: TrainConfig,
-    evaluate: Callable[[DeepLabV2], float] | None = None,
-    stop_after: int | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    on_iteration: Callable[[int, float], None] | None = None,
-) -> TrainResult:
-    """Train (or resume) and checkpoint to ``config.out_dir``.
+@dataclass
+class TrainingSession:
+    """What :func:`setup_training` prepares for the loop."""
 
-    Args:
-        evaluate: returns val mIoU for the model, called every ``val_every`` iterations (rank 0).
-        stop_after: save and stop after this iteration (the schedule still spans ``iterations``).
-        should_stop: polled after each iteration (Ctrl-C); True saves and stops.
-        on_iteration: ``(iteration, loss)`` after each iteration (rank 0), for progress display.
+    model: DeepLabV2
+    network: Any
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    device: torch.device
+    dtype: torch.dtype | None
+    place: Distributed
+    start: int
 
-    Raises:
-        TrainingDiverged: NaN/inf loss; ``last.pt`` keeps the last good state.
-    """
+
+def setup_training(dataset: Dataset, config: TrainConfig) -> TrainingSession:
+    """Device and process group, the model (initialised or resumed from ``last.pt``), optimizer,
+    schedule and the batch stream from the resumed iteration on."""
     device = resolve_device(config.device)
     place = distributed_from_env(device.type)
     if device.type == "cuda" and place.world > 1:
         device = torch.device("cuda", place.local_rank)
-    dtype = autocast_dtype(config.precision, device)
     micro_batch, remainder = divmod(config.batch_size, config.accumulate * place.world)
     if remainder or micro_batch < 1:
         raise ConfigError(
@@ -254,8 +252,7 @@ def train(
             "trainable batch norm needs SyncBatchNorm, which runs on GPUs only; use --freeze-bn on the CPU"
         )
     model = DeepLabV2(dataset.num_classes, config.backbone, frozen)
-    last = config.out_dir / "last.pt"
-    state = load_checkpoint(last) if config.resume else None
+    state = load_checkpoint(config.out_dir / "last.pt") if config.resume else None
     if state is None:
         load_backbone_weights(model, config.backbone_weights)
     else:
@@ -280,45 +277,90 @@ def train(
     loader = torch.utils.data.DataLoader(
         crops, batch_size=micro_batch, sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda"
     )
-    batches = iter(loader)
+    dtype = autocast_dtype(config.precision, device)
+    return TrainingSession(model, network, optimizer, scheduler, iter(loader), device, dtype, place, start)
+
+
+def train_step(session: TrainingSession, config: TrainConfig) -> tuple[float, float]:
+    """One iteration: ``accumulate`` micro-batches, the loss averaged over processes, one optimizer
+    and schedule step. Returns (loss, the learning rate it used); the loss may be NaN."""
+    place, device, dtype = session.place, session.device, session.dtype
+    session.model.train()
+    total = torch.zeros((), device=device)
+    for step in range(config.accumulate):
+        images, labels = (t.to(device, non_blocking=True) for t in next(session.batches))
+        sync = step == config.accumulate - 1 or place.world == 1
+        context = session.network.no_sync() if (place.world > 1 and not sync) else contextlib.nullcontext()
+        with context, torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = training_loss(session.network, images, labels, config) / config.accumulate
+        loss.backward()
+        total += loss.detach()
+    if place.world > 1:
+        dist.all_reduce(total)
+        total /= place.world
+    loss_value = float(total)
+    if not math.isfinite(loss_value):
+        return loss_value, math.nan
+    lr = session.optimizer.param_groups[0]["lr"]
+    session.optimizer.step()
+    session.optimizer.zero_grad(set_to_none=True)
+    session.scheduler.step()
+    return loss_value, lr
+
+
+def diverged(loss_value: float, iteration: int, last: Path) -> TrainingDiverged:
+    """The error for a non-finite loss at ``iteration``, naming the checkpoint that is kept."""
+    if last.is_file():
+        kept = f"the last good checkpoint is {last} (iteration {int(load_checkpoint(last)['iteration'])})"
+    else:
+        kept = "no checkpoint was saved yet (see --save-every)"
+    return TrainingDiverged(
+        f"loss became {loss_value} at iteration {iteration}; {kept}; "
+        "lower --lr (2e-4 is common for noisy pseudo-labels) or use --loss balanced"
+    )
+
+
+def save_checkpoints(session: TrainingSession, config: TrainConfig, iteration: int, names: list[str]) -> None:
+    """``last.pt`` always, ``iter_N.pt`` every ``save_every`` iterations."""
+    state = checkpoint_state(session.model, session.optimizer, session.scheduler, iteration, config, names)
+    save_checkpoint(config.out_dir / "last.pt", state)
+    if iteration % config.save_every == 0:
+        save_checkpoint(config.out_dir / f"iter_{iteration:06d}.pt", state)
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig,
+    evaluate: Callable[[DeepLabV2], float] | None = None,
+    stop_after: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) and checkpoint to ``config.out_dir``.
+
+    Args:
+        evaluate: returns val mIoU for the model, called every ``val_every`` iterations (rank 0).
+        stop_after: save and stop after this iteration (the schedule still spans ``iterations``).
+        should_stop: polled after each iteration (Ctrl-C); True saves and stops.
+        on_iteration: ``(iteration, loss)`` after each iteration (rank 0), for progress display.
+
+    Raises:
+        TrainingDiverged: NaN/inf loss; ``last.pt`` keeps the last good state.
+    """
+    session = setup_training(dataset, config)
+    main = session.place.main
     config.out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    loss_value = math.nan
-    iteration = start
-    names = dataset.class_names
-    with Manifest(config.out_dir / "metrics.jsonl") if place.main else _NoLog() as metrics:
+    loss_value, iteration = math.nan, session.start
+    with Manifest(config.out_dir / "metrics.jsonl") if main else _NoLog() as metrics:
         window_start, window_iterations = time.perf_counter(), 0
         while iteration < config.iterations:
-            model.train()
-            total = torch.zeros((), device=device)
-            for step in range(config.accumulate):
-                images, labels = (t.to(device, non_blocking=True) for t in next(batches))
-                sync = step == config.accumulate - 1 or place.world == 1
-                context = network.no_sync() if (place.world > 1 and not sync) else contextlib.nullcontext()
-                with context, torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    loss = training_loss(network, images, labels, config) / config.accumulate
-                loss.backward()
-                total += loss.detach()
-            if place.world > 1:
-                dist.all_reduce(total)
-                total /= place.world
-            loss_value = float(total)
+            loss_value, lr = train_step(session, config)
             if not math.isfinite(loss_value):
-                if last.is_file():
-                    kept = f"the last good checkpoint is {last} (iteration {int(load_checkpoint(last)['iteration'])})"
-                else:
-                    kept = "no checkpoint was saved yet (see --save-every)"
-                raise TrainingDiverged(
-                    f"loss became {loss_value} at iteration {iteration + 1}; {kept}; "
-                    "lower --lr (2e-4 is common for noisy pseudo-labels) or use --loss balanced"
-                )
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+                raise diverged(loss_value, iteration + 1, config.out_dir / "last.pt")
             iteration += 1
             window_iterations += 1
-            if place.main:
+            if main:
                 if on_iteration:
                     on_iteration(iteration, loss_value)
                 if iteration % config.log_every == 0 or iteration == config.iterations:
@@ -328,18 +370,13 @@ def train(
                     )
                     window_start, window_iterations = time.perf_counter(), 0
                 if evaluate and config.val_every and iteration % config.val_every == 0:
-                    metrics.write({"iter": iteration, "val_miou": evaluate(model)})
-            stopping = (stop_after is not None and iteration >= stop_after) or (
-                should_stop is not None and should_stop()
-            )
-            if place.main and (iteration % config.save_every == 0 or iteration == config.iterations or stopping):
-                state = checkpoint_state(model, optimizer, scheduler, iteration, config, names)
-                save_checkpoint(last, state)
-                if iteration % config.save_every == 0:
-                    save_checkpoint(config.out_dir / f"iter_{iteration:06d}.pt", state)
+                    metrics.write({"iter": iteration, "val_miou": evaluate(session.model)})
+            stopping = (stop_after is not None and iteration >= stop_after) or bool(should_stop and should_stop())
+            if main and (iteration % config.save_every == 0 or iteration == config.iterations or stopping):
+                save_checkpoints(session, config, iteration, dataset.class_names)
             if stopping:
                 break
-    if place.world > 1:
+    if session.place.world > 1:
         dist.barrier()
     return TrainResult(iteration, loss_value, time.perf_counter() - began, iteration < config.iterations)
 
