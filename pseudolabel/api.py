@@ -1,0 +1,132 @@
+"""The Python API, the registries' public face for notebooks and other tools::
+
+    labeler = pseudolabel.create_labeler("cam", refine=["crf"])
+    result = labeler("photo.jpg", ["cat", "sofa"])   # result.label_map: uint8 [H, W]
+    summary = pseudolabel.run(labeler, pseudolabel.open_dataset("voc", "VOCdevkit/VOC2012"), "out/cam")
+
+Everything here is what the CLI does, minus flag parsing and printing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pseudolabel.datasets import resolve_prompts
+from pseudolabel.datasets.base import Dataset, Sample
+from pseudolabel.devices import autocast_dtype, resolve_device
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import load_rgb
+from pseudolabel.pipeline import RunOptions, RunSummary, run_labeler
+from pseudolabel.prompts import PromptSet, load_prompts
+from pseudolabel.registry import (
+    DATASETS,
+    LABELERS,
+    LabelerSettings,
+    ModelHub,
+    ModelSettings,
+    RefinerSettings,
+    create_refiners,
+)  # fmt: skip
+from pseudolabel.scoremaps import ScoreMaps
+from pseudolabel.stages import Refiner, ScoreRefineDecode
+
+
+@dataclass(frozen=True)
+class Labeling:
+    """One image's result: ``scores`` (the labeler's ScoreMaps, before refinement), ``label_map``
+    (uint8 [H, W], class ids of the prompt set, 255 unsure) and what the stages recorded."""
+
+    scores: ScoreMaps
+    label_map: np.ndarray
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class Labeler:
+    """Maps an image and its class names to a :class:`Labeling`; models are built once."""
+
+    def __init__(self, image_function: ScoreRefineDecode, prompts: PromptSet) -> None:
+        self.image_function = image_function
+        self.prompts = prompts
+
+    def __call__(self, image: np.ndarray | str | os.PathLike[str], classes: Sequence[str]) -> Labeling:
+        """Label ``image`` (uint8 [H, W, 3] RGB, or an image file) given the names of its classes."""
+        rgb = load_rgb(image) if isinstance(image, (str, os.PathLike)) else np.ascontiguousarray(image, np.uint8)
+        class_ids = tuple(sorted({self.prompts.class_id(name) for name in classes}))
+        result = self.image_function(Sample("image", rgb, class_ids, None))
+        return Labeling(result.scores, result.label_map, dict(result.record))
+
+    predict = __call__
+
+
+def _hub(device: str, precision: str, models: ModelSettings | None) -> ModelHub:
+    if models is None:
+        torch_device = resolve_device(device)
+        models = ModelSettings(device=torch_device, autocast_dtype=autocast_dtype(precision, torch_device))
+    return ModelHub(models)
+
+
+def create_labeler(
+    method: str = "cam",
+    *,
+    prompts: str | PromptSet = "voc",
+    refine: Sequence[str] = (),
+    unsure_margin: float = 0.05,
+    device: str = "auto",
+    precision: str = "auto",
+    models: ModelSettings | None = None,
+    settings: LabelerSettings | None = None,
+    refiner_settings: RefinerSettings | None = None,
+) -> Labeler:
+    """A labeler from :data:`~pseudolabel.registry.LABELERS` (``cam``, ``grounded-sam``) followed by
+    refiners from :data:`~pseudolabel.registry.REFINERS` in order. ``models`` (which weights, device)
+    overrides ``device`` and ``precision``; ``default`` weights are the published ones."""
+    prompt_set = load_prompts(prompts) if isinstance(prompts, str) else prompts
+    hub = _hub(device, precision, models)
+    scorer = LABELERS[method](hub, prompt_set, settings or LabelerSettings())
+    refiners = create_refiners(tuple(refine), hub, refiner_settings or RefinerSettings())
+    return Labeler(ScoreRefineDecode(scorer, unsure_margin, refiners), prompt_set)
+
+
+def create_refiner(
+    name: str,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    models: ModelSettings | None = None,
+    settings: RefinerSettings | None = None,
+) -> Refiner:
+    """A refiner from the registry: ``(rgb uint8 [H, W, 3], ScoreMaps, StageRecord) -> ScoreMaps``."""
+    return create_refiners((name,), _hub(device, precision, models), settings or RefinerSettings())[0]
+
+
+def open_dataset(name: str, root: str | os.PathLike[str], split: str | None = None, **options: Any) -> Dataset:
+    """A dataset from :data:`~pseudolabel.registry.DATASETS` (``voc``, ``coco``, ``folder``);
+    ``options``: ``prompts`` (a PromptSet), ``labels_file``, ``gt_dir``, ``max_image_pixels``."""
+    options.setdefault("prompts", resolve_prompts(name))
+    return DATASETS[name](Path(root), split, **options)
+
+
+def run(
+    labeler: Labeler,
+    dataset: Dataset,
+    out: str | os.PathLike[str],
+    *,
+    save_scores: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    limit: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    num_workers: int = 0,
+) -> RunSummary:
+    """Label a dataset split into ``out`` as ``generate`` does: palette PNGs, ``manifest.jsonl``,
+    resume of finished images, optional saved scores."""
+    if dataset.class_names != labeler.prompts.class_names:
+        raise ConfigError("the dataset's classes differ from the labeler's prompt set; open both with the same prompts")
+    scores_dir = Path(save_scores) if save_scores is not None else None
+    options = RunOptions(Path(out), scores_dir, overwrite, limit, shard, num_workers)
+    return run_labeler(dataset, lambda: labeler.image_function, options)

@@ -1,0 +1,69 @@
+"""The Python API: the README's example runs as written (tiny random CLIP standing in for the
+published weights), and its results equal the command line's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_clip import TINY_CLIP
+from typer.testing import CliRunner
+
+import pseudolabel
+from pseudolabel.cli import app
+from pseudolabel.errors import ConfigError
+from pseudolabel.images import load_rgb
+from pseudolabel.masks import read_mask
+from pseudolabel.models import clip as clip_module
+from pseudolabel.prompts import load_prompts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_default_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``default`` CLIP weights cannot be downloaded here: the published architecture is swapped
+    for the tiny one with random weights."""
+    real = clip_module.build_clip
+    monkeypatch.setattr(clip_module, "build_clip", lambda arch, weights, device: real(TINY_CLIP, "random", device))
+
+
+def test_readme_example_runs_as_written(tmp_path: Path, monkeypatch, tiny_default_clip: None) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    photo = load_rgb(ROOT / "examples" / "voc" / "VOC2012" / "JPEGImages" / "2026_000001.jpg")
+    assert result.label_map.dtype == np.uint8 and result.label_map.shape == photo.shape[:2]
+    assert set(np.unique(result.label_map)) <= {0, 8, 255}
+    assert namespace["summary"].done == 2 and len(list((tmp_path / "out" / "api").glob("*.png"))) == 2
+
+
+def test_api_labels_equal_the_command_lines(tmp_path: Path, tiny_default_clip: None) -> None:
+    voc = ROOT / "examples" / "voc" / "VOC2012"
+    labeler = pseudolabel.create_labeler("cam", device="cpu", unsure_margin=0.05)
+    pseudolabel.run(labeler, pseudolabel.open_dataset("voc", voc), tmp_path / "api", limit=1)
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(tmp_path / "cli"), "--limit", "1"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    image_id = next((tmp_path / "cli").glob("*.png")).stem
+    np.testing.assert_array_equal(
+        read_mask(tmp_path / "api" / f"{image_id}.png"), read_mask(tmp_path / "cli" / f"{image_id}.png")
+    )
+    single = labeler(voc / "JPEGImages" / f"{image_id}.jpg", ["cat"])
+    np.testing.assert_array_equal(single.label_map, read_mask(tmp_path / "cli" / f"{image_id}.png"))
+
+
+def test_unknown_class_names_and_mismatched_datasets_are_refused(tmp_path: Path, tiny_default_clip: None) -> None:
+    labeler = pseudolabel.create_labeler("cam", device="cpu")
+    with pytest.raises(ConfigError, match="unknown class 'kitten'"):
+        labeler(np.zeros((32, 32, 3), np.uint8), ["kitten"])
+    coco_classes = pseudolabel.open_dataset("voc", ROOT / "examples" / "voc" / "VOC2012", prompts=load_prompts("coco"))
+    with pytest.raises(ConfigError, match="the dataset's classes differ from the labeler's prompt set"):
+        pseudolabel.run(labeler, coco_classes, tmp_path / "out")
