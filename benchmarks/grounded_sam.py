@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from pseudolabel.devices import autocast_dtype, resolve_device
-from pseudolabel.labelers.detection import DetectorOptions, detect
+from pseudolabel.labelers.detection import detect
+from pseudolabel.labelers.options import DetectorOptions
 from pseudolabel.models.grounding import build_grounding_dino
 from pseudolabel.models.sam import SamPrompter, build_sam, merge_by_confidence
 

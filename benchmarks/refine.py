@@ -26,7 +26,8 @@ from pseudolabel.images import load_rgb
 from pseudolabel.masks import read_mask
 from pseudolabel.models.sam import SamPrompter, build_sam
 from pseudolabel.refiners.crf import CrfRefiner
-from pseudolabel.refiners.sam import SamRefineOptions, paint_candidates, point_candidates
+from pseudolabel.refiners.options import SamRefineOptions
+from pseudolabel.refiners.sam import paint_candidates, point_candidates
 from pseudolabel.scoremaps import from_label_map
 from pseudolabel.stage_record import StageRecord
 

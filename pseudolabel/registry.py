@@ -12,36 +12,15 @@ one entry here (and, for the CLI, nothing else: ``--refine`` and ``--method`` re
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
 
 from pseudolabel.datasets import DATASET_NAMES, build_dataset
-from pseudolabel.labelers.clip_es import CamOptions
-from pseudolabel.labelers.detection import DetectorOptions
-from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
 from pseudolabel.prompts import PromptSet
-from pseudolabel.refiners.crf import CrfOptions
-from pseudolabel.refiners.sam import SamRefineOptions
+from pseudolabel.settings import LabelerSettings, ModelSettings, RefinerSettings
 from pseudolabel.stages import Refiner, Scorer
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """Which models a run uses; ``default`` weights are each model's published ones."""
-
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    autocast_dtype: torch.dtype | None = None
-    clip_model: str = "ViT-B-16-quickgelu"
-    clip_weights: str = "default"
-    sam: str = "vit_b"
-    sam_checkpoint: str = "default"
-    sam_batch: int = 64
-    detector: str = "swint"
-    detector_weights: str = "default"
-    seed: int = 0
 
 
 class ModelHub:
@@ -49,6 +28,7 @@ class ModelHub:
 
     def __init__(self, settings: ModelSettings | None = None) -> None:
         self.settings = settings or ModelSettings()
+        self.device = torch.device(self.settings.device)
         self._built: dict[str, Any] = {}
         torch.manual_seed(self.settings.seed)
 
@@ -62,13 +42,13 @@ class ModelHub:
         from pseudolabel.models.clip import build_clip
 
         settings = self.settings
-        return self._once("clip", lambda: build_clip(settings.clip_model, settings.clip_weights, settings.device))
+        return self._once("clip", lambda: build_clip(settings.clip_model, settings.clip_weights, self.device))
 
     def clipn(self, weights: str) -> tuple[Any, Any]:
         """CLIPN's CLIP (image and "yes" text towers) and its "no" text tower."""
         from pseudolabel.models import clipn
 
-        return self._once(f"clipn:{weights}", lambda: clipn.load_clipn(weights, self.settings.device))
+        return self._once(f"clipn:{weights}", lambda: clipn.load_clipn(weights, self.device))
 
     def sam(self) -> Any:
         """The run's :class:`~pseudolabel.models.sam.SamPrompter`, shared by labeler and refiner."""
@@ -77,7 +57,7 @@ class ModelHub:
         settings = self.settings
 
         def build() -> Any:
-            model = sam.build_sam(settings.sam, settings.sam_checkpoint, settings.device)
+            model = sam.build_sam(settings.sam, settings.sam_checkpoint, self.device)
             return sam.SamPrompter(model, settings.sam_batch, settings.autocast_dtype)
 
         return self._once("sam", build)
@@ -88,30 +68,8 @@ class ModelHub:
 
         settings = self.settings
         return self._once(
-            "grounding", lambda: build_grounding_dino(settings.detector, settings.detector_weights, settings.device)
+            "grounding", lambda: build_grounding_dino(settings.detector, settings.detector_weights, self.device)
         )
-
-
-@dataclass(frozen=True)
-class LabelerSettings:
-    """Settings of every labeler, in groups; a labeler reads the groups it uses."""
-
-    prompting: PromptingOptions = field(default_factory=PromptingOptions)
-    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
-    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
-    cam: CamOptions = field(default_factory=CamOptions)
-    bg_alpha: float = 1.0
-    bg_threshold: float | None = None
-    detector: DetectorOptions = field(default_factory=DetectorOptions)
-
-
-@dataclass(frozen=True)
-class RefinerSettings:
-    """Settings of every refiner; ``min_confidence``: CRF marks less sure pixels unsure."""
-
-    crf: CrfOptions = field(default_factory=CrfOptions)
-    min_confidence: float | None = None
-    sam: SamRefineOptions = field(default_factory=SamRefineOptions)
 
 
 def _exclusion(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> tuple[Any, Any]:

@@ -15,14 +15,13 @@ from tiny_clip import tiny_clip
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
 from pseudolabel.labelers.clip_es import (
-    CamOptions,
     ClipEsCam,
     caa_transition,
     gradcam_last_block,
     refine_with_affinity,
     region_box_mask,
 )
-from pseudolabel.labelers.options import PromptingOptions
+from pseudolabel.labelers.options import CamOptions, PromptingOptions
 from pseudolabel.models.clip import block_forward, patch_tokens
 from pseudolabel.prompts import load_prompts
 from pseudolabel.scoremaps import decode, load_scores, save_scores

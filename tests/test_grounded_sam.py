@@ -23,7 +23,6 @@ from pseudolabel.datasets.base import Sample
 from pseudolabel.errors import WeightsError
 from pseudolabel.labelers.detection import (
     Detections,
-    DetectorOptions,
     caption_spans,
     centre_to_corners,
     class_probabilities,
@@ -32,7 +31,7 @@ from pseudolabel.labelers.detection import (
     select_detections,
 )
 from pseudolabel.labelers.grounded_sam import GroundedSamLabeler, GroundedSamOptions
-from pseudolabel.labelers.options import PromptingOptions
+from pseudolabel.labelers.options import DetectorOptions, PromptingOptions
 from pseudolabel.manifest import read_manifest
 from pseudolabel.masks import read_mask
 from pseudolabel.models.grounding import (

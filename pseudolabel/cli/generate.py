@@ -16,6 +16,7 @@ from pseudolabel.cli.options import (
     GROUNDED,
     REFINEMENT,
     RUN,
+    ZERO_SHOT,
     ClassesOption,
     ConfigOption,
     CrfIterationsOption,
@@ -45,9 +46,8 @@ from pseudolabel.cli.options import (
 from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
 from pseudolabel.config import write_resolved_config
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.labelers.detection import DetectorOptions
-from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
-from pseudolabel.refiners.sam import SamRefineOptions
+from pseudolabel.labelers.options import DetectorOptions, ExclusionOptions, PromptingOptions, ZeroShotOptions
+from pseudolabel.refiners.options import SamRefineOptions
 from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
 
 
@@ -116,10 +116,8 @@ def generate(
         ExclusionOptions.threshold
     ),
     exclusion_weights: Annotated[str, _option("clip, or a CLIPN checkpoint.", EXCLUSION)] = ExclusionOptions.weights,
-    zero_shot_top_k: Annotated[int, _option("--labels none: candidates per image.", EXCLUSION)] = (
-        ZeroShotOptions.top_k
-    ),
-    zero_shot_min_probability: Annotated[float, _option("--labels none: minimum probability.", EXCLUSION)] = (
+    zero_shot_top_k: Annotated[int, _option("Candidate classes per image.", ZERO_SHOT)] = ZeroShotOptions.top_k,
+    zero_shot_min_probability: Annotated[float, _option("Keep candidates above this CLIP probability.", ZERO_SHOT)] = (
         ZeroShotOptions.min_probability
     ),
     unsure_margin: Annotated[float, _option("255 where the two best scores are closer.", REFINEMENT)] = 0.05,

@@ -13,8 +13,8 @@ from pseudolabel.config import load_config_file
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
-DATA, CAM, GROUNDED, EXCLUSION, REFINEMENT, RUN = (
-    "Data", "CAM", "Grounded-SAM", "Exclusion / zero-shot", "Refinement", "Run"
+DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN = (
+    "Data", "CAM", "Grounded-SAM", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run"
 )  # fmt: skip
 
 

@@ -39,7 +39,7 @@ from pseudolabel.cli.settings import model_settings, refiner_settings
 from pseudolabel.config import write_resolved_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.refiners.sam import SamRefineOptions
+from pseudolabel.refiners.options import SamRefineOptions
 from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pseudolabel.cli.app import app, console, err_console, progress_bar
 from pseudolabel.cli.options import (
+    DATA,
     ClassesOption,
     ConfigOption,
     DatasetArgs,
@@ -30,25 +31,41 @@ from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 @app.command()
 def score(
     ctx: typer.Context,
-    pred: Annotated[Path, typer.Option(help="Folder of predicted masks, <id>.png (palette, grey or RGB).")],
-    gt: Annotated[Path | None, typer.Option(help="Folder of GT masks; every GT mask in it is scored.")] = None,
-    dataset: Annotated[DatasetName | None, typer.Option(help="Score a dataset split's GT instead of --gt.")] = None,
+    pred: Annotated[
+        Path, typer.Option(help="Folder of predicted masks, <id>.png (palette, grey or RGB).", rich_help_panel=DATA)
+    ],
+    gt: Annotated[
+        Path | None, typer.Option(help="Folder of GT masks; every GT mask in it is scored.", rich_help_panel=DATA)
+    ] = None,
+    dataset: Annotated[
+        DatasetName | None, typer.Option(help="Score a dataset split's GT instead of --gt.", rich_help_panel=DATA)
+    ] = None,
     root: RootOption = None,
     split: SplitOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
     num_classes: Annotated[
-        int | None, typer.Option(help="Number of classes incl. background (default: the prompt set's, 21 for VOC).")
+        int | None,
+        typer.Option(
+            help="Number of classes incl. background (default: the prompt set's, 21 for VOC).", rich_help_panel=DATA
+        ),
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write all figures as JSON here.")] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write per-class figures as CSV here.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write all figures as JSON here.", rich_help_panel="Output")
+    ] = None,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Write per-class figures as CSV here.", rich_help_panel="Output")
+    ] = None,
     allow_missing: Annotated[
-        bool, typer.Option(help="Count missing predictions as all-unsure instead of failing.")
+        bool, typer.Option(help="Missing predictions count as all-unsure.", rich_help_panel="Scoring")
     ] = False,
-    workers: Annotated[int, typer.Option(help="Processes to use; 0 = all CPU cores.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes to use; 0 = all CPU cores.", rich_help_panel="Scoring")] = 0,
     boundary_kernel: Annotated[
         int | None,
-        typer.Option(help="mBIoU erosion by a fixed odd KxK square (CEP: 23) instead of 2% of the image diagonal."),
+        typer.Option(
+            help="mBIoU erosion by a fixed odd KxK square (CEP: 23) instead of 2% of the image diagonal.",
+            rich_help_panel="Scoring",
+        ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -100,7 +117,9 @@ def inspect(
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    check_images: Annotated[bool, typer.Option(help="Decode every image and report those that fail (slower).")] = False,
+    check_images: Annotated[
+        bool, typer.Option(help="Decode every image; report failures.", rich_help_panel="Checks")
+    ] = False,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     config: ConfigOption = None,
 ) -> None:

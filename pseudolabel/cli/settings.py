@@ -10,7 +10,7 @@ from pseudolabel.cli.options import parse_scales
 def model_settings(flags: dict[str, Any]) -> Any:
     """ModelSettings from ``--device``, ``--precision``, ``--clip-*``, ``--sam*``, ``--detector*``, ``--seed``."""
     from pseudolabel.devices import autocast_dtype, resolve_device
-    from pseudolabel.registry import ModelSettings
+    from pseudolabel.settings import ModelSettings
 
     device = resolve_device(flags["device"])
     defaults = ModelSettings()
@@ -29,10 +29,14 @@ def model_settings(flags: dict[str, Any]) -> Any:
 
 def labeler_settings(flags: dict[str, Any]) -> Any:
     """LabelerSettings from ``generate``'s labeler flags (zero-shot when ``--labels none``)."""
-    from pseudolabel.labelers.clip_es import CamOptions
-    from pseudolabel.labelers.detection import DetectorOptions
-    from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
-    from pseudolabel.registry import LabelerSettings
+    from pseudolabel.labelers.options import (
+        CamOptions,
+        DetectorOptions,
+        ExclusionOptions,
+        PromptingOptions,
+        ZeroShotOptions,
+    )
+    from pseudolabel.settings import LabelerSettings
 
     synonyms = flags["synonyms"].value if flags["synonyms"] is not None else None
     zero_shot = flags["labels"] is not None and str(flags["labels"]) == "none"
@@ -51,9 +55,8 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
 
 def refiner_settings(flags: dict[str, Any]) -> Any:
     """RefinerSettings from the refinement flags ``generate`` and ``refine`` share."""
-    from pseudolabel.refiners.crf import CrfOptions
-    from pseudolabel.refiners.sam import SamRefineOptions
-    from pseudolabel.registry import RefinerSettings
+    from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
+    from pseudolabel.settings import RefinerSettings
 
     sam = SamRefineOptions(
         flags["sam_mode"].value, flags["grid"], flags["iou_threshold"], label_confidence=flags["label_confidence"]

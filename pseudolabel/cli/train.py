@@ -11,6 +11,8 @@ from rich.progress import TextColumn
 
 from pseudolabel.cli.app import app, console, err_console, progress_bar
 from pseudolabel.cli.options import (
+    DATA,
+    RUN,
     ClassesOption,
     ConfigOption,
     DatasetArgs,
@@ -46,49 +48,90 @@ class Loss(str, Enum):
 def train_seg(
     ctx: typer.Context,
     dataset: Annotated[DatasetName, typer.Option(help="Dataset kind (images; labels come from --masks).")],
-    masks: Annotated[Path, typer.Option(help="Folder of training masks <id>.png (pseudo-labels from any tool).")],
-    out: Annotated[Path, typer.Option(help="Run folder: last.pt, iter_*.pt, metrics.jsonl, config.yaml.")],
+    masks: Annotated[
+        Path,
+        typer.Option(help="Folder of training masks <id>.png (pseudo-labels from any tool).", rich_help_panel=DATA),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Run folder: last.pt, iter_*.pt, metrics.jsonl, config.yaml.", rich_help_panel=DATA)
+    ],
     root: RootOption = None,
     split: SplitOption = None,
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    val_split: Annotated[str | None, typer.Option(help="Split with GT masks for periodic val mIoU.")] = None,
-    val_every: Annotated[int, typer.Option(help="Val mIoU every N iterations (0 = never).")] = 0,
+    val_split: Annotated[
+        str | None, typer.Option(help="Split with GT masks for periodic val mIoU.", rich_help_panel=DATA)
+    ] = None,
+    val_every: Annotated[int, typer.Option(help="Val mIoU every N iterations (0 = never).", rich_help_panel=DATA)] = 0,
     backbone: Annotated[
         str,
-        typer.Option(help="resnet101-caffe (DeepLab's published one), resnet101 (torchvision), resnet50, resnet18."),
+        typer.Option(
+            help="resnet101-caffe (DeepLab's published one), resnet101 (torchvision), resnet50, resnet18.",
+            rich_help_panel="Model",
+        ),
     ] = "resnet101",
     backbone_weights: Annotated[
         str,
         typer.Option(
             help="default: the backbone's published init (resnet101: ImageNet, alias imagenet; resnet101-caffe: "
             "deeplab-pytorch's COCO init, alias coco), a state-dict file (torchvision or deeplab-pytorch layout), "
-            "or random."
+            "or random.",
+            rich_help_panel="Model",
         ),
     ] = "default",
     freeze_bn: Annotated[
-        bool | None, typer.Option(help="Freeze batch norm (default: yes for pretrained backbones, no for random).")
+        bool | None,
+        typer.Option(
+            help="Freeze batch norm (default: yes for pretrained backbones, no for random).", rich_help_panel="Model"
+        ),
     ] = None,
-    iters: Annotated[int, typer.Option(help="Training iterations (poly schedule spans them).")] = 20_000,
-    batch_size: Annotated[int, typer.Option(help="Images per iteration, over all processes and accumulation.")] = 10,
-    accumulate: Annotated[int, typer.Option(help="Gradient-accumulation steps per iteration.")] = 2,
-    crop_size: Annotated[int, typer.Option(help="Square training crop in pixels.")] = 321,
-    lr: Annotated[float, typer.Option(help="Backbone learning rate (ASPP weights x10, biases x20).")] = 2.5e-4,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay (not on ASPP biases).")] = 5e-4,
-    lr_step: Annotated[int, typer.Option(help="Update the poly learning rate every N iterations.")] = 10,
-    msc: Annotated[bool, typer.Option(help="Multi-scale loss: scales 1, 0.5, 0.75 and their max.")] = True,
+    iters: Annotated[
+        int, typer.Option(help="Training iterations (poly schedule spans them).", rich_help_panel="Schedule")
+    ] = 20_000,
+    batch_size: Annotated[
+        int, typer.Option(help="Images per iteration, over all processes and accumulation.", rich_help_panel="Schedule")
+    ] = 10,
+    accumulate: Annotated[
+        int, typer.Option(help="Gradient-accumulation steps per iteration.", rich_help_panel="Schedule")
+    ] = 2,
+    crop_size: Annotated[int, typer.Option(help="Square training crop in pixels.", rich_help_panel="Schedule")] = 321,
+    lr: Annotated[
+        float, typer.Option(help="Backbone learning rate (ASPP weights x10, biases x20).", rich_help_panel="Schedule")
+    ] = 2.5e-4,
+    weight_decay: Annotated[
+        float, typer.Option(help="Weight decay (not on ASPP biases).", rich_help_panel="Schedule")
+    ] = 5e-4,
+    lr_step: Annotated[
+        int, typer.Option(help="Update the poly learning rate every N iterations.", rich_help_panel="Schedule")
+    ] = 10,
+    msc: Annotated[
+        bool, typer.Option(help="Multi-scale loss: scales 1, 0.5, 0.75 and their max.", rich_help_panel="Model")
+    ] = True,
     train_scales: Annotated[
-        str, typer.Option(help="Random-scale augmentation: comma-separated scales to draw from.")
+        str,
+        typer.Option(
+            help="Random-scale augmentation: comma-separated scales to draw from.", rich_help_panel="Schedule"
+        ),
     ] = "0.5,0.75,1.0,1.25,1.5",
-    loss: Annotated[Loss, typer.Option(help="ce, or balanced (classes weighted by inverse pixel count).")] = Loss.ce,
-    log_every: Annotated[int, typer.Option(help="Write a metrics.jsonl record every N iterations.")] = 20,
-    save_every: Annotated[int, typer.Option(help="Keep iter_N.pt every N iterations (last.pt always).")] = 1000,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt exactly where it stopped.")] = False,
+    loss: Annotated[
+        Loss, typer.Option(help="ce, or balanced (classes weighted by inverse pixel count).", rich_help_panel="Model")
+    ] = Loss.ce,
+    log_every: Annotated[
+        int, typer.Option(help="Write a metrics.jsonl record every N iterations.", rich_help_panel=RUN)
+    ] = 20,
+    save_every: Annotated[
+        int, typer.Option(help="Keep iter_N.pt every N iterations (last.pt always).", rich_help_panel=RUN)
+    ] = 1000,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from OUT/last.pt exactly where it stopped.", rich_help_panel=RUN)
+    ] = False,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
-    num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and augmentation.")] = 0,
+    num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.", rich_help_panel=RUN)] = 2,
+    seed: Annotated[
+        int, typer.Option(help="Seed for initialisation, data order and augmentation.", rich_help_panel=RUN)
+    ] = 0,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     config: ConfigOption = None,
 ) -> None:
@@ -143,7 +186,8 @@ def predict(
         str,
         typer.Option(
             help="A train-seg checkpoint (RUN/last.pt), a deeplab-pytorch DeepLabV2 state dict, or deeplab_voc12_msc "
-            "(deeplab-pytorch's VOC model from the weights cache)."
+            "(deeplab-pytorch's VOC model from the weights cache).",
+            rich_help_panel="Model",
         ),
     ],
     dataset: DatasetOption,
@@ -154,10 +198,15 @@ def predict(
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
     scales: Annotated[
-        str, typer.Option(help="Comma-separated test scales; logits max-fused on the first's grid.")
+        str,
+        typer.Option(
+            help="Comma-separated test scales; logits max-fused on the first's grid.", rich_help_panel="Model"
+        ),
     ] = "1.0,0.5,0.75",
-    flip: Annotated[bool, typer.Option(help="Also max-fuse horizontally flipped views.")] = False,
-    crf: Annotated[bool, typer.Option(help="Refine with DenseCRF.")] = False,
+    flip: Annotated[
+        bool, typer.Option(help="Also max-fuse horizontally flipped views.", rich_help_panel="Model")
+    ] = False,
+    crf: Annotated[bool, typer.Option(help="Refine with DenseCRF.", rich_help_panel="Model")] = False,
     device: DeviceOption = "auto",
     limit: LimitOption = None,
     shard: ShardOption = "0/1",

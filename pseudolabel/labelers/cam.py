@@ -8,8 +8,8 @@ import torch
 
 from pseudolabel.datasets.base import Sample
 from pseudolabel.exclusion import ClassExclusion, Regions, zero_shot_classes
-from pseudolabel.labelers.clip_es import CamOptions, ClipEsCam, background_score
-from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
+from pseudolabel.labelers.clip_es import ClipEsCam, background_score
+from pseudolabel.labelers.options import CamOptions, ExclusionOptions, PromptingOptions, ZeroShotOptions
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.pole import POLE_TALLY, choose_synonyms
 from pseudolabel.prompts import PromptSet

@@ -22,28 +22,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pseudolabel.labelers.options import CamOptions
 from pseudolabel.models.clip import ClipModel, block_forward, patch_tokens, pooled_patch_features
 
 EPSILON = 1e-7
-
-
-@dataclass(frozen=True)
-class CamOptions:
-    """CAM settings.
-
-    Attributes:
-        scales: image scales, each view resized to a multiple of the patch size.
-        flip: add a horizontally flipped view per scale.
-        caa: refine with class-aware attention affinity.
-        caa_threshold: CAA keeps affinities into boxes around CAM regions above this share of the max.
-        attention_layers: last blocks whose attention forms the affinity.
-    """
-
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    caa: bool = True
-    caa_threshold: float = 0.4
-    attention_layers: int = 8
 
 
 @dataclass

@@ -10,26 +10,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from pseudolabel.labelers.options import DetectorOptions
 from pseudolabel.models.grounding import GroundingDino
-
-CAPTION_MODES = ("joint", "per-class")
-
-
-@dataclass(frozen=True)
-class DetectorOptions:
-    """Grounding DINO thresholds and caption mode.
-
-    Attributes:
-        box_threshold: keep a query whose best probability is above this (0.3).
-        text_threshold: ``joint`` captions: a kept query detects every class above this (0.25).
-        nms_threshold: per-class NMS IoU (1 keeps every box).
-        captions: ``joint`` (one caption for all classes) or ``per-class`` (one pass per class).
-    """
-
-    box_threshold: float = 0.3
-    text_threshold: float = 0.25
-    nms_threshold: float = 0.7
-    captions: str = "joint"
 
 
 @dataclass(frozen=True)

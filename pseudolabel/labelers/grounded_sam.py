@@ -43,8 +43,15 @@ import torch
 
 from pseudolabel.datasets.base import Sample
 from pseudolabel.exclusion import ClassExclusion, Regions, zero_shot_classes
-from pseudolabel.labelers.detection import CAPTION_MODES, DetectorOptions, detect
-from pseudolabel.labelers.options import SYNONYM_MODES, ExclusionOptions, PromptingOptions, ZeroShotOptions
+from pseudolabel.labelers.detection import detect
+from pseudolabel.labelers.options import (
+    CAPTION_MODES,
+    SYNONYM_MODES,
+    DetectorOptions,
+    ExclusionOptions,
+    PromptingOptions,
+    ZeroShotOptions,
+)
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.grounding import GroundingDino
 from pseudolabel.models.sam import merge_by_confidence

@@ -1,5 +1,6 @@
-"""Options both labelers share: how class names become prompts, the ELSE-style exclusion, and
-zero-shot candidates. Each default is written here once; the CLI reads it from these classes."""
+"""Labeler options: those both labelers share (how class names become prompts, the ELSE-style
+exclusion, zero-shot candidates), the CAM views (CamOptions) and the detector (DetectorOptions).
+Each default is written here once; the command line reads it from these classes (no torch needed)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pseudolabel.errors import ConfigError
 
 DEFAULT_POLE_CANDIDATES = 4
 DEFAULT_EXCLUSION_THRESHOLD = 0.2
+CAPTION_MODES = ("joint", "per-class")
 SYNONYM_MODES = ("none", "fuse", "detector", "pole")
 """``none`` class name, ``fuse`` CLIP-ES fused names, ``detector`` the prompt file's detector
 names (Grounded-SAM only), ``pole`` a per-image choice among the class name and its synonyms."""
@@ -65,3 +67,39 @@ class ZeroShotOptions:
     enabled: bool = False
     top_k: int = 3
     min_probability: float = 0.1
+
+
+@dataclass(frozen=True)
+class CamOptions:
+    """CAM settings.
+
+    Attributes:
+        scales: image scales, each view resized to a multiple of the patch size.
+        flip: add a horizontally flipped view per scale.
+        caa: refine with class-aware attention affinity.
+        caa_threshold: CAA keeps affinities into boxes around CAM regions above this share of the max.
+        attention_layers: last blocks whose attention forms the affinity.
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    caa: bool = True
+    caa_threshold: float = 0.4
+    attention_layers: int = 8
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """Grounding DINO thresholds and caption mode.
+
+    Attributes:
+        box_threshold: keep a query whose best probability is above this (0.3).
+        text_threshold: ``joint`` captions: a kept query detects every class above this (0.25).
+        nms_threshold: per-class NMS IoU (1 keeps every box).
+        captions: ``joint`` (one caption for all classes) or ``per-class`` (one pass per class).
+    """
+
+    box_threshold: float = 0.3
+    text_threshold: float = 0.25
+    nms_threshold: float = 0.7
+    captions: str = "joint"

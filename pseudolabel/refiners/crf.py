@@ -8,32 +8,15 @@ not change the result).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from pseudolabel.refiners.options import CrfOptions
 from pseudolabel.scoremaps import ScoreMaps, mark_unsure
 from pseudolabel.stage_record import StageRecord
 
 PROBABILITY_FLOOR = 1e-5
-
-
-@dataclass(frozen=True)
-class CrfOptions:
-    """DenseCRF settings.
-
-    Attributes:
-        iterations: mean-field iterations.
-        gaussian_sxy, gaussian_compat: smoothness kernel.
-        bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel.
-    """
-
-    iterations: int = 10
-    gaussian_sxy: float = 1.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 67.0
-    bilateral_srgb: float = 3.0
-    bilateral_compat: float = 4.0
 
 
 def crf_refine(rgb: np.ndarray, maps: ScoreMaps, options: CrfOptions | None = None) -> ScoreMaps:
@@ -76,7 +59,7 @@ class CrfRefiner:
     CLIP-ES uses ``min_confidence=0.95``. Small and picklable, so it can run in worker processes.
     """
 
-    options: CrfOptions = CrfOptions()
+    options: CrfOptions = field(default_factory=CrfOptions)
     min_confidence: float | None = None
 
     def __call__(self, rgb: np.ndarray, maps: ScoreMaps, record: StageRecord) -> ScoreMaps:

@@ -24,22 +24,9 @@ import torch
 
 from pseudolabel.masks import IGNORE_INDEX
 from pseudolabel.models.sam import SamPrompter, channel_maxima
-from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE, ScoreMaps, decode, relabel
+from pseudolabel.refiners.options import SAM_MODES, SamRefineOptions
+from pseudolabel.scoremaps import ScoreMaps, decode, relabel
 from pseudolabel.stage_record import StageRecord
-
-SAM_MODES = ("points", "auto")
-
-
-@dataclass(frozen=True)
-class SamRefineOptions:
-    """SAM refinement settings (CEP and SEPL defaults); ``label_confidence``: scores of a repainted pixel."""
-
-    mode: str = "points"
-    grid: int = 16
-    iou_threshold: float = 0.5
-    inside_share: float = 0.5
-    region_cover: float = 0.85
-    label_confidence: float = DEFAULT_LABEL_CONFIDENCE
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,57 @@
+"""What a run is built from: which models (ModelSettings), and the labeler's and refiners'
+settings in groups. Importable without torch, so the command line reads its defaults here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pseudolabel.labelers.options import (
+    CamOptions,
+    DetectorOptions,
+    ExclusionOptions,
+    PromptingOptions,
+    ZeroShotOptions,
+)
+from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models a run uses; ``default`` weights are each model's published ones."""
+
+    device: str | torch.device = "cpu"
+    autocast_dtype: torch.dtype | None = None
+    clip_model: str = "ViT-B-16-quickgelu"
+    clip_weights: str = "default"
+    sam: str = "vit_b"
+    sam_checkpoint: str = "default"
+    sam_batch: int = 64
+    detector: str = "swint"
+    detector_weights: str = "default"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelerSettings:
+    """Settings of every labeler, in groups; a labeler reads the groups it uses."""
+
+    prompting: PromptingOptions = field(default_factory=PromptingOptions)
+    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
+    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
+    cam: CamOptions = field(default_factory=CamOptions)
+    bg_alpha: float = 1.0
+    bg_threshold: float | None = None
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+
+
+@dataclass(frozen=True)
+class RefinerSettings:
+    """Settings of every refiner; ``min_confidence``: CRF marks less sure pixels unsure."""
+
+    crf: CrfOptions = field(default_factory=CrfOptions)
+    min_confidence: float | None = None
+    sam: SamRefineOptions = field(default_factory=SamRefineOptions)
