@@ -33,7 +33,7 @@ from pseudolabel.registry import (
     RefinerSettings,
     create_refiners,
 )  # fmt: skip
-from pseudolabel.scoremaps import ScoreMaps
+from pseudolabel.scoremaps import DEFAULT_UNSURE_MARGIN, ScoreMaps
 from pseudolabel.stages import Refiner, ScoreRefineDecode
 
 
@@ -76,7 +76,7 @@ def create_labeler(
     *,
     prompts: str | PromptSet = "voc",
     refine: Sequence[str] = (),
-    unsure_margin: float = 0.05,
+    unsure_margin: float = DEFAULT_UNSURE_MARGIN,
     device: str = "auto",
     precision: str = "auto",
     models: ModelSettings | None = None,

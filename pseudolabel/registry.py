@@ -89,9 +89,7 @@ def build_cam_labeler(hub: ModelHub, prompts: PromptSet, settings: LabelerSettin
     from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
 
     _, exclusion = _exclusion(hub, prompts, settings)
-    options = CamLabelerOptions(
-        settings.prompting, settings.bg_alpha, settings.bg_threshold, settings.exclusion, settings.zero_shot
-    )
+    options = CamLabelerOptions(settings.prompting, settings.background, settings.exclusion, settings.zero_shot)
     return CamLabeler(hub.clip(), prompts, settings.cam, options, hub.settings.autocast_dtype, exclusion)
 
 

@@ -16,6 +16,8 @@ from pseudolabel.masks import IGNORE_INDEX
 
 DEFAULT_LABEL_CONFIDENCE = 0.7
 """Probability a hard label's class gets when a label map becomes scores."""
+DEFAULT_UNSURE_MARGIN = 0.05
+"""``generate``: pixels whose two best scores are closer than this are unsure (255)."""
 
 
 @dataclass(frozen=True)

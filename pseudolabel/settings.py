@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pseudolabel.labelers.options import (
+    BackgroundOptions,
     CamOptions,
     DetectorOptions,
     ExclusionOptions,
@@ -43,8 +44,7 @@ class LabelerSettings:
     exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
     zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
     cam: CamOptions = field(default_factory=CamOptions)
-    bg_alpha: float = 1.0
-    bg_threshold: float | None = None
+    background: BackgroundOptions = field(default_factory=BackgroundOptions)
     detector: DetectorOptions = field(default_factory=DetectorOptions)
 
 

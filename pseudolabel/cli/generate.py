@@ -46,9 +46,17 @@ from pseudolabel.cli.options import (
 from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
 from pseudolabel.config import write_resolved_config
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.labelers.options import DetectorOptions, ExclusionOptions, PromptingOptions, ZeroShotOptions
-from pseudolabel.refiners.options import SamRefineOptions
-from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
+from pseudolabel.labelers.options import (
+    BackgroundOptions,
+    CamOptions,
+    DetectorOptions,
+    ExclusionOptions,
+    PromptingOptions,
+    ZeroShotOptions,
+)
+from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
+from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE, DEFAULT_UNSURE_MARGIN
+from pseudolabel.settings import ModelSettings
 
 
 class Method(str, Enum):
@@ -89,20 +97,24 @@ def generate(
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
     method: Annotated[Method, _option("Labeler: cam or grounded-sam.", CAM)] = Method.cam,
-    clip_model: Annotated[str, _option("open_clip architecture or JSON config.", CAM)] = "ViT-B-16-quickgelu",
-    clip_weights: Annotated[str, _option("default (OpenAI's), a file, or random.", CAM)] = "default",
+    clip_model: Annotated[str, _option("open_clip architecture or JSON config.", CAM)] = ModelSettings.clip_model,
+    clip_weights: Annotated[str, _option("default (OpenAI's), a file, or random.", CAM)] = (ModelSettings.clip_weights),
     synonyms: Annotated[
         Synonyms | None, _option("none, fuse, detector or pole (default: cam fuse, grounded-sam none).", CAM)
     ] = None,
     pole_candidates: Annotated[int, _option("POLE: names per class.", CAM)] = PromptingOptions.pole_candidates,
-    scales: Annotated[str, _option("Image scales, e.g. 1.0,0.75,1.25.", CAM)] = "1.0",
+    scales: Annotated[str, _option("Image scales, e.g. 1.0,0.75,1.25.", CAM)] = ",".join(map(str, CamOptions.scales)),
     flip: Annotated[bool, _option("Add a flipped view per scale.", CAM)] = False,
     caa: Annotated[bool, _option("Class-aware attention affinity.", CAM)] = True,
-    caa_threshold: Annotated[float, _option("CAA box threshold (share of max).", CAM)] = 0.4,
-    bg_alpha: Annotated[float, _option("Background = (1 - max CAM) ** alpha.", CAM)] = 1.0,
+    caa_threshold: Annotated[float, _option("CAA box threshold (share of max).", CAM)] = CamOptions.caa_threshold,
+    bg_alpha: Annotated[float, _option("Background = (1 - max CAM) ** alpha.", CAM)] = BackgroundOptions.alpha,
     bg_threshold: Annotated[float | None, _option("Constant background score instead.", CAM)] = None,
-    detector: Annotated[str, _option("Grounding DINO swint, swinb, or config .json.", GROUNDED)] = "swint",
-    detector_weights: Annotated[str, _option("default, registry name, file, folder, random.", GROUNDED)] = "default",
+    detector: Annotated[str, _option("Grounding DINO swint, swinb, or config .json.", GROUNDED)] = (
+        ModelSettings.detector
+    ),
+    detector_weights: Annotated[str, _option("default, registry name, file, folder, random.", GROUNDED)] = (
+        ModelSettings.detector_weights
+    ),
     captions: Annotated[Captions, _option("joint (one pass) or per-class (SAM_WSSS).", GROUNDED)] = Captions.joint,
     box_threshold: Annotated[float, _option("Keep boxes above this.", GROUNDED)] = DetectorOptions.box_threshold,
     text_threshold: Annotated[float, _option("Joint: class tokens above this.", GROUNDED)] = (
@@ -120,13 +132,15 @@ def generate(
     zero_shot_min_probability: Annotated[float, _option("Keep candidates above this CLIP probability.", ZERO_SHOT)] = (
         ZeroShotOptions.min_probability
     ),
-    unsure_margin: Annotated[float, _option("255 where the two best scores are closer.", REFINEMENT)] = 0.05,
+    unsure_margin: Annotated[float, _option("255 where the two best scores are closer.", REFINEMENT)] = (
+        DEFAULT_UNSURE_MARGIN
+    ),
     refine: RefineOption = None,
-    crf_iterations: CrfIterationsOption = 10,
+    crf_iterations: CrfIterationsOption = CrfOptions.iterations,
     label_confidence: LabelConfidenceOption = DEFAULT_LABEL_CONFIDENCE,
     min_confidence: MinConfidenceOption = None,
     sam: SamOption = None,
-    sam_checkpoint: SamCheckpointOption = "default",
+    sam_checkpoint: SamCheckpointOption = ModelSettings.sam_checkpoint,
     sam_mode: SamModeOption = SamMode.points,
     grid: GridOption = SamRefineOptions.grid,
     iou_threshold: IouThresholdOption = SamRefineOptions.iou_threshold,

@@ -39,8 +39,9 @@ from pseudolabel.cli.settings import model_settings, refiner_settings
 from pseudolabel.config import write_resolved_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.refiners.options import SamRefineOptions
+from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
 from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
+from pseudolabel.settings import ModelSettings
 
 
 def refiner_names(refine: str | None, method: str | None, sam: str | None) -> tuple[str, ...]:
@@ -77,11 +78,11 @@ def refine(
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    crf_iterations: CrfIterationsOption = 10,
+    crf_iterations: CrfIterationsOption = CrfOptions.iterations,
     label_confidence: LabelConfidenceOption = DEFAULT_LABEL_CONFIDENCE,
     min_confidence: MinConfidenceOption = None,
     sam: SamOption = None,
-    sam_checkpoint: SamCheckpointOption = "default",
+    sam_checkpoint: SamCheckpointOption = ModelSettings.sam_checkpoint,
     sam_mode: SamModeOption = SamMode.points,
     grid: GridOption = SamRefineOptions.grid,
     iou_threshold: IouThresholdOption = SamRefineOptions.iou_threshold,

@@ -30,6 +30,7 @@ def model_settings(flags: dict[str, Any]) -> Any:
 def labeler_settings(flags: dict[str, Any]) -> Any:
     """LabelerSettings from ``generate``'s labeler flags (zero-shot when ``--labels none``)."""
     from pseudolabel.labelers.options import (
+        BackgroundOptions,
         CamOptions,
         DetectorOptions,
         ExclusionOptions,
@@ -45,8 +46,7 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
         exclusion=ExclusionOptions(flags["exclude"], flags["exclusion_threshold"], flags["exclusion_weights"]),
         zero_shot=ZeroShotOptions(zero_shot, flags["zero_shot_top_k"], flags["zero_shot_min_probability"]),
         cam=CamOptions(parse_scales(flags["scales"]), flags["flip"], flags["caa"], flags["caa_threshold"]),
-        bg_alpha=flags["bg_alpha"],
-        bg_threshold=flags["bg_threshold"],
+        background=BackgroundOptions(flags["bg_alpha"], flags["bg_threshold"]),
         detector=DetectorOptions(
             flags["box_threshold"], flags["text_threshold"], flags["nms_threshold"], flags["captions"].value
         ),

@@ -9,7 +9,13 @@ import torch
 from pseudolabel.datasets.base import Sample
 from pseudolabel.exclusion import ClassExclusion, Regions, zero_shot_classes
 from pseudolabel.labelers.clip_es import ClipEsCam, background_score
-from pseudolabel.labelers.options import CamOptions, ExclusionOptions, PromptingOptions, ZeroShotOptions
+from pseudolabel.labelers.options import (
+    BackgroundOptions,
+    CamOptions,
+    ExclusionOptions,
+    PromptingOptions,
+    ZeroShotOptions,
+)
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.pole import POLE_TALLY, choose_synonyms
 from pseudolabel.prompts import PromptSet
@@ -26,17 +32,14 @@ class CamLabelerOptions:
 
     Attributes:
         prompting: synonym mode (default ``fuse``) and POLE candidates.
-        bg_alpha: background = (1 - max cam) ** alpha.
-        bg_threshold: if set, a constant background score instead (a pixel is foreground
-            where its best CAM exceeds it).
+        background: how the background channel is scored.
         exclusion: drop candidate classes that ELSE-style exclusion finds impossible in their
             own CAM region.
         zero_shot: candidates from CLIP instead of the image's labels.
     """
 
     prompting: PromptingOptions = field(default_factory=PromptingOptions)
-    bg_alpha: float = 1.0
-    bg_threshold: float | None = None
+    background: BackgroundOptions = field(default_factory=BackgroundOptions)
     exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
     zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
 
@@ -96,7 +99,7 @@ class CamLabeler:
         with record.timed("cam_s"):
             if first is None or changed:
                 first = self.cam.class_maps(views, self._text_features(names), len(class_ids), size)
-            background = background_score(first, options.bg_alpha, options.bg_threshold)
+            background = background_score(first, options.background.alpha, options.background.threshold)
             scores = torch.cat([background[None], first]).cpu().numpy()
         if options.zero_shot.enabled or options.exclusion.enabled:
             record["classes"] = [self.prompts.classes[c].name for c in class_ids]

@@ -40,6 +40,20 @@ class PromptingOptions:
 
 
 @dataclass(frozen=True)
+class BackgroundOptions:
+    """How the CAM labeler scores background.
+
+    Attributes:
+        alpha: background = (1 - max CAM) ** alpha (CLIP-ES: 1).
+        threshold: if set, a constant background score instead (a pixel is foreground where its
+            best CAM exceeds it).
+    """
+
+    alpha: float = 1.0
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
 class ExclusionOptions:
     """ELSE-style exclusion of classes impossible in a region.
 
