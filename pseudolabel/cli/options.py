@@ -26,6 +26,23 @@ class DatasetName(str, Enum):
     folder = "folder"
 
 
+class Precision(str, Enum):
+    """Autocast precision: auto is bf16 on CUDA, fp32 on the CPU."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class SamVariant(str, Enum):
+    """SAM image-encoder sizes."""
+
+    vit_b = "vit_b"
+    vit_l = "vit_l"
+    vit_h = "vit_h"
+
+
 class SamMode(str, Enum):
     """SAM refinement modes."""
 
@@ -62,7 +79,7 @@ MaxPixelsOption = Annotated[
     int, typer.Option(help="Refuse images with more pixels (decompression-bomb guard).", rich_help_panel=DATA)
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN)]
-PrecisionOption = Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32, bf16, fp16.", rich_help_panel=RUN)]
+PrecisionOption = Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.", rich_help_panel=RUN)]
 LimitOption = Annotated[int | None, typer.Option(help="Only the first N images of the split.", rich_help_panel=RUN)]
 ShardOption = Annotated[str, typer.Option(help="i/n: every n-th image from i.", rich_help_panel=RUN)]
 OverwriteOption = Annotated[bool, typer.Option(help="Redo finished images (default: resume).", rich_help_panel=RUN)]
@@ -80,7 +97,7 @@ MinConfidenceOption = Annotated[
     float | None, typer.Option(help="CRF: 255 below this probability (CLIP-ES 0.95).", rich_help_panel=REFINEMENT)
 ]
 SamOption = Annotated[
-    str | None, typer.Option("--sam", help="SAM vit_b (default), vit_l, vit_h.", rich_help_panel=REFINEMENT)
+    SamVariant | None, typer.Option("--sam", help="SAM size (default vit_b).", rich_help_panel=REFINEMENT)
 ]
 SamCheckpointOption = Annotated[
     str, typer.Option(help="default (published), registry name, file, or random.", rich_help_panel=REFINEMENT)

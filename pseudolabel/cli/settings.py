@@ -7,6 +7,11 @@ from typing import Any
 from pseudolabel.cli.options import parse_scales
 
 
+def _value(choice: Any) -> Any:
+    """An enum choice's value (None stays None)."""
+    return getattr(choice, "value", choice)
+
+
 def model_settings(flags: dict[str, Any]) -> Any:
     """ModelSettings from ``--device``, ``--precision``, ``--clip-*``, ``--sam*``, ``--detector*``, ``--seed``."""
     from pseudolabel.devices import autocast_dtype, resolve_device
@@ -16,10 +21,10 @@ def model_settings(flags: dict[str, Any]) -> Any:
     defaults = ModelSettings()
     return ModelSettings(
         device=device,
-        autocast_dtype=autocast_dtype(flags.get("precision", "fp32"), device),
+        autocast_dtype=autocast_dtype(_value(flags.get("precision")) or "fp32", device),
         clip_model=flags.get("clip_model", defaults.clip_model),
         clip_weights=flags.get("clip_weights", defaults.clip_weights),
-        sam=flags.get("sam") or defaults.sam,
+        sam=_value(flags.get("sam")) or defaults.sam,
         sam_checkpoint=flags.get("sam_checkpoint", defaults.sam_checkpoint),
         detector=flags.get("detector", defaults.detector),
         detector_weights=flags.get("detector_weights", defaults.detector_weights),

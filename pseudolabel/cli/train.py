@@ -24,6 +24,7 @@ from pseudolabel.cli.options import (
     LimitOption,
     MaxPixelsOption,
     OverwriteOption,
+    Precision,
     PrecisionOption,
     PromptsOption,
     RootOption,
@@ -127,7 +128,7 @@ def train_seg(
         bool, typer.Option(help="Continue from OUT/last.pt exactly where it stopped.", rich_help_panel=RUN)
     ] = False,
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     num_workers: Annotated[int, typer.Option(help="Data-loading worker processes.", rich_help_panel=RUN)] = 2,
     seed: Annotated[
         int, typer.Option(help="Seed for initialisation, data order and augmentation.", rich_help_panel=RUN)
@@ -150,7 +151,7 @@ def train_seg(
         backbone_weights=backbone_weights,
         freeze_bn=freeze_bn, seed=seed,
         log_every=log_every, save_every=save_every, val_every=val_every, num_workers=num_workers, device=device,
-        precision=precision, resume=resume,
+        precision=precision.value, resume=resume,
     )  # fmt: skip
     evaluate = None
     if val_split:
