@@ -22,7 +22,7 @@ from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.devices import autocast_dtype, resolve_device
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import load_rgb
-from pseudolabel.pipeline import RunOptions, RunSummary, run_labeler
+from pseudolabel.pipeline import RunOptions, RunSummary, run_images
 from pseudolabel.prompts import PromptSet, load_prompts
 from pseudolabel.registry import (
     DATASETS,
@@ -129,4 +129,4 @@ def run(
         raise ConfigError("the dataset's classes differ from the labeler's prompt set; open both with the same prompts")
     scores_dir = Path(save_scores) if save_scores is not None else None
     options = RunOptions(Path(out), scores_dir, overwrite, limit, shard, num_workers)
-    return run_labeler(dataset, lambda: labeler.image_function, options)
+    return run_images(dataset, lambda: labeler.image_function, options)

@@ -30,7 +30,7 @@ def summarize_dataset(
     summary = DatasetSummary(images_per_class=[0] * dataset.num_classes)
     for image_id in dataset.ids():
         try:
-            labels = dataset.load(image_id).labels if check_images else dataset.labels(image_id)
+            labels = dataset.load(image_id).classes if check_images else dataset.classes(image_id)
         except SampleError as error:
             summary.problems.append((image_id, str(error)))
         else:

@@ -1,6 +1,7 @@
-"""Run a labeler over a dataset split: shard and limit selection, resume, decoding in worker
-processes, atomic outputs, a manifest record per image, a progress bar, and a clean stop on
-Ctrl-C (the current image is finished and recorded, then the run stops).
+"""Run a per-image function (scorer, refiners, decode) over a dataset split: shard and limit
+selection, resume, decoding in worker processes, atomic outputs, a manifest record per image,
+progress callbacks, and a clean stop on Ctrl-C (the current image is finished and recorded,
+then the run stops).
 
 One image is a pure function of its id, so ``--shard i/n`` runs can go on different GPUs or
 machines over the same output folder.
@@ -44,7 +45,7 @@ class Labelled:
     record: StageRecord = field(default_factory=StageRecord)
 
 
-Labeler = Callable[[Sample], Labelled]
+ImageFunction = Callable[[Sample], Labelled]
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ class RunOptions:
         limit: only the first N images of the split (before sharding).
         shard: (i, n): this run does every n-th image starting at i.
         num_workers: processes decoding images ahead of the model (0 = in this process).
-        label_in_workers: run the labeler inside those processes too (CPU-bound labelers
-            such as DenseCRF; the labeler must pickle).
+        label_in_workers: run the image function inside those processes too (CPU-bound ones such
+            as DenseCRF refinement; it must pickle).
     """
 
     out_dir: Path
@@ -133,12 +134,12 @@ class Item:
 
 
 class SampleSource(torch.utils.data.Dataset):
-    """Decodes samples (in DataLoader workers), and labels them there when given a labeler."""
+    """Decodes samples (in DataLoader workers), and runs the image function there when given one."""
 
-    def __init__(self, dataset: Dataset, ids: list[str], labeler: Labeler | None = None) -> None:
+    def __init__(self, dataset: Dataset, ids: list[str], image_function: ImageFunction | None = None) -> None:
         self.dataset = dataset
         self.ids = ids
-        self.labeler = labeler
+        self.image_function = image_function
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,12 +149,12 @@ class SampleSource(torch.utils.data.Dataset):
         try:
             with item.seconds.timed("load_s"):
                 sample = self.dataset.load(item.image_id)
-            item.classes = sample.labels
-            if self.labeler is None:
+            item.classes = sample.classes
+            if self.image_function is None:
                 item.sample = sample
             else:
                 with item.seconds.timed("label_s"):
-                    item.result = self.labeler(sample)
+                    item.result = self.image_function(sample)
         except SampleError as error:
             item.error = str(error)
         return item
@@ -163,10 +164,12 @@ def _keep_as_is(item: Any) -> Any:
     return item
 
 
-def iterate_items(dataset: Dataset, ids: list[str], num_workers: int, labeler: Labeler | None = None) -> Iterator[Item]:
+def iterate_items(
+    dataset: Dataset, ids: list[str], num_workers: int, image_function: ImageFunction | None = None
+) -> Iterator[Item]:
     """Items in order, prepared by ``num_workers`` processes ahead of use."""
     loader = torch.utils.data.DataLoader(
-        SampleSource(dataset, ids, labeler),
+        SampleSource(dataset, ids, image_function),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
@@ -199,9 +202,9 @@ class StopRequest:
         signal.signal(signal.SIGINT, self._previous)
 
 
-def run_labeler(
+def run_images(
     dataset: Dataset,
-    make_labeler: Callable[[], Labeler],
+    make_image_function: Callable[[], ImageFunction],
     options: RunOptions,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[], None] | None = None,
@@ -211,7 +214,7 @@ def run_labeler(
 
     Each finished image has ``<id>.png`` (and ``<id>.npz``) written atomically and one manifest
     record: id, status (``ok`` or ``failed``), classes, stage seconds, synonym choices, error.
-    The labeler is made (``make_labeler()``: models loaded) only when there is work to do.
+    The image function is made (``make_image_function()``: models loaded) only when there is work to do.
     ``on_start(n)`` gets the number of images to do; ``on_progress()`` is called after each.
     """
     start = time.perf_counter()
@@ -223,17 +226,17 @@ def run_labeler(
     if not todo:
         summary.seconds = time.perf_counter() - start
         return summary
-    labeler = make_labeler()
-    worker_labeler = labeler if options.label_in_workers and options.num_workers > 0 else None
+    image_function = make_image_function()
+    worker_function = image_function if options.label_in_workers and options.num_workers > 0 else None
     names = dataset.class_names
     with Manifest(options.out_dir / manifest_name(options.shard)) as manifest, StopRequest(on_stop_request) as stop:
-        for item in iterate_items(dataset, todo, options.num_workers, worker_labeler):
+        for item in iterate_items(dataset, todo, options.num_workers, worker_function):
             record = StageRecord(id=item.image_id, classes=[names[c] for c in item.classes], **item.seconds)
             result = item.result
             if item.error is None and result is None and item.sample is not None:
                 try:
                     with record.timed("label_s"):
-                        result = labeler(item.sample)
+                        result = image_function(item.sample)
                 except SampleError as error:
                     item.error = str(error)
             if result is None:

@@ -95,7 +95,7 @@ class StoredMaskRefine:
         present = mask_class_ids(label_map, self.num_classes, path)
         scores_path = self.scores_dir / f"{sample.image_id}.npz" if self.scores_dir else None
         if scores_path is None or not scores_path.is_file():
-            class_ids = tuple(sorted({0, *sample.labels, *present}))
+            class_ids = tuple(sorted({0, *sample.classes, *present}))
             return from_label_map(label_map, class_ids, self.label_confidence), "mask"
         maps = load_scores(scores_path)
         if maps.scores.shape[1:] != (height, width):

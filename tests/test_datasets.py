@@ -34,12 +34,12 @@ def test_voc_labels_come_from_masks_and_aug_wins(tmp_path: Path) -> None:
     dataset = VocDataset(tmp_path, "train")  # the folder above VOC2012 is accepted
     assert dataset.root == voc
     assert dataset.ids() == ["a", "b"]
-    assert dataset.labels("a") == (8, 15)
+    assert dataset.classes("a") == (8, 15)
     (voc / "SegmentationClassAug").mkdir()
     from pseudolabel.masks import write_mask
 
     write_mask(voc / "SegmentationClassAug" / "b.png", _mask(3))
-    assert dataset.labels("b") == (3,)
+    assert dataset.classes("b") == (3,)
     sample = dataset.load("a")
     assert sample.rgb.shape == (6, 8, 3) and sample.gt_path == voc / "SegmentationClass" / "a.png"
 
@@ -50,11 +50,11 @@ def test_voc_labels_from_annotations_when_no_mask(tmp_path: Path) -> None:
     (voc / "Annotations").mkdir()
     (voc / "Annotations" / "a.xml").write_text(voc_annotation(["dog", "person", "dog"]))
     dataset = VocDataset(voc, "train")
-    assert dataset.labels("a") == (12, 15)
+    assert dataset.classes("a") == (12, 15)
     assert dataset.gt_path("a") is None
     (voc / "Annotations" / "a.xml").write_text(voc_annotation(["dragon"]))
     with pytest.raises(ConfigError, match=r"a\.xml: unknown class 'dragon'"):
-        dataset.labels("a")
+        dataset.classes("a")
 
 
 def test_voc_split_errors(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_voc_labels_come_from_annotations_before_masks(tmp_path: Path) -> None:
     voc = make_voc(tmp_path, {"a": _mask(8, 15)})
     (voc / "Annotations").mkdir()
     (voc / "Annotations" / "a.xml").write_text(voc_annotation(["cat"]))  # the mask also holds a person
-    assert VocDataset(voc, "train").labels("a") == (8,)
+    assert VocDataset(voc, "train").classes("a") == (8,)
 
 
 def test_voc_mask_with_non_class_values_is_a_sample_error(tmp_path: Path) -> None:
@@ -100,15 +100,15 @@ def test_voc_mask_with_non_class_values_is_a_sample_error(tmp_path: Path) -> Non
 
     write_mask(voc / "SegmentationClass" / "a.png", _mask(40))
     with pytest.raises(MaskError, match=r"a\.png holds values \[40\]"):
-        VocDataset(voc, "train").labels("a")
+        VocDataset(voc, "train").classes("a")
 
 
 def test_coco_labels_use_contiguous_ids(tmp_path: Path) -> None:
     root = make_coco(tmp_path, "val2014", {"x": [1, 90, 1], "y": [62], "empty": []})
     dataset = CocoDataset(root, "val2014")
     assert dataset.ids() == ["x", "y"]  # images without annotations carry no label
-    assert dataset.labels("x") == (1, 80)  # person, toothbrush
-    assert dataset.class_names[dataset.labels("y")[0]] == "chair"
+    assert dataset.classes("x") == (1, 80)  # person, toothbrush
+    assert dataset.class_names[dataset.classes("y")[0]] == "chair"
     assert dataset.load("x").rgb.shape == (6, 8, 3)
     assert dataset.gt_path("x") is None
 
@@ -136,10 +136,10 @@ def test_folder_dataset_reads_csv_and_json(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("image,labels\none.jpg,cat;sofa\n# comment\nsub/two,Dining Table\n")
     dataset = FolderDataset(images, tmp_path / "labels.csv")
     assert dataset.ids() == ["one", "sub/two"]
-    assert dataset.labels("one") == (8, 18)
-    assert dataset.labels("sub/two") == (11,)
+    assert dataset.classes("one") == (8, 18)
+    assert dataset.classes("sub/two") == (11,)
     (tmp_path / "labels.json").write_text(json.dumps({"one.jpg": ["dog"], "sub/two.png": "cat;dog"}))
-    assert FolderDataset(images, tmp_path / "labels.json").labels("sub/two") == (8, 12)
+    assert FolderDataset(images, tmp_path / "labels.json").classes("sub/two") == (8, 12)
 
 
 @pytest.mark.parametrize(
@@ -165,14 +165,14 @@ def test_folder_dataset_with_own_class_list(tmp_path: Path) -> None:
     prompts = resolve_prompts("folder", None, tmp_path / "classes.txt")
     dataset = build_dataset("folder", images, prompts=prompts, labels_file=tmp_path / "labels.csv")
     assert dataset.class_names == ["background", "widget", "gadget"]
-    assert dataset.labels("one") == (2,)
+    assert dataset.classes("one") == (2,)
 
 
 def test_corrupt_image_fails_load_with_its_name(tmp_path: Path) -> None:
     voc = make_voc(tmp_path, {"a": _mask(8), "b": _mask(12)})
     (voc / "JPEGImages" / "b.jpg").write_bytes(b"garbage")
     dataset = VocDataset(voc, "train")
-    assert dataset.load("a").labels == (8,)
+    assert dataset.load("a").classes == (8,)
     with pytest.raises(ImageLoadError, match=r"b\.jpg"):
         dataset.load("b")
 

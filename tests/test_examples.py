@@ -22,7 +22,7 @@ runner = CliRunner()
 def test_example_split_loads_with_labels_and_gt() -> None:
     dataset = VocDataset(VOC_ROOT, "train")
     assert len(dataset.ids()) == 4
-    names = {dataset.class_names[c] for image_id in dataset.ids() for c in dataset.labels(image_id)}
+    names = {dataset.class_names[c] for image_id in dataset.ids() for c in dataset.classes(image_id)}
     assert names == {"cat", "person", "motorbike", "horse"}
     for image_id in dataset.ids():
         sample = dataset.load(image_id)
@@ -33,7 +33,7 @@ def test_folder_labels_agree_with_voc_masks() -> None:
     voc = VocDataset(VOC_ROOT, "train")
     folder = FolderDataset(VOC_ROOT / "JPEGImages", EXAMPLES / "folder_labels.csv")
     assert folder.ids() == voc.ids()
-    assert [folder.labels(i) for i in folder.ids()] == [voc.labels(i) for i in voc.ids()]
+    assert [folder.classes(i) for i in folder.ids()] == [voc.classes(i) for i in voc.ids()]
 
 
 def test_readme_score_command_on_examples(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def test_zero_shot_candidates_take_top_k_above_the_minimum(monkeypatch) -> None:
 
 def test_unlabelled_datasets(tmp_path: Path) -> None:
     hidden = build_dataset("voc", EXAMPLES / "voc" / "VOC2012", "train", labels_file=Path("none"))
-    assert hidden.ids() and all(hidden.labels(i) == () for i in hidden.ids())
+    assert hidden.ids() and all(hidden.classes(i) == () for i in hidden.ids())
     folder = FolderDataset(EXAMPLES / "voc" / "VOC2012" / "JPEGImages", None)
     assert folder.ids() == hidden.ids()
     (tmp_path / "a.jpg").write_bytes((EXAMPLES / "voc" / "VOC2012" / "JPEGImages" / "2026_000001.jpg").read_bytes())

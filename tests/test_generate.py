@@ -19,7 +19,7 @@ from pseudolabel.datasets.voc import VocDataset
 from pseudolabel.labelers.cam import CamLabeler
 from pseudolabel.manifest import read_manifest
 from pseudolabel.masks import read_mask
-from pseudolabel.pipeline import RunOptions, run_labeler, select_ids
+from pseudolabel.pipeline import RunOptions, run_images, select_ids
 from pseudolabel.scoremaps import load_scores
 from pseudolabel.stages import ScoreRefineDecode
 
@@ -54,9 +54,9 @@ def test_generate_writes_masks_manifest_and_config(tmp_path: Path) -> None:
     for image_id in dataset.ids():
         labels = read_mask(out / f"{image_id}.png")
         assert labels.shape == dataset.load(image_id).rgb.shape[:2]
-        assert set(np.unique(labels)) <= {0, 255, *dataset.labels(image_id)}
+        assert set(np.unique(labels)) <= {0, 255, *dataset.classes(image_id)}
         scores = load_scores(tmp_path / "scores" / f"{image_id}.npz")
-        assert scores.class_ids == (0, *dataset.labels(image_id))
+        assert scores.class_ids == (0, *dataset.classes(image_id))
         assert scores.scores.shape == (len(scores.class_ids), *labels.shape)
     records = read_manifest(out / "manifest.jsonl")
     assert [r["id"] for r in records] == dataset.ids()
@@ -117,13 +117,13 @@ def test_ctrl_c_finishes_the_current_image_and_resume_does_the_rest(tmp_path: Pa
         return labeler(sample)
 
     options = RunOptions(tmp_path / "masks", num_workers=0)
-    summary = run_labeler(dataset, lambda: interrupting_labeler, options)
+    summary = run_images(dataset, lambda: interrupting_labeler, options)
     assert summary.interrupted and summary.done == 2
     records = read_manifest(tmp_path / "masks" / "manifest.jsonl")
     assert [r["id"] for r in records] == ["im0", "im1"]
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "masks").glob("*.png")}
     calls.clear()
-    resumed = run_labeler(dataset, lambda: interrupting_labeler, options)
+    resumed = run_images(dataset, lambda: interrupting_labeler, options)
     assert calls == ["im2", "im3", "im4"] and resumed.already_done == 2 and not resumed.interrupted
     assert all((tmp_path / "masks" / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
 

@@ -170,7 +170,7 @@ def generate(
     run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), decode_workers(num_workers, models.device))
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
 
-    def make_labeler() -> ScoreRefineDecode:
+    def make_image_function() -> ScoreRefineDecode:
         hub = ModelHub(models)
         scorer = LABELERS[method.value](hub, source.prompts, labeler)
         return ScoreRefineDecode(scorer, unsure_margin, create_refiners(refiner_names, hub, refiners))
@@ -178,4 +178,4 @@ def generate(
     write_resolved_config(out / "config.yaml", ctx)
     from pseudolabel.cli.running import run_with_progress
 
-    run_with_progress("generate", source, make_labeler, run, out)
+    run_with_progress("generate", source, make_image_function, run, out)

@@ -115,9 +115,9 @@ def refine(
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     models, settings = model_settings(dict(ctx.params)), refiner_settings(dict(ctx.params))
 
-    def make_labeler() -> StoredMaskRefine:
+    def make_image_function() -> StoredMaskRefine:
         refiners = create_refiners(names, ModelHub(models), settings)
         return StoredMaskRefine(masks, scores, refiners, source.num_classes, label_confidence)
 
     write_resolved_config(out / "config.yaml", ctx)
-    run_with_progress("refine", source, make_labeler, run, out)
+    run_with_progress("refine", source, make_image_function, run, out)

@@ -21,14 +21,14 @@ class RateColumn(ProgressColumn):
         return Text("-" if task.speed is None else f"{task.speed:.2f} img/s")
 
 
-def run_with_progress(title: str, source: Any, make_labeler: Callable[[], Any], run: Any, out: Path) -> None:
-    """``run_labeler`` with a progress bar; exits 130 when Ctrl-C stopped the run."""
-    from pseudolabel.pipeline import run_labeler
+def run_with_progress(title: str, source: Any, make_image_function: Callable[[], Any], run: Any, out: Path) -> None:
+    """``run_images`` with a progress bar; exits 130 when Ctrl-C stopped the run."""
+    from pseudolabel.pipeline import run_images
 
     with progress_bar(RateColumn()) as progress:
         task = progress.add_task(title, total=None)
-        summary = run_labeler(
-            source, make_labeler, run,
+        summary = run_images(
+            source, make_image_function, run,
             on_start=lambda total: progress.update(task, total=total),
             on_progress=lambda: progress.advance(task),
             on_stop_request=lambda: err_console.print("stopping after the current image (Ctrl-C again to abort)"),

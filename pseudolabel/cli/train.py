@@ -231,9 +231,9 @@ def predict(
         raise ConfigError("--checkpoint needs trained weights, not random")
     run = RunOptions(out, None, overwrite, limit, parse_shard(shard), decode_workers(num_workers, torch_device))
 
-    def make_labeler() -> SegmentationPredictor:
+    def make_image_function() -> SegmentationPredictor:
         model = model_from_checkpoint(checkpoint_path, source.num_classes, torch_device)
         return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
 
     write_resolved_config(out / "config.yaml", ctx)
-    run_with_progress("predict", source, make_labeler, run, out)
+    run_with_progress("predict", source, make_image_function, run, out)

@@ -18,20 +18,21 @@ class Sample:
     Attributes:
         image_id: unique id within the dataset; also the output file name (without ``.png``).
         rgb: uint8 [H, W, 3], upright.
-        labels: sorted dataset class ids present in the image (never 0 = background).
+        classes: sorted dataset class ids present in the image (never 0 = background): the
+            image-level labels (a pixel label map is a ``label_map``).
         gt_path: ground-truth mask file, or None when the dataset has none for this image.
     """
 
     image_id: str
     rgb: np.ndarray
-    labels: tuple[int, ...]
+    classes: tuple[int, ...]
     gt_path: Path | None
 
 
 class Dataset:
     """A split of a dataset: ids, image files, image-level labels and GT masks.
 
-    Subclasses implement ``ids``, ``image_path``, ``labels`` and ``gt_path``; ``load`` decodes
+    Subclasses implement ``ids``, ``image_path``, ``classes`` and ``gt_path``; ``load`` decodes
     one sample and is a pure function of the id, so shards and workers can call it freely.
     """
 
@@ -59,7 +60,7 @@ class Dataset:
         """The image file of ``image_id``."""
         raise NotImplementedError
 
-    def labels(self, image_id: str) -> tuple[int, ...]:
+    def classes(self, image_id: str) -> tuple[int, ...]:
         """Sorted class ids present in the image (background excluded)."""
         raise NotImplementedError
 
@@ -74,7 +75,7 @@ class Dataset:
             SampleError: the image or its mask cannot be read.
         """
         rgb = load_rgb(self.image_path(image_id), self.max_image_pixels)
-        return Sample(image_id, rgb, self.labels(image_id), self.gt_path(image_id))
+        return Sample(image_id, rgb, self.classes(image_id), self.gt_path(image_id))
 
 
 class WithoutLabels(Dataset):
@@ -91,7 +92,7 @@ class WithoutLabels(Dataset):
     def image_path(self, image_id: str) -> Path:
         return self.inner.image_path(image_id)
 
-    def labels(self, image_id: str) -> tuple[int, ...]:
+    def classes(self, image_id: str) -> tuple[int, ...]:
         return ()
 
     def gt_path(self, image_id: str) -> Path | None:

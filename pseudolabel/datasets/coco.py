@@ -75,7 +75,7 @@ class CocoDataset(Dataset):
     def image_path(self, image_id: str) -> Path:
         return self.image_dir / self._files[image_id]
 
-    def labels(self, image_id: str) -> tuple[int, ...]:
+    def classes(self, image_id: str) -> tuple[int, ...]:
         return self._labels[image_id]
 
     def gt_path(self, image_id: str) -> Path | None:

@@ -109,7 +109,7 @@ class FolderDataset(Dataset):
     def image_path(self, image_id: str) -> Path:
         return self._paths[image_id]
 
-    def labels(self, image_id: str) -> tuple[int, ...]:
+    def classes(self, image_id: str) -> tuple[int, ...]:
         return self._labels[image_id]
 
     def gt_path(self, image_id: str) -> Path | None:

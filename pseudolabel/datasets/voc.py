@@ -56,7 +56,7 @@ class VocDataset(Dataset):
                 return candidate
         return None
 
-    def labels(self, image_id: str) -> tuple[int, ...]:
+    def classes(self, image_id: str) -> tuple[int, ...]:
         annotation = self.root / "Annotations" / f"{image_id}.xml"
         if annotation.is_file():
             return self._labels_from_annotation(annotation)

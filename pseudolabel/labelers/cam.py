@@ -74,7 +74,7 @@ class CamLabeler:
         stage seconds."""
         options = self.options
         size = sample.rgb.shape[:2]
-        class_ids = list(sample.labels)
+        class_ids = list(sample.classes)
         if options.zero_shot.enabled:
             class_ids, record["candidates"] = zero_shot_classes(
                 self.clip, sample.rgb, self.prompts, options.zero_shot.top_k, options.zero_shot.min_probability

@@ -143,7 +143,7 @@ class GroundedSamLabeler:
     def __call__(self, sample: Sample, record: StageRecord) -> ScoreMaps:
         """Score maps [bg, classes...] of the sample; records stage seconds, detections, exclusions."""
         height, width = sample.rgb.shape[:2]
-        class_ids = list(sample.labels)
+        class_ids = list(sample.classes)
         zero_shot = self.options.zero_shot
         if zero_shot.enabled:
             class_ids, record["candidates"] = zero_shot_classes(
