@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from pseudolabel.labelers.options import DEFAULT_EXCLUSION_THRESHOLD
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.pole import masked_images
 from pseudolabel.prompts import PromptSet
+from pseudolabel.region_inputs import region_images
 from pseudolabel.stage_record import StageRecord
 
 LOGIT_SCALE = 100.0
@@ -205,60 +205,3 @@ class ClassExclusion:
         if result.exclusions:
             record.tally(PAIRS_TALLY, "pairs", len(result.exclusions))
         return result.kept
-
-
-def region_images(clip: ClipModel, rgb: np.ndarray, regions: torch.Tensor, crop: bool) -> torch.Tensor:
-    """CLIP inputs [R, 3, S, S] of ``rgb * region``: the whole image, or a square crop around each region
-    (side = 1.2 x the longer side of its bounding box, zero padding outside the image)."""
-    if not crop:
-        return masked_images(clip, rgb, regions)
-    image = clip.image_tensor(rgb)[0]
-    size = clip.input_size
-    inputs = []
-    for region in regions.to(image.device).float():
-        rows, columns = torch.nonzero(region > 0, as_tuple=True)
-        if len(rows) == 0:
-            inputs.append(torch.zeros(3, size, size, device=image.device))
-            continue
-        centre_y, centre_x = (rows.min() + rows.max()) / 2, (columns.min() + columns.max()) / 2
-        side = 1.2 * float(max(rows.max() - rows.min(), columns.max() - columns.min()) + 1)
-        top, left = int(centre_y - side / 2), int(centre_x - side / 2)
-        bottom, right = top + int(side) + 1, left + int(side) + 1
-        masked = image * region
-        pad = (max(0, -left), max(0, right - masked.shape[2]), max(0, -top), max(0, bottom - masked.shape[1]))
-        window = F.pad(masked, pad)[:, top + pad[2] : bottom + pad[2], left + pad[0] : right + pad[0]]
-        inputs.append(F.interpolate(window[None], size=(size, size), mode="bicubic", antialias=True)[0])
-    return clip.normalize(torch.stack(inputs).clamp(0, 1))
-
-
-def zero_shot_classes(
-    clip: ClipModel, rgb: np.ndarray, prompts: PromptSet, top_k: int, min_probability: float
-) -> tuple[list[int], dict[str, float]]:
-    """Candidate class ids (sorted) of an unlabelled uint8 [H, W, 3] image, and their CLIP
-    probabilities by class name for the manifest (see :func:`zero_shot_candidates`)."""
-    whole = torch.ones(1, *rgb.shape[:2], device=clip.device)
-    embedding = clip.encode_images(masked_images(clip, rgb, whole))[0]
-    candidates = zero_shot_candidates(clip, embedding, prompts, top_k, min_probability)
-    return sorted(c for c, _ in candidates), {prompts.classes[c].name: round(p, 4) for c, p in candidates}
-
-
-def zero_shot_candidates(
-    clip: ClipModel, image_embedding: torch.Tensor, prompts: PromptSet, top_k: int, min_probability: float
-) -> list[tuple[int, float]]:
-    """Candidate classes of an unlabelled image: the top-k classes (background excluded) by CLIP
-    softmax over all class names with the forward prompts, kept when above ``min_probability``.
-
-    Args:
-        image_embedding: normalised [D] of the whole image.
-
-    Returns:
-        (class id, probability) pairs, best first (at least the best class).
-    """
-    class_ids = list(range(1, prompts.num_classes))
-    forward = prompt_embeddings(
-        clip.encode_texts, prompts.forward_templates, [prompts.classes[c].name for c in class_ids]
-    )
-    probabilities = (LOGIT_SCALE * image_embedding @ forward.T).softmax(dim=-1)
-    order = probabilities.argsort(descending=True)[:top_k].tolist()
-    chosen = [(class_ids[i], float(probabilities[i])) for i in order if probabilities[i] >= min_probability]
-    return chosen or [(class_ids[order[0]], float(probabilities[order[0]]))]

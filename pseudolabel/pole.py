@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pseudolabel.labelers.options import DEFAULT_POLE_CANDIDATES
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.prompts import ClassPrompt
+from pseudolabel.region_inputs import masked_images
 
 POLE_TALLY = "POLE: how often each name won"
 
@@ -50,19 +50,6 @@ def pick_best(
         similarities = candidates @ image
         choices.append((int(similarities.argmax()), [float(s) for s in similarities]))
     return choices
-
-
-def masked_images(clip: ClipModel, rgb: np.ndarray, cams: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """Normalised [K, 3, size, size] CLIP inputs of ``rgb * cam_k``.
-
-    Args:
-        rgb: uint8 [H, W, 3]; cams: [K, H, W] in [0, 1].
-        size: side of the input (default: the model's training size).
-    """
-    size = size or clip.input_size
-    masked = clip.image_tensor(rgb) * cams[:, None].float()
-    resized = F.interpolate(masked, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-    return clip.normalize(resized.clamp(0, 1))
 
 
 def choose_synonyms(

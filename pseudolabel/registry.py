@@ -11,6 +11,7 @@ one entry here (and, for the CLI, nothing else: ``--refine`` and ``--method`` re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -130,6 +131,15 @@ REFINERS: dict[str, Callable[[ModelHub, RefinerSettings], Refiner]] = {
 DATASETS: dict[str, Callable[..., Any]] = {name: partial(build_dataset, name) for name in DATASET_NAMES}
 CPU_REFINERS = frozenset({"crf"})
 """Refiners that run on the CPU only and pickle, so ``refine`` runs them in worker processes."""
+
+
+def refine_workers(names: tuple[str, ...], requested: int | None) -> tuple[int, bool]:
+    """(worker processes, whether the refiners run inside them) for refining stored masks: a chain
+    of CPU refiners runs in every core's process; one with a model (SAM) runs here, with 2
+    processes decoding ahead. ``requested`` overrides the count."""
+    on_cpu = set(names) <= CPU_REFINERS
+    default = (os.cpu_count() or 1) if on_cpu else 2
+    return (default if requested is None else requested), on_cpu
 
 
 def parse_refiners(text: str | None) -> tuple[str, ...]:

@@ -20,12 +20,12 @@ from pseudolabel.exclusion import (
     clipn_exclusion_probabilities,
     corrected_probabilities,
     inclusion_probabilities,
-    region_images,
     vocabulary_exclusion_probabilities,
-    zero_shot_candidates,
 )
 from pseudolabel.manifest import read_manifest
 from pseudolabel.prompts import load_prompts
+from pseudolabel.region_inputs import region_images
+from pseudolabel.zero_shot import zero_shot_candidates
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VOC = load_prompts("voc")

@@ -97,11 +97,9 @@ def refine(
     config: ConfigOption = None,
 ) -> None:
     """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
-    import os
-
     from pseudolabel.cli.running import run_with_progress
     from pseudolabel.pipeline import RunOptions, parse_shard
-    from pseudolabel.registry import CPU_REFINERS, ModelHub, create_refiners
+    from pseudolabel.registry import ModelHub, create_refiners, refine_workers
     from pseudolabel.stages import StoredMaskRefine
 
     names = refiner_names(refine, method, sam)
@@ -109,9 +107,8 @@ def refine(
         raise ConfigError(f"mask folder {masks} does not exist")
     if scores is not None and not scores.is_dir():
         raise ConfigError(f"scores folder {scores} does not exist")
-    on_cpu = set(names) <= CPU_REFINERS
-    workers = num_workers if num_workers is not None else (os.cpu_count() or 1) if on_cpu else 2
-    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), workers, label_in_workers=on_cpu)
+    workers, in_workers = refine_workers(names, num_workers)
+    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), workers, label_in_workers=in_workers)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     models, settings = model_settings(dict(ctx.params)), refiner_settings(dict(ctx.params))
 

@@ -218,17 +218,14 @@ def predict(
 ) -> None:
     """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
     from pseudolabel.devices import decode_workers, resolve_device
-    from pseudolabel.models.weights import resolve_weights
     from pseudolabel.pipeline import RunOptions, parse_shard
     from pseudolabel.refiners.crf import CrfRefiner
-    from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint
+    from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint, resolve_checkpoint
 
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     test_scales = parse_scales(scales)
     torch_device = resolve_device(device)
-    checkpoint_path = resolve_weights(checkpoint, "segmenter")
-    if checkpoint_path is None:
-        raise ConfigError("--checkpoint needs trained weights, not random")
+    checkpoint_path = resolve_checkpoint(checkpoint)
     run = RunOptions(out, None, overwrite, limit, parse_shard(shard), decode_workers(num_workers, torch_device))
 
     def make_image_function() -> SegmentationPredictor:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import ClassExclusion, Regions, zero_shot_classes
+from pseudolabel.exclusion import ClassExclusion, Regions
 from pseudolabel.labelers.clip_es import ClipEsCam, background_score
 from pseudolabel.labelers.options import (
     BackgroundOptions,
@@ -21,6 +21,7 @@ from pseudolabel.pole import POLE_TALLY, choose_synonyms
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 from pseudolabel.stage_record import StageRecord
+from pseudolabel.zero_shot import zero_shot_classes
 
 CAM_SYNONYM_MODES = ("none", "fuse", "pole")
 

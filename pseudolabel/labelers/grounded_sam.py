@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import ClassExclusion, Regions, zero_shot_classes
+from pseudolabel.exclusion import ClassExclusion, Regions
 from pseudolabel.labelers.detection import detect
 from pseudolabel.labelers.options import (
     CAPTION_MODES,
@@ -59,6 +59,7 @@ from pseudolabel.pole import POLE_TALLY, choose_synonyms
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 from pseudolabel.stage_record import StageRecord
+from pseudolabel.zero_shot import zero_shot_classes
 
 
 @dataclass(frozen=True)

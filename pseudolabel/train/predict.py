@@ -18,11 +18,20 @@ from pseudolabel.masks import read_mask
 from pseudolabel.metrics import Counts, count_pair, summarize
 from pseudolabel.models.caffe_resnet import from_deeplab_pytorch, is_deeplab_pytorch
 from pseudolabel.models.deeplab import CAFFE_BACKBONE, MSC_SCALES, DeepLabV2, fuse_max
+from pseudolabel.models.weights import resolve_weights
 from pseudolabel.pipeline import Labelled
 from pseudolabel.scoremaps import ScoreMaps, decode
 from pseudolabel.stage_record import StageRecord
 from pseudolabel.train.data import model_input
 from pseudolabel.train.trainer import load_checkpoint
+
+
+def resolve_checkpoint(name: str) -> Path:
+    """``--checkpoint``: a registry name of kind ``segmenter`` or a file; never ``random``."""
+    path = resolve_weights(name, "segmenter")
+    if path is None:
+        raise ConfigError("--checkpoint needs trained weights, not random")
+    return path
 
 
 def model_from_checkpoint(path: Path, num_classes: int, device: torch.device) -> DeepLabV2:
