@@ -15,8 +15,9 @@ import torch
 
 from pseudolabel.labelers.options import DEFAULT_POLE_CANDIDATES
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.prompts import ClassPrompt
+from pseudolabel.prompts import ClassPrompt, PromptSet
 from pseudolabel.region_inputs import masked_images
+from pseudolabel.stage_record import StageRecord
 
 POLE_TALLY = "POLE: how often each name won"
 
@@ -74,3 +75,22 @@ def choose_synonyms(
         SynonymChoice(entry.name, names[index], names, tuple(similarities))
         for entry, names, (index, similarities) in zip(entries, candidate_names, picks, strict=True)
     ]
+
+
+def choose_and_record(
+    clip: ClipModel,
+    rgb: np.ndarray,
+    regions: torch.Tensor,
+    prompts: PromptSet,
+    class_ids: list[int],
+    count: int,
+    record: StageRecord,
+) -> list[str]:
+    """POLE for a labeler: the chosen name of each class in ``class_ids`` for its region [K, H, W]
+    in [0, 1]; records ``synonyms`` and tallies each choice for the run summary."""
+    entries = [prompts.classes[c] for c in class_ids]
+    choices = choose_synonyms(clip, rgb, regions, entries, prompts.pole_template, count)
+    record["synonyms"] = {choice.class_name: choice.chosen for choice in choices}
+    for choice in choices:
+        record.tally(POLE_TALLY, f"{choice.class_name}: {choice.chosen}")
+    return [choice.chosen for choice in choices]

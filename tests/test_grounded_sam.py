@@ -363,7 +363,7 @@ def test_pole_picks_names_on_detected_regions_and_detects_again(monkeypatch) -> 
         regions_seen.append(regions)
         return [SynonymChoice(entries[0].name, "kitty", ("cat", "kitty"), (0.1, 0.2))]
 
-    monkeypatch.setattr("pseudolabel.labelers.grounded_sam.choose_synonyms", fake_choose)
+    monkeypatch.setattr("pseudolabel.pole.choose_synonyms", fake_choose)
     sam = FakeSam([1.0])
     options = GroundedSamOptions(prompting=PromptingOptions(synonyms="pole"))
     labeler = GroundedSamLabeler(object(), sam, VOC, options, clip=tiny_clip())  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from pseudolabel.labelers.options import (
     ZeroShotOptions,
 )
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.pole import POLE_TALLY, choose_synonyms
+from pseudolabel.pole import choose_and_record
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 from pseudolabel.stage_record import StageRecord
@@ -95,7 +95,8 @@ class CamLabeler:
         names = self._names(class_ids)
         if self.synonyms == "pole" and class_ids:
             with record.timed("pole_s"):
-                names = self._pole_names(sample, class_ids, first, record)
+                count = options.prompting.pole_candidates
+                names = choose_and_record(self.clip, sample.rgb, first, self.prompts, class_ids, count, record)
             changed = True
         with record.timed("cam_s"):
             if first is None or changed:
@@ -108,12 +109,3 @@ class CamLabeler:
 
     def _names(self, class_ids: list[int]) -> list[str]:
         return self.prompts.prompt_names(class_ids, self.synonyms)
-
-    def _pole_names(self, sample: Sample, class_ids: list[int], cams: torch.Tensor, record: StageRecord) -> list[str]:
-        entries = [self.prompts.classes[c] for c in class_ids]
-        template, count = self.prompts.pole_template, self.options.prompting.pole_candidates
-        choices = choose_synonyms(self.clip, sample.rgb, cams, entries, template, count)
-        record["synonyms"] = {choice.class_name: choice.chosen for choice in choices}
-        for choice in choices:
-            record.tally(POLE_TALLY, f"{choice.class_name}: {choice.chosen}")
-        return [choice.chosen for choice in choices]

@@ -55,7 +55,7 @@ from pseudolabel.labelers.options import (
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.grounding import GroundingDino
 from pseudolabel.models.sam import merge_by_confidence
-from pseudolabel.pole import POLE_TALLY, choose_synonyms
+from pseudolabel.pole import choose_and_record
 from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 from pseudolabel.stage_record import StageRecord
@@ -195,13 +195,8 @@ class GroundedSamLabeler:
         regions = torch.ones(len(class_ids), height, width, device=self.clip.device)
         for channel in segments.channels.unique().tolist():
             regions[channel - 1] = segments.masks[segments.channels == channel].any(dim=0).float().to(regions.device)
-        entries = [self.prompts.classes[c] for c in class_ids]
-        template, count = self.prompts.pole_template, self.options.prompting.pole_candidates
-        choices = choose_synonyms(self.clip, sample.rgb, regions, entries, template, count)
-        record["synonyms"] = {choice.class_name: choice.chosen for choice in choices}
-        for choice in choices:
-            record.tally(POLE_TALLY, f"{choice.class_name}: {choice.chosen}")
-        return [choice.chosen for choice in choices]
+        count = self.options.prompting.pole_candidates
+        return choose_and_record(self.clip, sample.rgb, regions, self.prompts, class_ids, count, record)
 
     def _exclude(self, sample: Sample, class_ids: list[int], segments: Segments, record: StageRecord) -> Segments:
         """Each mask is a region claiming its class; drop those exclusion rejects."""
