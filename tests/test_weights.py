@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -144,3 +145,29 @@ def test_models_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     assert missing.exit_code == 1 and "--exclusion-weights" in missing.output
     unknown = runner.invoke(app, ["models", "download", "nope"])
     assert unknown.exit_code == 1 and "unknown checkpoint 'nope'" in unknown.output
+
+
+@pytest.mark.parametrize(
+    ("build", "words", "missing"),
+    [
+        ("clip", ("default", "openai"), "ViT-B-16.pt"),
+        ("sam", ("default",), "sam_vit_b_01ec64.pth"),
+        ("deeplab-resnet101", ("default", "imagenet"), "resnet101-63fe2227.pth"),
+        ("deeplab-caffe", ("default", "coco"), "deeplabv1_resnet101-coco.pth"),
+    ],
+)
+def test_default_means_each_models_published_weights_and_old_words_still_work(build, words, missing) -> None:
+    """Offline with an empty cache, ``default`` and its older alias both look for the published file."""
+    from pseudolabel.models.clip import build_clip
+    from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
+    from pseudolabel.models.sam import build_sam
+
+    builders = {
+        "clip": lambda word: build_clip("ViT-B-16-quickgelu", word),
+        "sam": lambda word: build_sam("vit_b", word),
+        "deeplab-resnet101": lambda word: load_backbone_weights(DeepLabV2(21, "resnet101"), word),
+        "deeplab-caffe": lambda word: load_backbone_weights(DeepLabV2(21, "resnet101-caffe"), word),
+    }
+    for word in words:
+        with pytest.raises(WeightsError, match=re.escape(missing)):
+            builders[build](word)
