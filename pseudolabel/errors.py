@@ -1,7 +1,7 @@
 """Errors a user can act on.
 
 The CLI prints their message as one line and exits with status 1; any other exception is a
-bug and keeps its traceback.
+bug: the CLI prints one line and saves the traceback (``--debug`` prints it).
 """
 
 
@@ -27,3 +27,15 @@ class MaskError(SampleError):
 
 class WeightsError(PseudolabelError):
     """A checkpoint that is missing, cannot be downloaded, or fails its checksum."""
+
+
+class UnsafePathError(SampleError):
+    """An image id or file entry that would read outside the dataset or write outside ``--out``."""
+
+
+class OutputError(PseudolabelError):
+    """An output that cannot be written (disk full, I/O error, permission): the run stops."""
+
+
+class RunLockedError(PseudolabelError):
+    """Another live run holds the output folder (and shard)."""

@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pseudolabel.errors import OutputError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -43,9 +45,24 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike[str], kinds: tuple[type[Exception], ...] = (OSError,)) -> Iterator[None]:
+    """Turn an error of ``kinds`` (OSError: disk full, I/O error, permission) while writing
+    ``path`` into an :class:`~pseudolabel.errors.OutputError` naming the file and the cause."""
+    try:
+        yield
+    except kinds as error:
+        cause = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise OutputError(f"cannot write {path}: {cause}") from error
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_output(path) as temp:
+    """Write ``data`` to ``path`` atomically.
+
+    Raises:
+        OutputError: the write failed; ``path`` is as it was and no temporary file is left.
+    """
+    with output_errors(path), atomic_output(path) as temp:
         temp.write_bytes(data)
 
 

@@ -6,9 +6,12 @@ line it was writing; opening the manifest again first cuts such a partial line o
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, TextIO
+
+from pseudolabel.files import output_errors
 
 
 def manifest_name(shard: tuple[int, int]) -> str:
@@ -25,20 +28,28 @@ class Manifest:
         self._handle: TextIO | None = None
 
     def __enter__(self) -> Manifest:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        drop_partial_last_line(self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        with output_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            drop_partial_last_line(self.path)
+            self._handle = self.path.open("a", encoding="utf-8")
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        if self._handle is not None:
-            self._handle.close()
+    def __exit__(self, error_type: object, *exc_info: object) -> None:
+        if self._handle is None:
+            return
+        if error_type is None:
+            with output_errors(self.path):
+                self._handle.close()
+        else:  # already failing (maybe this file's own write): closing must not hide that error
+            with contextlib.suppress(OSError):
+                self._handle.close()
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record as a line."""
         assert self._handle is not None, "use Manifest as a context manager"
-        self._handle.write(json.dumps(record, sort_keys=False) + "\n")
-        self._handle.flush()
+        with output_errors(self.path):
+            self._handle.write(json.dumps(record, sort_keys=False) + "\n")
+            self._handle.flush()
 
 
 def drop_partial_last_line(path: Path) -> None:

@@ -22,9 +22,11 @@ import torch
 from PIL import Image
 
 from pseudolabel.datasets.base import Dataset, Sample
-from pseudolabel.errors import ConfigError, SampleError
+from pseudolabel.errors import ConfigError, OutputError, SampleError, UnsafePathError
 from pseudolabel.manifest import Manifest, manifest_name
 from pseudolabel.masks import write_mask
+from pseudolabel.run_lock import RunLock
+from pseudolabel.safe_paths import id_path
 from pseudolabel.scoremaps import ScoreMaps, save_scores
 from pseudolabel.stage_record import StageRecord
 
@@ -109,8 +111,12 @@ def select_ids(ids: list[str], shard: tuple[int, int], limit: int | None) -> lis
 
 
 def is_finished(image_id: str, out_dir: Path, scores_dir: Path | None) -> bool:
-    """True when the image's PNG is complete (and its scores exist when asked for)."""
-    png = out_dir / f"{image_id}.png"
+    """True when the image's PNG is complete (and its scores exist when asked for); False for
+    an id that cannot name a file in ``out_dir``."""
+    try:
+        png = id_path(out_dir, image_id, ".png")
+    except UnsafePathError:
+        return False
     if not png.is_file():
         return False
     try:
@@ -118,7 +124,7 @@ def is_finished(image_id: str, out_dir: Path, scores_dir: Path | None) -> bool:
             image.verify()
     except (OSError, SyntaxError):
         return False
-    return scores_dir is None or (scores_dir / f"{image_id}.npz").is_file()
+    return scores_dir is None or id_path(scores_dir, image_id, ".npz").is_file()
 
 
 @dataclass
@@ -218,45 +224,79 @@ def run_images(
     ``on_start(n)`` gets the number of images to do; ``on_progress()`` is called after each.
     """
     start = time.perf_counter()
-    selected = select_ids(dataset.ids(), options.shard, options.limit)
-    todo = [i for i in selected if options.overwrite or not is_finished(i, options.out_dir, options.scores_dir)]
-    summary = RunSummary(selected=len(selected), already_done=len(selected) - len(todo))
-    if on_start:
-        on_start(len(todo))
-    if not todo:
-        summary.seconds = time.perf_counter() - start
-        return summary
-    image_function = make_image_function()
-    worker_function = image_function if options.label_in_workers and options.num_workers > 0 else None
-    names = dataset.class_names
-    with Manifest(options.out_dir / manifest_name(options.shard)) as manifest, StopRequest(on_stop_request) as stop:
-        for item in iterate_items(dataset, todo, options.num_workers, worker_function):
-            record = StageRecord(id=item.image_id, classes=[names[c] for c in item.classes], **item.seconds)
-            result = item.result
-            if item.error is None and result is None and item.sample is not None:
-                try:
-                    with record.timed("label_s"):
-                        result = image_function(item.sample)
-                except SampleError as error:
-                    item.error = str(error)
-            if result is None:
-                manifest.write({**record, "status": "failed", "error": item.error})
-                summary.failed += 1
-            else:
-                _write_outputs(item.image_id, result, options)
-                manifest.write({**record, **result.record, "status": "ok"})
-                summary.done += 1
-                summary.add_tallies(result.record.tallies)
-            if on_progress:
-                on_progress()
-            if stop.requested:
-                summary.interrupted = True
-                break
+    with RunLock(options.out_dir, options.shard):
+        selected = select_ids(dataset.ids(), options.shard, options.limit)
+        todo = [i for i in selected if options.overwrite or not is_finished(i, options.out_dir, options.scores_dir)]
+        summary = RunSummary(selected=len(selected), already_done=len(selected) - len(todo))
+        if on_start:
+            on_start(len(todo))
+        if todo:
+            image_function = make_image_function()
+            worker_function = image_function if options.label_in_workers and options.num_workers > 0 else None
+            manifest_path = options.out_dir / manifest_name(options.shard)
+            with Manifest(manifest_path) as manifest, StopRequest(on_stop_request) as stop:
+                for item in iterate_items(dataset, todo, options.num_workers, worker_function):
+                    _finish_item(item, image_function, options, manifest, summary, dataset.class_names)
+                    if on_progress:
+                        on_progress()
+                    if stop.requested:
+                        summary.interrupted = True
+                        break
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> None:
-    write_mask(options.out_dir / f"{image_id}.png", result.label_map)
-    if options.scores_dir is not None and result.scores is not None:
-        save_scores(options.scores_dir / f"{image_id}.npz", result.scores)
+def _finish_item(
+    item: Item,
+    image_function: ImageFunction,
+    options: RunOptions,
+    manifest: Manifest,
+    summary: RunSummary,
+    names: list[str],
+) -> None:
+    """Label ``item`` unless a worker did, write its outputs and its manifest record.
+
+    A sample error fails the image; a failed write (OutputError) removes what this image wrote
+    and stops the run, so a resume redoes it.
+    """
+    record = StageRecord(id=item.image_id, classes=[names[c] for c in item.classes], **item.seconds)
+    result = item.result
+    if item.error is None and result is None and item.sample is not None:
+        try:
+            with record.timed("label_s"):
+                result = image_function(item.sample)
+        except SampleError as error:
+            item.error = str(error)
+    written: list[Path] = []
+    if result is not None:
+        try:
+            written = _write_outputs(item.image_id, result, options)
+        except UnsafePathError as error:
+            result, item.error = None, str(error)
+    if result is None:
+        manifest.write({**record, "status": "failed", "error": item.error})
+        summary.failed += 1
+        return
+    try:
+        manifest.write({**record, **result.record, "status": "ok"})
+    except OutputError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    summary.done += 1
+    summary.add_tallies(result.record.tallies)
+
+
+def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> list[Path]:
+    """Write the PNG (and the scores); the paths written."""
+    png = id_path(options.out_dir, image_id, ".png")
+    npz = id_path(options.scores_dir, image_id, ".npz") if options.scores_dir is not None else None
+    write_mask(png, result.label_map)
+    if npz is None or result.scores is None:
+        return [png]
+    try:
+        save_scores(npz, result.scores)
+    except OutputError:
+        png.unlink(missing_ok=True)
+        raise
+    return [png, npz]

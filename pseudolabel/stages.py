@@ -20,6 +20,7 @@ from pseudolabel.datasets.base import Sample
 from pseudolabel.errors import MaskError
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.pipeline import Labelled
+from pseudolabel.safe_paths import id_path
 from pseudolabel.scoremaps import (
     DEFAULT_LABEL_CONFIDENCE,
     ScoreMaps,
@@ -83,7 +84,7 @@ class StoredMaskRefine:
     def _input(self, sample: Sample) -> tuple[ScoreMaps, str]:
         """The stored scores (``"scores"``) or the mask's (``"mask"``) as ScoreMaps."""
         height, width = sample.rgb.shape[:2]
-        path = self.masks_dir / f"{sample.image_id}.png"
+        path = id_path(self.masks_dir, sample.image_id, ".png")
         if not path.is_file():
             raise MaskError(f"no input mask for {sample.image_id}: {path} does not exist")
         label_map = read_mask(path)
@@ -93,7 +94,7 @@ class StoredMaskRefine:
                 "(width x height)"
             )
         present = mask_class_ids(label_map, self.num_classes, path)
-        scores_path = self.scores_dir / f"{sample.image_id}.npz" if self.scores_dir else None
+        scores_path = id_path(self.scores_dir, sample.image_id, ".npz") if self.scores_dir else None
         if scores_path is None or not scores_path.is_file():
             class_ids = tuple(sorted({0, *sample.classes, *present}))
             return from_label_map(label_map, class_ids, self.label_confidence), "mask"

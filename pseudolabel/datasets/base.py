@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pseudolabel.errors import UnsafePathError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS, load_rgb
 from pseudolabel.prompts import PromptSet
+from pseudolabel.safe_paths import check_id, resolve_inside
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,11 @@ class Sample:
 class Dataset:
     """A split of a dataset: ids, image files, image-level labels and GT masks.
 
-    Subclasses implement ``ids``, ``image_path``, ``classes`` and ``gt_path``; ``load`` decodes
-    one sample and is a pure function of the id, so shards and workers can call it freely.
+    Subclasses implement ``ids``, ``image_path``, ``classes`` and ``gt_path`` and set
+    ``image_root``; ``load`` decodes one sample and is a pure function of the id, so shards and
+    workers can call it freely. Entries a subclass refuses while reading its lists (an image
+    outside the folder, an id that cannot name a file) stay in ``ids`` with their reason in
+    ``rejected``, so a run records each as failed, naming the line or record, and goes on.
     """
 
     name: str = "dataset"
@@ -41,6 +46,10 @@ class Dataset:
     def __init__(self, prompts: PromptSet, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.prompts = prompts
         self.max_image_pixels = max_image_pixels
+        self.image_root = Path(".")
+        """Images must resolve (symlinks followed) inside this folder."""
+        self.rejected: dict[str, str] = {}
+        """Refused entries: id -> why."""
 
     @property
     def class_names(self) -> list[str]:
@@ -72,9 +81,14 @@ class Dataset:
         """Decode one sample.
 
         Raises:
-            SampleError: the image or its mask cannot be read.
+            SampleError: the image or its mask cannot be read. UnsafePathError: a refused entry,
+                or an image that resolves outside ``image_root``.
         """
-        rgb = load_rgb(self.image_path(image_id), self.max_image_pixels)
+        if image_id in self.rejected:
+            raise UnsafePathError(self.rejected[image_id])
+        check_id(image_id)
+        path = resolve_inside(self.image_root, self.image_path(image_id), f"image of {image_id!r}:")
+        rgb = load_rgb(path, self.max_image_pixels)
         return Sample(image_id, rgb, self.classes(image_id), self.gt_path(image_id))
 
 
@@ -85,6 +99,8 @@ class WithoutLabels(Dataset):
         super().__init__(inner.prompts, inner.max_image_pixels)
         self.inner = inner
         self.name = inner.name
+        self.image_root = inner.image_root
+        self.rejected = inner.rejected
 
     def ids(self) -> list[str]:
         return self.inner.ids()

@@ -16,6 +16,7 @@ from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.prompts import PromptSet, load_prompts, name_key
+from pseudolabel.safe_paths import id_path
 
 
 class CocoDataset(Dataset):
@@ -47,6 +48,7 @@ class CocoDataset(Dataset):
         self.image_dir = next(
             (d for d in (self.root / split, self.root / "images" / split) if d.is_dir()), self.root / split
         )
+        self.image_root = self.image_dir
         self._files, self._labels = self._read_instances(instances)
 
     def _read_instances(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
@@ -79,7 +81,7 @@ class CocoDataset(Dataset):
         return self._labels[image_id]
 
     def gt_path(self, image_id: str) -> Path | None:
-        candidate = self.root / "SegmentationClass" / self.split / f"{image_id}.png"
+        candidate = id_path(self.root / "SegmentationClass" / self.split, image_id, ".png")
         return candidate if candidate.is_file() else None
 
 

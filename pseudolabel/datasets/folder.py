@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError
+from pseudolabel.errors import ConfigError, UnsafePathError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.prompts import PromptSet, load_prompts
+from pseudolabel.safe_paths import check_id, id_path, resolve_inside
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 HEADER_WORDS = {"image", "file", "filename", "path"}
@@ -50,8 +52,9 @@ class FolderDataset(Dataset):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise ConfigError(f"image folder {self.root} does not exist")
+        self.image_root = self.root
         self.gt_dir = Path(gt_dir).expanduser() if gt_dir else None
-        self._paths: dict[str, Path] = {}
+        self._paths: dict[str, Path | None] = {}
         self._labels: dict[str, tuple[int, ...]] = {}
         if labels_file is None:
             self._list_images()
@@ -79,11 +82,16 @@ class FolderDataset(Dataset):
         for where, image, names in entries:
             if not names:
                 raise ConfigError(f"{where}: {image} has no labels; give at least one class name or remove it")
-            image_path = self._find_image(image)
-            if image_path is None:
-                missing.append(image)
-                continue
-            image_id = image_path.relative_to(self.root).with_suffix("").as_posix()
+            try:
+                image_path = self._find_image(image)
+                if image_path is None:
+                    missing.append(image)
+                    continue
+                resolve_inside(self.root, image_path, f"{where}: image {image!r}:")
+                image_id = check_id(Path(os.path.relpath(image_path, self.root)).with_suffix("").as_posix()).as_posix()
+            except UnsafePathError as error:
+                image_id, image_path = image, None
+                self.rejected[image_id] = str(error)
             if image_id in self._labels:
                 raise ConfigError(f"{where}: image id {image_id!r} is listed more than once")
             self._paths[image_id] = image_path
@@ -93,6 +101,8 @@ class FolderDataset(Dataset):
             raise ConfigError(f"{path}: {len(missing)} listed images are not in {self.root}: {shown}")
 
     def _find_image(self, image: str) -> Path | None:
+        if "\x00" in image:
+            raise UnsafePathError(f"image {image!r} holds a NUL character")
         candidate = self.root / image
         if candidate.is_file():
             return candidate
@@ -107,7 +117,10 @@ class FolderDataset(Dataset):
         return list(self._labels)
 
     def image_path(self, image_id: str) -> Path:
-        return self._paths[image_id]
+        path = self._paths[image_id]
+        if path is None:
+            raise UnsafePathError(self.rejected[image_id])
+        return path
 
     def classes(self, image_id: str) -> tuple[int, ...]:
         return self._labels[image_id]
@@ -115,7 +128,7 @@ class FolderDataset(Dataset):
     def gt_path(self, image_id: str) -> Path | None:
         if self.gt_dir is None:
             return None
-        candidate = self.gt_dir / f"{image_id}.png"
+        candidate = id_path(self.gt_dir, image_id, ".png")
         return candidate if candidate.is_file() else None
 
 

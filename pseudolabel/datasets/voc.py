@@ -7,10 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, MaskError
+from pseudolabel.errors import ConfigError, MaskError, UnsafePathError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.prompts import PromptSet, load_prompts
+from pseudolabel.safe_paths import check_id, id_path
 
 GT_FOLDERS = ("SegmentationClassAug", "SegmentationClass")
 """Where GT masks are looked for, in this order, per image."""
@@ -40,24 +41,26 @@ class VocDataset(Dataset):
     ) -> None:
         super().__init__(prompts or load_prompts("voc"), max_image_pixels)
         self.root = find_voc_root(Path(root).expanduser())
+        self.image_root = self.root / "JPEGImages"
         self.split = split
         self._ids = read_split_file(self.root, split)
+        self.rejected = split_file_problems(self.root, split, self._ids)
 
     def ids(self) -> list[str]:
         return list(self._ids)
 
     def image_path(self, image_id: str) -> Path:
-        return self.root / "JPEGImages" / f"{image_id}.jpg"
+        return id_path(self.image_root, image_id, ".jpg")
 
     def gt_path(self, image_id: str) -> Path | None:
         for folder in GT_FOLDERS:
-            candidate = self.root / folder / f"{image_id}.png"
+            candidate = id_path(self.root / folder, image_id, ".png")
             if candidate.is_file():
                 return candidate
         return None
 
     def classes(self, image_id: str) -> tuple[int, ...]:
-        annotation = self.root / "Annotations" / f"{image_id}.xml"
+        annotation = id_path(self.root / "Annotations", image_id, ".xml")
         if annotation.is_file():
             return self._labels_from_annotation(annotation)
         gt = self.gt_path(image_id)
@@ -117,3 +120,16 @@ def read_split_file(root: Path, split: str) -> list[str]:
     if duplicates:
         raise ConfigError(f"{path} lists ids more than once: {', '.join(duplicates[:10])}")
     return ids
+
+
+def split_file_problems(root: Path, split: str, ids: list[str]) -> dict[str, str]:
+    """Ids of the split list that cannot name a file, with the line that gave them."""
+    path = find_split_file(root, split)
+    problems = {}
+    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    for (line_number, _), image_id in zip(lines, ids, strict=True):
+        try:
+            check_id(image_id)
+        except UnsafePathError as error:
+            problems[image_id] = f"{path}:{line_number}: {error}"
+    return problems

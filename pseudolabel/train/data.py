@@ -21,6 +21,7 @@ from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import MaskError, SampleError
 from pseudolabel.masks import IGNORE_INDEX, read_mask
 from pseudolabel.models.caffe_resnet import CAFFE_MEAN_BGR
+from pseudolabel.safe_paths import id_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,7 +84,7 @@ class TrainingCrops(torch.utils.data.Dataset):
     def __getitem__(self, sample_number: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_id = self.image_id(sample_number)
         rgb = self.dataset.load(image_id).rgb
-        labels = read_mask(self.masks_dir / f"{image_id}.png")
+        labels = read_mask(id_path(self.masks_dir, image_id, ".png"))
         if labels.shape != rgb.shape[:2]:
             raise MaskError(
                 f"mask {self.masks_dir / image_id}.png is {labels.shape[::-1]} but its image is {rgb.shape[1::-1]}"
@@ -134,7 +135,7 @@ class GlobalSamples(torch.utils.data.Sampler[int]):
 
 def check_masks(dataset: Dataset, masks_dir: Path) -> None:
     """Fail early, listing them, when training masks are missing."""
-    missing = [i for i in dataset.ids() if not (masks_dir / f"{i}.png").is_file()]
+    missing = [i for i in dataset.ids() if not id_path(masks_dir, i, ".png").is_file()]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise SampleError(f"{len(missing)} of {len(dataset.ids())} training masks are missing in {masks_dir}: {shown}")

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.devices import autocast_dtype, resolve_device
 from pseudolabel.errors import ConfigError, PseudolabelError
-from pseudolabel.files import atomic_output
+from pseudolabel.files import atomic_output, output_errors
 from pseudolabel.manifest import Manifest
 from pseudolabel.masks import IGNORE_INDEX
 from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
@@ -191,8 +191,9 @@ def checkpoint_state(
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save into a temporary file, then rename: a killed save never leaves a broken last.pt."""
-    with atomic_output(path) as temp:
+    """torch.save into a temporary file, then rename: a killed save never leaves a broken last.pt,
+    and a failed one (torch reports a full disk as a RuntimeError) stops with an OutputError."""
+    with output_errors(path, (OSError, RuntimeError)), atomic_output(path) as temp:
         torch.save(state, temp)
 
 
