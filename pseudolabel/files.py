@@ -15,6 +15,14 @@ from pathlib import Path
 from pseudolabel.errors import OutputError
 
 
+def home_dir() -> Path:
+    """The tool's own folder: ``$PSEUDOLABEL_HOME``, else the platform cache folder."""
+    import platformdirs
+
+    home = os.environ.get("PSEUDOLABEL_HOME")
+    return Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("pseudolabel"))
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -263,3 +263,24 @@ def test_a_full_disk_loses_nothing_and_a_resume_after_freeing_space_finishes(tmp
     assert resumed.exit_code == 0, resumed.output
     assert f"{6 - len(records)} images labelled, 0 failed, {len(records)} already done" in resumed.output
     assert len(read_manifest(out / "manifest.jsonl")) == 6
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_internal_error_prints_one_line_and_saves_the_traceback(tmp_path: Path, monkeypatch, debug: bool) -> None:
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug deep inside")
+
+    monkeypatch.setattr("pseudolabel.labelers.cam.background_score", broken)
+    voc, out = _voc(tmp_path), tmp_path / "out"
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--device", "cpu", "--num-workers", "0"]
+    result = runner.invoke(app, ["--debug", *args] if debug else args)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # handled: no traceback escapes
+    last = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert last.startswith("error: internal error (a bug): ZeroDivisionError: a bug deep inside at ")
+    assert f"traceback saved to {out / 'error.log'}" in last
+    log = (out / "error.log").read_text()
+    assert "Traceback (most recent call last)" in log and "def broken" not in log and "ZeroDivisionError" in log
+    assert ("Traceback (most recent call last)" in result.output) == debug
+    assert not list(out.glob(".pseudolabel-lock-*"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -11,13 +15,24 @@ from typer.core import TyperGroup
 
 from pseudolabel import __version__
 from pseudolabel.errors import PseudolabelError
+from pseudolabel.files import atomic_write_text, home_dir
 
 console = Console()
 err_console = Console(stderr=True)
 
 
+_session = {"debug": False, "output_folder": None}
+"""What the error handler needs to know about this invocation."""
+
+
+def remember_output_folder(folder: Path | None) -> None:
+    """Where a command writes, so that an internal error's traceback is saved there."""
+    _session["output_folder"] = folder
+
+
 class PseudolabelGroup(TyperGroup):
-    """Prints a user error as one line on stderr and exits 1, without a traceback."""
+    """Prints a user error as one line on stderr and exits 1, without a traceback; an internal
+    error (a bug) prints one line too and saves its traceback to ``OUT/error.log``."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -25,6 +40,33 @@ class PseudolabelGroup(TyperGroup):
         except PseudolabelError as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             ctx.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            report_internal_error(error)
+            ctx.exit(1)
+
+
+def report_internal_error(error: Exception) -> None:
+    """One line naming the error and where it happened, the traceback saved (printed with --debug)."""
+    text = "".join(traceback.format_exception(error))
+    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    folder = _session["output_folder"] or home_dir()
+    log = Path(folder) / "error.log"
+    try:
+        atomic_write_text(log, f"pseudolabel {__version__}: {' '.join(sys.argv)}\n{text}")
+        saved = f"traceback saved to {log}"
+    except OSError:
+        saved = "the traceback could not be saved"
+    if _session["debug"]:
+        err_console.print(text, highlight=False, markup=False)
+    err_console.print(
+        f"[bold red]error:[/] internal error (a bug): {type(error).__name__}: {error}{where}; {saved}; "
+        "please report it (pseudolabel --debug ... prints the traceback)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 app = typer.Typer(
@@ -50,8 +92,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_callback(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an internal error."),
 ) -> None:
     """Image-level labels in, per-pixel pseudo-label masks out."""
+    _session["debug"] = debug
 
 
 def progress_bar(*extra: ProgressColumn, disable: bool = False) -> Progress:

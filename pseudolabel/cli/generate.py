@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pseudolabel.cli.app import app
+from pseudolabel.cli.app import app, remember_output_folder
 from pseudolabel.cli.options import (
     CAM,
     DATA,
@@ -157,6 +157,7 @@ def generate(
     config: ConfigOption = None,
 ) -> None:
     """Generate pseudo-label masks from image-level labels."""
+    remember_output_folder(out)
     from pseudolabel.devices import decode_workers
     from pseudolabel.pipeline import RunOptions, parse_shard
     from pseudolabel.registry import LABELERS, ModelHub, create_refiners, parse_refiners

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pseudolabel.cli.app import app, deprecated
+from pseudolabel.cli.app import app, deprecated, remember_output_folder
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -97,6 +97,7 @@ def refine(
     config: ConfigOption = None,
 ) -> None:
     """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
+    remember_output_folder(out)
     from pseudolabel.cli.running import run_with_progress
     from pseudolabel.pipeline import RunOptions, parse_shard
     from pseudolabel.registry import ModelHub, create_refiners, refine_workers

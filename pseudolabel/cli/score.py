@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pseudolabel.cli.app import app, console, err_console, progress_bar
+from pseudolabel.cli.app import app, console, err_console, progress_bar, remember_output_folder
 from pseudolabel.cli.options import (
     DATA,
     ClassesOption,
@@ -70,6 +70,7 @@ def score(
     config: ConfigOption = None,
 ) -> None:
     """Score predicted masks against ground truth: mIoU, per-class IoU, coverage, boundary IoU."""
+    remember_output_folder((json_path or csv_path).parent if (json_path or csv_path) else None)
     from pseudolabel.datasets import resolve_prompts
     from pseudolabel.score_report import build_report, report_table, summary_lines, write_csv, write_json
     from pseudolabel.scoring import pair_with_dataset, pair_with_folder, score_pairs

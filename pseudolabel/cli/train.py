@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import TextColumn
 
-from pseudolabel.cli.app import app, console, err_console, progress_bar
+from pseudolabel.cli.app import app, console, err_console, progress_bar, remember_output_folder
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -137,6 +137,7 @@ def train_seg(
     config: ConfigOption = None,
 ) -> None:
     """Train DeepLabV2 on pseudo-label masks (torchrun --nproc-per-node N -m pseudolabel train-seg for DDP)."""
+    remember_output_folder(out)
     from pseudolabel.pipeline import StopRequest
     from pseudolabel.train.predict import val_miou_evaluator
     from pseudolabel.train.trainer import TrainConfig, is_main_process, train
@@ -217,6 +218,7 @@ def predict(
     config: ConfigOption = None,
 ) -> None:
     """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
+    remember_output_folder(out)
     from pseudolabel.devices import decode_workers, resolve_device
     from pseudolabel.pipeline import RunOptions, parse_shard
     from pseudolabel.refiners.crf import CrfRefiner

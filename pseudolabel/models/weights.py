@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from pseudolabel.errors import WeightsError
-from pseudolabel.files import atomic_output
+from pseudolabel.files import atomic_output, home_dir
 
 RANDOM = "random"
 HASH_CHUNK_BYTES = 1 << 20
@@ -161,9 +159,7 @@ WEIGHTS: dict[str, WeightSpec] = {
 
 def cache_dir() -> Path:
     """Folder where registry checkpoints are stored."""
-    home = os.environ.get("PSEUDOLABEL_HOME")
-    base = Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("pseudolabel"))
-    return base / "weights"
+    return home_dir() / "weights"
 
 
 def cached_path(spec: WeightSpec) -> Path:
