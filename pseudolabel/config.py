@@ -18,7 +18,7 @@ import yaml
 
 from pseudolabel import __version__
 from pseudolabel.errors import ConfigError
-from pseudolabel.files import atomic_write_text
+from pseudolabel.files import atomic_write_text, read_user_text
 
 METADATA_KEYS = ("command", "pseudolabel_version", "written_at")
 """Keys of a resolved config that are records, not options (so the file can be reused)."""
@@ -36,7 +36,7 @@ def load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Path
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_user_text(path, "config file")) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}".replace("\n", " ")) from error
     if not isinstance(data, dict):

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pseudolabel.errors import OutputError
+from pseudolabel.errors import ConfigError, OutputError
 
 
 def home_dir() -> Path:
@@ -21,6 +21,22 @@ def home_dir() -> Path:
 
     home = os.environ.get("PSEUDOLABEL_HOME")
     return Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("pseudolabel"))
+
+
+def read_user_text(path: Path, what: str) -> str:
+    """A text file a user wrote: UTF-8 (a BOM is dropped) or UTF-16 with its BOM.
+
+    Raises:
+        ConfigError: another encoding, naming the file.
+    """
+    data = path.read_bytes()
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8"
+        ) from error
 
 
 def _current_umask() -> int:

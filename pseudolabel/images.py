@@ -49,24 +49,27 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_
     """
     path = Path(path)
     try:
-        with _without_pillow_limit(), Image.open(path) as image:
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageLoadError(
-                    f"image {path} is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,}; raise it with --max-image-pixels if the file is trusted"
-                )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-            return to_rgb_array(upright)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about corrupt files: they decode or fail below
+            return _decode(path, max_pixels)
     except ImageLoadError:
         raise
     except FileNotFoundError as error:
         raise ImageLoadError(f"image {path} does not exist") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"cannot decode image {path}: {error}") from error
+
+
+def _decode(path: Path, max_pixels: int | None) -> np.ndarray:
+    with _without_pillow_limit(), Image.open(path) as image:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageLoadError(
+                f"image {path} is {width}x{height} = {width * height:,} pixels, over the limit of "
+                f"{max_pixels:,}; raise it with --max-image-pixels if the file is trusted"
+            )
+        image.load()
+        return to_rgb_array(ImageOps.exif_transpose(image))
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pseudolabel.errors import ConfigError
+from pseudolabel.files import read_user_text
 
 BUILTIN_PROMPT_SETS = ("voc", "coco")
 MIN_SYNONYMS = 3
@@ -133,7 +134,7 @@ def load_prompts(name_or_path: str | Path) -> PromptSet:
             f"prompt set {text_name!r} is neither a built-in ({', '.join(BUILTIN_PROMPT_SETS)}) nor an existing file"
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_user_text(path, "prompt set"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from error
     return parse_prompts(data, str(path))
@@ -144,7 +145,7 @@ def load_class_list(path: str | Path, base: PromptSet) -> PromptSet:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"class list {path} does not exist")
-    names = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line.split("#", 1)[0].strip() for line in read_user_text(path, "class list").splitlines()]
     names = [name for name in names if name]
     if not [name for name in names if name_key(name) != "background"]:
         raise ConfigError(f"class list {path} names no class")

@@ -7,7 +7,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -40,7 +39,7 @@ class PseudolabelGroup(TyperGroup):
         except PseudolabelError as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             ctx.exit(1)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors, --help, Ctrl-C: click's own
             raise
         except Exception as error:
             report_internal_error(error)

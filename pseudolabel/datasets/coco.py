@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError
+from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.prompts import PromptSet, load_prompts, name_key
 from pseudolabel.safe_paths import id_path
@@ -53,7 +54,7 @@ class CocoDataset(Dataset):
 
     def _read_instances(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_user_text(path, "COCO annotations"))
         except (OSError, json.JSONDecodeError) as error:
             raise ConfigError(f"cannot read COCO annotations {path}: {error}") from error
         contiguous = coco_id_to_class_id(self.prompts)

@@ -14,6 +14,7 @@ its relative path without extension. Every problem in the file is reported befor
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError, UnsafePathError
+from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.prompts import PromptSet, load_prompts
 from pseudolabel.safe_paths import check_id, id_path, resolve_inside
@@ -95,10 +97,17 @@ class FolderDataset(Dataset):
             if image_id in self._labels:
                 raise ConfigError(f"{where}: image id {image_id!r} is listed more than once")
             self._paths[image_id] = image_path
-            self._labels[image_id] = tuple(sorted({self.prompts.class_id(n, where=f"{where}: ") for n in names}))
+            self._labels[image_id] = self._class_ids(names, where)
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise ConfigError(f"{path}: {len(missing)} listed images are not in {self.root}: {shown}")
+
+    def _class_ids(self, names: list[str], where: str) -> tuple[int, ...]:
+        """Sorted class ids of an entry's names; ``background`` is no image label."""
+        class_ids = {self.prompts.class_id(name, where=f"{where}: ") for name in names}
+        if 0 in class_ids:
+            raise ConfigError(f"{where}: 'background' is not an image label; list the objects in the image")
+        return tuple(sorted(class_ids))
 
     def _find_image(self, image: str) -> Path | None:
         if "\x00" in image:
@@ -135,22 +144,22 @@ class FolderDataset(Dataset):
 def read_csv_labels(path: Path) -> list[tuple[str, str, list[str]]]:
     """Entries ``(where, image, class names)`` of a CSV labels file."""
     entries = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in row]
-            if not cells or not cells[0] or cells[0].startswith("#"):
-                continue
-            if line_number == 1 and cells[0].lower() in HEADER_WORDS:
-                continue
-            names = [name.strip() for cell in cells[1:] for name in cell.split(";") if name.strip()]
-            entries.append((f"{path}:{line_number}", cells[0], names))
+    text = read_user_text(path, "labels file")
+    for line_number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        cells = [cell.strip() for cell in row]
+        if not cells or not cells[0] or cells[0].startswith("#"):
+            continue
+        if line_number == 1 and cells[0].lower() in HEADER_WORDS:
+            continue
+        names = [name.strip() for cell in cells[1:] for name in cell.split(";") if name.strip()]
+        entries.append((f"{path}:{line_number}", cells[0], names))
     return entries
 
 
 def read_json_labels(path: Path) -> list[tuple[str, str, list[str]]]:
     """Entries ``(where, image, class names)`` of a JSON labels file."""
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        data: Any = json.loads(read_user_text(path, "labels file"))
     except json.JSONDecodeError as error:
         raise ConfigError(f"labels file {path} is not valid JSON: {error}") from error
     if isinstance(data, dict):

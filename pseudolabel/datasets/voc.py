@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError, MaskError, UnsafePathError
+from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.prompts import PromptSet, load_prompts
@@ -115,7 +116,7 @@ def read_split_file(root: Path, split: str) -> list[str]:
     pairs; the id is the stem of the first field.
     """
     path = find_split_file(root, split)
-    ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
+    ids = [Path(line.split()[0]).stem for line in read_user_text(path, "split list").splitlines() if line.strip()]
     duplicates = sorted(image_id for image_id, count in Counter(ids).items() if count > 1)
     if duplicates:
         raise ConfigError(f"{path} lists ids more than once: {', '.join(duplicates[:10])}")
@@ -126,7 +127,11 @@ def split_file_problems(root: Path, split: str, ids: list[str]) -> dict[str, str
     """Ids of the split list that cannot name a file, with the line that gave them."""
     path = find_split_file(root, split)
     problems = {}
-    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    lines = [
+        (number, line)
+        for number, line in enumerate(read_user_text(path, "split list").splitlines(), start=1)
+        if line.strip()
+    ]
     for (line_number, _), image_id in zip(lines, ids, strict=True):
         try:
             check_id(image_id)
