@@ -284,3 +284,31 @@ def test_an_internal_error_prints_one_line_and_saves_the_traceback(tmp_path: Pat
     assert "Traceback (most recent call last)" in log and "def broken" not in log and "ZeroDivisionError" in log
     assert ("Traceback (most recent call last)" in result.output) == debug
     assert not list(out.glob(".pseudolabel-lock-*"))
+
+
+def test_training_takes_the_folder_lock_and_a_failed_checkpoint_write_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    from train_helpers import synthetic_voc
+
+    voc, masks = synthetic_voc(tmp_path)
+    run = tmp_path / "run"
+    args = ["train-seg", "--dataset", "voc", "--root", str(voc), "--masks", str(masks), "--out", str(run)]
+    args += ["--backbone", "resnet18", "--backbone-weights", "random", "--crop-size", "48", "--batch-size", "2"]
+    args += ["--device", "cpu", "--num-workers", "0", "--iters", "2", "--save-every", "1"]
+    holder = _hold_lock(run, "0/1")
+    try:
+        locked = runner.invoke(app, args)
+        assert locked.exit_code == 1 and f"in use by pid {holder.pid}" in locked.output
+    finally:
+        holder.kill()
+        holder.wait()
+    (run / ".pseudolabel-lock-0of1.json").unlink()
+
+    def full_disk(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:659] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr("pseudolabel.train.trainer.torch.save", full_disk)
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1
+    last = [line for line in failed.output.splitlines() if line.strip()][-1]
+    assert last.startswith(f"error: cannot write {run / 'last.pt'}: [enforce fail") and "PytorchStreamWriter" in last
+    assert not [p for p in run.iterdir() if p.suffix in (".pt", ".tmp") or p.name.endswith(".tmp")]

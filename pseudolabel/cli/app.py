@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
@@ -37,7 +38,7 @@ class PseudolabelGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except PseudolabelError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             ctx.exit(1)
         except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors, --help, Ctrl-C: click's own
             raise
@@ -61,7 +62,8 @@ def report_internal_error(error: Exception) -> None:
     if _session["debug"]:
         err_console.print(text, highlight=False, markup=False)
     err_console.print(
-        f"[bold red]error:[/] internal error (a bug): {type(error).__name__}: {error}{where}; {saved}; "
+        f"[bold red]error:[/] internal error (a bug): {type(error).__name__}: {escape(str(error))}{where}; "
+        f"{escape(saved)}; "
         "please report it (pseudolabel --debug ... prints the traceback)",
         highlight=False,
         soft_wrap=True,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -42,10 +43,10 @@ def models_download(
         raise ConfigError("name checkpoints to download, or pass --all")
     for spec in specs:
         if cached_path(spec).is_file():
-            console.print(f"{spec.name}: already at {cached_path(spec)}", highlight=False)
+            console.print(f"{spec.name}: already at {escape(str(cached_path(spec)))}", highlight=False)
             continue
         path = _download_with_progress(spec, allow_unverified)
-        console.print(f"{spec.name}: saved {path}", highlight=False)
+        console.print(f"{spec.name}: saved {escape(str(path))}", highlight=False)
 
 
 def _download_with_progress(spec: Any, allow_unverified: bool) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import ProgressColumn, Task
 from rich.table import Table
 from rich.text import Text
@@ -43,7 +44,7 @@ def print_run_summary(summary: Any, out: Path) -> None:
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     console.print(
         f"{summary.done} images labelled, {summary.failed} failed, {summary.already_done} already done "
-        f"(of {summary.selected} selected) in {summary.seconds:.1f} s ({rate:.2f} img/s); masks in {out}",
+        f"(of {summary.selected} selected) in {summary.seconds:.1f} s ({rate:.2f} img/s); masks in {escape(str(out))}",
         highlight=False,
     )
     if summary.failed:
@@ -53,5 +54,5 @@ def print_run_summary(summary: Any, out: Path) -> None:
         table.add_column("what")
         table.add_column("count", justify="right")
         for key, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-            table.add_row(key, str(count))
+            table.add_row(escape(key), str(count))
         console.print(table)

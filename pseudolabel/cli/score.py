@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pseudolabel.cli.app import app, console, err_console, progress_bar, remember_output_folder
@@ -140,6 +141,6 @@ def inspect(
     console.print(table)
     console.print(f"{summary.num_with_gt} of {summary.num_images} images have a GT mask", highlight=False)
     for image_id, message in summary.problems:
-        err_console.print(f"[yellow]skipped[/] {image_id}: {message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/] {escape(image_id)}: {escape(message)}", highlight=False, soft_wrap=True)
     if summary.problems:
         err_console.print(f"{len(summary.problems)} images have problems (listed above)")

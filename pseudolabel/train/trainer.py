@@ -30,6 +30,7 @@ from pseudolabel.files import atomic_output, output_errors
 from pseudolabel.manifest import Manifest
 from pseudolabel.masks import IGNORE_INDEX
 from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
+from pseudolabel.run_lock import RunLock
 from pseudolabel.train.data import TRAIN_SCALES, GlobalSamples, TrainingCrops, check_masks
 
 LOSSES = ("ce", "balanced")
@@ -350,10 +351,10 @@ def train(
     """
     session = setup_training(dataset, config)
     main = session.place.main
-    config.out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     loss_value, iteration = math.nan, session.start
-    with Manifest(config.out_dir / "metrics.jsonl") if main else _NoLog() as metrics:
+    lock = RunLock(config.out_dir, (0, 1)) if main else contextlib.nullcontext()
+    with lock, Manifest(config.out_dir / "metrics.jsonl") if main else _NoLog() as metrics:
         window_start, window_iterations = time.perf_counter(), 0
         while iteration < config.iterations:
             loss_value, lr = train_step(session, config)
