@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from pseudolabel.files import atomic_write_text
 from pseudolabel.metrics import CONVENTIONS, Counts, summarize
-from pseudolabel.scoring import PairSet
+from pseudolabel.scoring import ImageScore, PairSet
 
 PER_CLASS_KEYS = ("iou", "iou_confident", "biou", "precision", "recall")
 
@@ -93,3 +94,44 @@ def write_csv(path: Path, report: dict[str, Any]) -> None:
         values = ["" if report[key][class_id] is None else f"{report[key][class_id]:.6f}" for key in PER_CLASS_KEYS]
         writer.writerow([class_id, name, *values, report["gt_pixels"][class_id], report["pred_pixels"][class_id]])
     atomic_write_text(path, buffer.getvalue())
+
+
+IMAGE_KEYS = ("miou", "mbiou", "coverage", "pixel_accuracy")
+
+
+def per_image_rows(scores: list[ImageScore]) -> list[dict[str, Any]]:
+    """Per-image scores as JSON rows (``iou`` by class id, null where the class is not in the GT)."""
+    return [{"id": s.image_id, **{key: getattr(s, key) for key in IMAGE_KEYS}, "iou": s.iou} for s in scores]
+
+
+def write_per_image_csv(path: Path, scores: list[ImageScore], class_names: list[str]) -> None:
+    """One row per image: id, the image figures, then an ``iou_<class>`` column per class (empty =
+    not in the image's GT), atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", *IMAGE_KEYS, *(f"iou_{name}" for name in class_names)])
+    for score in scores:
+        figures = [getattr(score, key) for key in IMAGE_KEYS] + score.iou
+        writer.writerow([score.image_id, *("" if v is None else f"{v:.6f}" for v in figures)])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def worst_images(scores: list[ImageScore], count: int) -> list[ImageScore]:
+    """The ``count`` images of lowest mIoU (ties: lower mBIoU, then id), images without a defined mIoU last."""
+
+    def key(score: ImageScore) -> tuple[float, float, str]:
+        miou = 2.0 if score.miou is None else score.miou
+        return miou, 2.0 if score.mbiou is None else score.mbiou, score.image_id
+
+    return sorted(scores, key=key)[:count]
+
+
+def worst_table(scores: list[ImageScore], count: int) -> Table:
+    """The :func:`worst_images` as a Rich table in percent."""
+    table = Table(title=f"the {count} images of lowest mIoU (%)")
+    table.add_column("id")
+    for heading in ("mIoU", "mBIoU", "coverage", "pixel acc."):
+        table.add_column(heading, justify="right")
+    for score in worst_images(scores, count):
+        table.add_row(escape(score.image_id), *(_percent(getattr(score, key)) for key in IMAGE_KEYS))
+    return table

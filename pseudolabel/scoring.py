@@ -14,7 +14,7 @@ import numpy as np
 from pseudolabel.datasets import Dataset
 from pseudolabel.errors import ConfigError
 from pseudolabel.masks import IGNORE_INDEX, read_mask
-from pseudolabel.metrics import Counts, count_pair
+from pseudolabel.metrics import Counts, count_pair, summarize
 
 CHUNK_SIZE = 32
 IN_PROCESS_LIMIT = 64
@@ -89,15 +89,45 @@ def _pair(pred_dir: Path, gt_files: dict[str, Path], without_gt: int, allow_miss
     return PairSet(pairs, missing, extra, without_gt)
 
 
-def count_pairs(pairs: Sequence[Pair], num_classes: int, boundary_kernel: int | None = None) -> Counts:
-    """Accumulate the counts of ``pairs`` in this process (``boundary_kernel`` as in ``count_pair``)."""
+@dataclass(frozen=True)
+class ImageScore:
+    """One image's figures over its own GT classes (fractions in [0, 1]; None = undefined).
+
+    Attributes:
+        iou: per class id; None for classes absent from the image's GT.
+    """
+
+    image_id: str
+    miou: float | None
+    mbiou: float | None
+    coverage: float | None
+    pixel_accuracy: float | None
+    iou: list[float | None]
+
+
+def image_score(image_id: str, counts: Counts) -> ImageScore:
+    """The per-image row of one image's counts."""
+    figures = summarize(counts)
+    return ImageScore(
+        image_id, figures["miou"], figures["mbiou"], figures["coverage"], figures["pixel_accuracy"], figures["iou"]
+    )
+
+
+def count_pairs(
+    pairs: Sequence[Pair], num_classes: int, boundary_kernel: int | None = None
+) -> tuple[Counts, list[ImageScore]]:
+    """The summed counts of ``pairs`` and each image's scores, in this process (``boundary_kernel``
+    as in ``count_pair``)."""
     total = Counts(num_classes)
+    rows = []
     for pair in pairs:
         gt = read_mask(pair.gt)
         pred = read_mask(pair.pred) if pair.pred is not None else np.full_like(gt, IGNORE_INDEX)
         name = pair.pred.name if pair.pred else pair.name
-        total.add(count_pair(gt, pred, num_classes, name, boundary_kernel))
-    return total
+        counts = count_pair(gt, pred, num_classes, name, boundary_kernel)
+        total.add(counts)
+        rows.append(image_score(pair.name, counts))
+    return total, rows
 
 
 def score_pairs(
@@ -106,29 +136,32 @@ def score_pairs(
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     boundary_kernel: int | None = None,
-) -> Counts:
-    """Counts over all pairs, split into chunks over ``workers`` processes (default: all cores).
-
-    ``on_progress(n)`` is called as each chunk of n pairs is done.
+) -> tuple[Counts, list[ImageScore]]:
+    """Counts over all pairs and each image's scores (in pair order), split into chunks over
+    ``workers`` processes (default: all cores). ``on_progress(n)`` is called as each chunk of n
+    pairs is done.
     """
     workers = workers or os.cpu_count() or 1
     chunks = [list(pairs[start : start + CHUNK_SIZE]) for start in range(0, len(pairs), CHUNK_SIZE)]
     total = Counts(num_classes)
+    rows: dict[int, list[ImageScore]] = {}
     if workers == 1 or len(pairs) < IN_PROCESS_LIMIT:
-        for chunk in chunks:
-            total.add(count_pairs(chunk, num_classes, boundary_kernel))
+        for index, chunk in enumerate(chunks):
+            counts, rows[index] = count_pairs(chunk, num_classes, boundary_kernel)
+            total.add(counts)
             if on_progress:
                 on_progress(len(chunk))
-        return total
+        return total, [row for index in sorted(rows) for row in rows[index]]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
-        futures = {pool.submit(count_pairs, chunk, num_classes, boundary_kernel): len(chunk) for chunk in chunks}
+        futures = {pool.submit(count_pairs, chunk, num_classes, boundary_kernel): i for i, chunk in enumerate(chunks)}
         try:
             for future in as_completed(futures):
-                total.add(future.result())
+                counts, rows[futures[future]] = future.result()
+                total.add(counts)
                 if on_progress:
-                    on_progress(futures[future])
+                    on_progress(len(chunks[futures[future]]))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    return total
+    return total, [row for index in sorted(rows) for row in rows[index]]

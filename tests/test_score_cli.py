@@ -165,8 +165,9 @@ def test_parallel_scoring_equals_in_process(tmp_path: Path) -> None:
         write_mask(tmp_path / f"p{index}.png", pred)
         pairs.append(Pair(str(index), tmp_path / f"g{index}.png", tmp_path / f"p{index}.png"))
     seen: list[int] = []
-    parallel = score_pairs(pairs, 5, workers=2, on_progress=seen.append)
-    serial = score_pairs(pairs, 5, workers=1)
+    parallel, parallel_rows = score_pairs(pairs, 5, workers=2, on_progress=seen.append)
+    serial, serial_rows = score_pairs(pairs, 5, workers=1)
+    assert parallel_rows == serial_rows and [r.image_id for r in serial_rows] == [p.name for p in pairs]
     np.testing.assert_array_equal(parallel.confusion, serial.confusion)
     np.testing.assert_array_equal(parallel.boundary_union, serial.boundary_union)
     assert sum(seen) == 70
@@ -206,3 +207,29 @@ def test_boundary_kernel_23_erodes_by_a_fixed_23_pixel_square(tmp_path: Path) ->
             assert json.loads((tmp_path / "d.json").read_text())["biou"][1] == pytest.approx(expected, rel=1e-9)
     even = runner.invoke(app, ["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--boundary-kernel", "22"])
     assert even.exit_code == 1 and "--boundary-kernel must be an odd number" in even.output
+
+
+def test_per_image_figures_match_the_reference_and_worst_lists_the_lowest(tmp_path: Path) -> None:
+    pairs = _pairs(count=6, seed=8)
+    pred, gt = _write_folders(tmp_path, pairs)
+    per_image, report_path = tmp_path / "out" / "images.csv", tmp_path / "out" / "score.json"
+    args = ["score", "--pred", str(pred), "--gt", str(gt), "--per-image", str(per_image), "--json", str(report_path)]
+    result = runner.invoke(app, [*args, "--worst", "3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    with per_image.open() as handle:
+        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    json_rows = {row["id"]: row for row in json.loads(report_path.read_text())["per_image"]}
+    expected = {f"img{i}": reference_scores([pair], NUM_CLASSES) for i, pair in enumerate(pairs)}
+    assert set(rows) == set(json_rows) == set(expected)
+    for image_id, reference in expected.items():
+        for key in ("miou", "coverage", "pixel_accuracy"):
+            assert float(rows[image_id][key]) == pytest.approx(reference[key], abs=1e-6), (image_id, key)
+            assert json_rows[image_id][key] == pytest.approx(reference[key], abs=1e-9), (image_id, key)
+        assert float(rows[image_id]["mbiou"]) == pytest.approx(reference["mbiou"], abs=1e-4)
+        for class_id, name in enumerate(json.loads(report_path.read_text())["class_names"]):
+            cell, theirs = rows[image_id][f"iou_{name}"], reference["iou"][class_id]
+            assert cell == "" if theirs is None else float(cell) == pytest.approx(theirs, abs=1e-6)
+    worst = sorted(expected, key=lambda i: expected[i]["miou"])[:3]
+    table = result.output[result.output.index("lowest mIoU") :]
+    positions = [table.index(f" {image_id} ") for image_id in worst]
+    assert positions == sorted(positions) and sorted(expected, key=lambda i: expected[i]["miou"])[3] not in table

@@ -57,6 +57,11 @@ def score(
     csv_path: Annotated[
         Path | None, typer.Option("--csv", help="Write per-class figures as CSV here.", rich_help_panel="Output")
     ] = None,
+    per_image: Annotated[
+        Path | None,
+        typer.Option(help="Write per-image figures as CSV here (and into --json).", rich_help_panel="Output"),
+    ] = None,
+    worst: Annotated[int, typer.Option(help="Print the N images of lowest mIoU.", rich_help_panel="Output")] = 0,
     allow_missing: Annotated[
         bool, typer.Option(help="Missing predictions count as all-unsure.", rich_help_panel="Scoring")
     ] = False,
@@ -71,9 +76,19 @@ def score(
     config: ConfigOption = None,
 ) -> None:
     """Score predicted masks against ground truth: mIoU, per-class IoU, coverage, boundary IoU."""
-    remember_output_folder((json_path or csv_path).parent if (json_path or csv_path) else None)
+    first_output = json_path or csv_path or per_image
+    remember_output_folder(first_output.parent if first_output else None)
     from pseudolabel.datasets import resolve_prompts
-    from pseudolabel.score_report import build_report, report_table, summary_lines, write_csv, write_json
+    from pseudolabel.score_report import (
+        build_report,
+        per_image_rows,
+        report_table,
+        summary_lines,
+        worst_table,
+        write_csv,
+        write_json,
+        write_per_image_csv,
+    )  # fmt: skip
     from pseudolabel.scoring import pair_with_dataset, pair_with_folder, score_pairs
 
     if (gt is None) == (dataset is None):
@@ -95,18 +110,22 @@ def score(
     names = prompt_set.class_names if count == prompt_set.num_classes else [f"class {i}" for i in range(count)]
     with progress_bar() as progress:
         task = progress.add_task("scoring", total=len(pair_set.pairs))
-        counts = score_pairs(
+        counts, image_scores = score_pairs(
             pair_set.pairs, count, workers or None, lambda n: progress.advance(task, n), boundary_kernel
         )
     report = build_report(counts, names, pair_set, boundary_kernel)
     console.print(report_table(report))
     for line in summary_lines(report):
         console.print(line, highlight=False)
+    if worst > 0:
+        console.print(worst_table(image_scores, worst))
+    if per_image:
+        report["per_image"] = per_image_rows(image_scores)
+        write_per_image_csv(per_image, image_scores, names)
     if json_path:
         write_json(json_path, report)
     if csv_path:
         write_csv(csv_path, report)
-    first_output = json_path or csv_path
     if first_output:
         write_resolved_config(first_output.with_suffix(".config.yaml"), ctx)
 
