@@ -7,6 +7,7 @@ explicit pixel limit that the user can raise (``--max-image-pixels``).
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pseudolabel.errors import ImageLoadError
+from pseudolabel.files import atomic_write_bytes
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 """Pillow's default warning limit (about 9,459 x 9,459): larger images need an explicit opt-in."""
@@ -98,3 +100,10 @@ def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     else:
         scaled = values / 257.0
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def write_rgb_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
+    """Write uint8 [H, W, 3] ``rgb`` as a PNG, atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, "PNG", optimize=False)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -23,6 +23,7 @@ from PIL import Image
 
 from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.errors import ConfigError, OutputError, SampleError, UnsafePathError
+from pseudolabel.images import write_rgb_png
 from pseudolabel.manifest import Manifest, manifest_name
 from pseudolabel.masks import write_mask
 from pseudolabel.run_lock import RunLock
@@ -37,14 +38,16 @@ class Labelled:
     reported.
 
     Attributes:
-        label_map: uint8 [H, W] class ids, 255 = unsure.
+        label_map: uint8 [H, W] class ids, 255 = unsure, written as ``<id>.png`` in the VOC palette.
         scores: soft scores to save with ``--save-scores`` (None: nothing to save).
         record: extra manifest fields (stage seconds, synonym choices, ...) and summary tallies.
+        picture: uint8 [H, W, 3] written as ``<id>.png`` instead of a label map (overlays).
     """
 
-    label_map: np.ndarray
+    label_map: np.ndarray | None
     scores: ScoreMaps | None = None
     record: StageRecord = field(default_factory=StageRecord)
+    picture: np.ndarray | None = None
 
 
 ImageFunction = Callable[[Sample], Labelled]
@@ -291,7 +294,10 @@ def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> list
     """Write the PNG (and the scores); the paths written."""
     png = id_path(options.out_dir, image_id, ".png")
     npz = id_path(options.scores_dir, image_id, ".npz") if options.scores_dir is not None else None
-    write_mask(png, result.label_map)
+    if result.picture is not None:
+        write_rgb_png(png, result.picture)
+    else:
+        write_mask(png, result.label_map)
     if npz is None or result.scores is None:
         return [png]
     try:

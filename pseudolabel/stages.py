@@ -84,15 +84,7 @@ class StoredMaskRefine:
     def _input(self, sample: Sample) -> tuple[ScoreMaps, str]:
         """The stored scores (``"scores"``) or the mask's (``"mask"``) as ScoreMaps."""
         height, width = sample.rgb.shape[:2]
-        path = id_path(self.masks_dir, sample.image_id, ".png")
-        if not path.is_file():
-            raise MaskError(f"no input mask for {sample.image_id}: {path} does not exist")
-        label_map = read_mask(path)
-        if label_map.shape != (height, width):
-            raise MaskError(
-                f"mask {path} is {label_map.shape[1]}x{label_map.shape[0]} but its image is {width}x{height} "
-                "(width x height)"
-            )
+        label_map, path = read_stored_mask(self.masks_dir, sample)
         present = mask_class_ids(label_map, self.num_classes, path)
         scores_path = id_path(self.scores_dir, sample.image_id, ".npz") if self.scores_dir else None
         if scores_path is None or not scores_path.is_file():
@@ -105,3 +97,41 @@ class StoredMaskRefine:
         if missing:
             raise MaskError(f"mask {path} holds classes {sorted(missing)} that scores {scores_path} lack")
         return relabel(maps, label_map, self.label_confidence), "scores"
+
+
+def read_stored_mask(masks_dir: Path, sample: Sample) -> tuple[np.ndarray, Path]:
+    """``masks_dir/<id>.png`` of a sample, checked to have the image's size: (uint8 [H, W], path)."""
+    height, width = sample.rgb.shape[:2]
+    path = id_path(masks_dir, sample.image_id, ".png")
+    if not path.is_file():
+        raise MaskError(f"no input mask for {sample.image_id}: {path} does not exist")
+    label_map = read_mask(path)
+    if label_map.shape != (height, width):
+        raise MaskError(
+            f"mask {path} is {label_map.shape[1]}x{label_map.shape[0]} but its image is {width}x{height} "
+            "(width x height)"
+        )
+    return label_map, path
+
+
+@dataclass(frozen=True)
+class OverlayPicture:
+    """The ``overlay`` image function: the picture of ``masks_dir/<id>.png`` over its image, with
+    the GT and an error map when the dataset has a GT mask and ``with_gt`` (picklable)."""
+
+    masks_dir: Path
+    class_names: list[str]
+    with_gt: bool = True
+    max_side: int = 512
+
+    def __call__(self, sample: Sample) -> Labelled:
+        from pseudolabel.overlay import render_panel
+
+        label_map, _ = read_stored_mask(self.masks_dir, sample)
+        gt = read_mask(sample.gt_path) if self.with_gt and sample.gt_path is not None else None
+        if gt is not None and gt.shape != label_map.shape:
+            raise MaskError(f"GT {sample.gt_path} is {gt.shape[::-1]} but the image is {label_map.shape[::-1]}")
+        record = StageRecord(gt=gt is not None)
+        with record.timed("render_s"):
+            picture = render_panel(sample.rgb, label_map, gt, self.class_names, self.max_side)
+        return Labelled(None, None, record, picture=picture)
