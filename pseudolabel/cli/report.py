@@ -1,0 +1,75 @@
+"""``pseudolabel report``: one self-contained HTML page comparing prediction folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from pseudolabel.cli.app import app, console, remember_output_folder
+from pseudolabel.cli.options import (
+    DATA,
+    RUN,
+    ClassesOption,
+    ConfigOption,
+    DatasetArgs,
+    DatasetOption,
+    LabelsOption,
+    MaxPixelsOption,
+    PromptsOption,
+    RootOption,
+    SplitOption,
+)
+from pseudolabel.config import write_resolved_config
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+
+
+def prediction_names(folders: list[Path]) -> list[str]:
+    """Short distinct names for prediction folders: their own names, numbered where they repeat."""
+    names = [folder.name or str(folder) for folder in folders]
+    return [name if names.count(name) == 1 else f"{name} ({index + 1})" for index, name in enumerate(names)]
+
+
+def build_report(source: object, folders: list[Path], out: Path, worst: int, allow_missing: bool, workers: int) -> Path:
+    """Collect every folder's figures and write the page (under the output folder's lock)."""
+    from pseudolabel.report.collect import collect
+    from pseudolabel.report.page import write_report
+    from pseudolabel.run_lock import RunLock
+
+    with RunLock(out, (0, 1)):
+        facts = [
+            collect(folder, source, name, allow_missing, workers or None)
+            for folder, name in zip(folders, prediction_names(folders), strict=True)
+        ]
+        return write_report(out, source, facts, worst)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    pred: Annotated[
+        list[Path], typer.Option(help="Prediction folder(s) <id>.png; repeat to compare.", rich_help_panel=DATA)
+    ],
+    dataset: DatasetOption,
+    out: Annotated[Path, typer.Option(help="Report folder: index.html and thumbs/.", rich_help_panel=DATA)],
+    root: RootOption = None,
+    split: SplitOption = None,
+    labels: LabelsOption = None,
+    prompts: PromptsOption = None,
+    classes: ClassesOption = None,
+    worst: Annotated[int, typer.Option(help="Thumbnails of the N lowest-mIoU images.", rich_help_panel=RUN)] = 12,
+    allow_missing: Annotated[
+        bool, typer.Option(help="Missing predictions count as all-unsure.", rich_help_panel=RUN)
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Scoring processes; 0 = all CPU cores.", rich_help_panel=RUN)] = 0,
+    max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    config: ConfigOption = None,
+) -> None:
+    """Write an HTML report of prediction folders: scores, per-class IoU, confusion, worst images, runs."""
+    remember_output_folder(out)
+    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    page = build_report(source, pred, out, worst, allow_missing, workers)
+    write_resolved_config(out / "config.yaml", ctx)
+    console.print(f"report: {escape(str(page))}", highlight=False)

@@ -1,0 +1,120 @@
+"""The HTML report: its numbers equal `score`'s, and a real browser (headless Chromium, from
+file://, no network) shows it without console errors, loads every thumbnail, sorts the image
+table worst first, and renders a page that is not blank."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"
+COARSE = ROOT / "examples" / "voc" / "coarse_masks"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """A report comparing the coarse example masks with their CRF refinement."""
+    tmp = tmp_path_factory.mktemp("report")
+    refined = runner.invoke(app, ["refine", "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--masks", str(COARSE),
+                                  "--refine", "crf", "--out", str(tmp / "crf"), "--num-workers", "0"])  # fmt: skip
+    assert refined.exit_code == 0, refined.output
+    args = ["report", "--pred", str(COARSE), "--pred", str(tmp / "crf"), "--dataset", "voc", "--root", str(EXAMPLE_VOC)]
+    made = runner.invoke(app, [*args, "--out", str(tmp / "report"), "--worst", "3", "--workers", "1"])
+    assert made.exit_code == 0, made.output
+    return tmp / "report"
+
+
+def _score(pred: Path, tmp: Path) -> dict:
+    out = tmp / f"{pred.name}.json"
+    args = ["score", "--pred", str(pred), "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--json", str(out)]
+    result = runner.invoke(app, [*args, "--per-image", str(tmp / f"{pred.name}.csv")])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def _page_data(page: str) -> dict:
+    return json.loads(re.search(r"<script type='application/json' id='data'>(.*?)</script>", page).group(1))
+
+
+def test_report_numbers_equal_the_score_command(report: Path, tmp_path: Path) -> None:
+    page = (report / "index.html").read_text()
+    coarse, crf = _score(COARSE, tmp_path), _score(report.parent / "crf", tmp_path)
+    for figures, name in ((coarse, "coarse_masks"), (crf, "crf")):
+        row = re.search(rf"<tr><th>{name}</th>(.*?)</tr>", page).group(1)
+        cells = re.findall(r"<td>([-0-9.]+)", row)
+        assert cells[:3] == [f"{100 * figures[k]:.2f}" for k in ("miou", "mbiou", "coverage")]
+    assert f"({100 * (crf['miou'] - coarse['miou']):+.2f})" in page
+    data = _page_data(page)
+    assert data["predictions"] == ["coarse_masks", "crf"]
+    expected = {row["id"]: row for row in coarse["per_image"]}
+    for row in data["rows"]:
+        assert row["by"]["coarse_masks"]["miou"] == pytest.approx(expected[row["id"]]["miou"])
+        assert row["classes"] == [c for c, v in enumerate(expected[row["id"]]["iou"]) if v is not None]
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no Chromium: install the Debian package chromium (.ci/run does)")
+
+
+def _browser(url: str, *flags: str) -> subprocess.CompletedProcess:
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
+               "--virtual-time-budget=10000", *flags, url]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_a_real_browser_shows_the_report(report: Path, tmp_path: Path) -> None:
+    url = (report / "index.html").as_uri()
+    checked = _browser(url + "#check", "--dump-dom")
+    status = re.search(r'<p id="status"([^>]*)>', checked.stdout).group(1)
+    loaded = int(re.search(r'data-images-ok="(\d+)"', status).group(1))
+    assert loaded == 6 and 'data-images-broken="0"' in status, status  # 3 worst images x 2 predictions
+    console = [line for line in checked.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == [], console
+    worst_first = _browser(url + "#sort=miou", "--dump-dom")
+    coarse = _score(COARSE, tmp_path)
+    worst = min(coarse["per_image"], key=lambda row: row["miou"])["id"]
+    assert f'data-first="{worst}"' in worst_first.stdout
+    table = worst_first.stdout.split('id="images"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td>([^<]+)</td>", table)
+    assert rows[0] == worst and len(rows) == 4
+    shot = tmp_path / "report.png"
+    _browser(url, f"--screenshot={shot}", "--window-size=1280,2000")
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    assert pixels.shape[:2] == (2000, 1280) and pixels.std() > 20  # not a blank page
+    assert (pixels < 80).mean() > 0.01 and (pixels > 240).mean() > 0.3  # text and charts on a white page
+
+
+def test_a_split_without_gt_shows_pictures_and_run_records_only(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        Image.new("RGB", (40, 30), (40 * index, 90, 10)).save(images / f"p{index}.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(f"p{i}.jpg,cat\n" for i in range(3)))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for index in range(3):
+        Image.fromarray(np.full((30, 40), 8, np.uint8)).save(masks / f"p{index}.png")
+    args = ["report", "--pred", str(masks), "--dataset", "folder", "--root", str(images), "--labels", str(labels)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "No GT masks for this split" in page and "the first 3 images" in page and "id='images'" not in page
+    assert len(list((tmp_path / "report" / "thumbs" / "0").glob("*.jpg"))) == 3
