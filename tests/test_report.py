@@ -118,3 +118,17 @@ def test_a_split_without_gt_shows_pictures_and_run_records_only(tmp_path: Path) 
     page = (tmp_path / "report" / "index.html").read_text()
     assert "No GT masks for this split" in page and "the first 3 images" in page and "id='images'" not in page
     assert len(list((tmp_path / "report" / "thumbs" / "0").glob("*.jpg"))) == 3
+
+
+def test_generate_report_flag_writes_the_runs_report(tmp_path: Path) -> None:
+    from tiny_clip import write_tiny_config
+
+    out = tmp_path / "cam"
+    args = ["generate", "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--device", "cpu", "--num-workers", "0", "--limit", "2"]
+    result = runner.invoke(app, [*args, "--synonyms", "pole", "--report"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report" / "index.html").read_text()
+    assert f"report: {out / 'report' / 'index.html'}" in result.output
+    assert "<td>cam_s</td>" in page and "POLE: chosen names" in page  # the run's own records
+    assert "2 missing predictions" not in page and len(_page_data(page)["rows"]) == 4  # 2 missing count as unsure

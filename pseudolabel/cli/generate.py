@@ -36,6 +36,7 @@ from pseudolabel.cli.options import (
     PrecisionOption,
     PromptsOption,
     RefineOption,
+    ReportOption,
     RootOption,
     SamCheckpointOption,
     SamMode,
@@ -154,6 +155,7 @@ def generate(
     num_workers: DecodeWorkersOption = None,
     seed: Annotated[int, _option("Seed for anything random (random weights too).", RUN)] = 0,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Generate pseudo-label masks from image-level labels."""
@@ -179,4 +181,4 @@ def generate(
     write_resolved_config(out / "config.yaml", ctx)
     from pseudolabel.cli.running import run_with_progress
 
-    run_with_progress("generate", source, make_image_function, run, out)
+    run_with_progress("generate", source, make_image_function, run, out, report)

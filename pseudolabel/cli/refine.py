@@ -27,6 +27,7 @@ from pseudolabel.cli.options import (
     OverwriteOption,
     PromptsOption,
     RefineOption,
+    ReportOption,
     RootOption,
     SamCheckpointOption,
     SamMode,
@@ -94,6 +95,7 @@ def refine(
         int | None, typer.Option(help="Processes (default: all cores for crf alone, else 2).", rich_help_panel=RUN)
     ] = None,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
@@ -118,4 +120,4 @@ def refine(
         return StoredMaskRefine(masks, scores, refiners, source.num_classes, label_confidence)
 
     write_resolved_config(out / "config.yaml", ctx)
-    run_with_progress("refine", source, make_image_function, run, out)
+    run_with_progress("refine", source, make_image_function, run, out, report)

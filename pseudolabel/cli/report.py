@@ -26,26 +26,6 @@ from pseudolabel.config import write_resolved_config
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
-def prediction_names(folders: list[Path]) -> list[str]:
-    """Short distinct names for prediction folders: their own names, numbered where they repeat."""
-    names = [folder.name or str(folder) for folder in folders]
-    return [name if names.count(name) == 1 else f"{name} ({index + 1})" for index, name in enumerate(names)]
-
-
-def build_report(source: object, folders: list[Path], out: Path, worst: int, allow_missing: bool, workers: int) -> Path:
-    """Collect every folder's figures and write the page (under the output folder's lock)."""
-    from pseudolabel.report.collect import collect
-    from pseudolabel.report.page import write_report
-    from pseudolabel.run_lock import RunLock
-
-    with RunLock(out, (0, 1)):
-        facts = [
-            collect(folder, source, name, allow_missing, workers or None)
-            for folder, name in zip(folders, prediction_names(folders), strict=True)
-        ]
-        return write_report(out, source, facts, worst)
-
-
 @app.command()
 def report(
     ctx: typer.Context,
@@ -70,6 +50,8 @@ def report(
     """Write an HTML report of prediction folders: scores, per-class IoU, confusion, worst images, runs."""
     remember_output_folder(out)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    from pseudolabel.report.build import build_report
+
     page = build_report(source, pred, out, worst, allow_missing, workers)
     write_resolved_config(out / "config.yaml", ctx)
-    console.print(f"report: {escape(str(page))}", highlight=False)
+    console.print(f"report: {escape(str(page))}", highlight=False, soft_wrap=True)

@@ -22,8 +22,11 @@ class RateColumn(ProgressColumn):
         return Text("-" if task.speed is None else f"{task.speed:.2f} img/s")
 
 
-def run_with_progress(title: str, source: Any, make_image_function: Callable[[], Any], run: Any, out: Path) -> None:
-    """``run_images`` with a progress bar; exits 130 when Ctrl-C stopped the run."""
+def run_with_progress(
+    title: str, source: Any, make_image_function: Callable[[], Any], run: Any, out: Path, report: bool = False
+) -> None:
+    """``run_images`` with a progress bar, then the HTML report of ``out`` when asked; exits 130
+    when Ctrl-C stopped the run."""
     from pseudolabel.pipeline import run_images
 
     with progress_bar(RateColumn()) as progress:
@@ -37,6 +40,11 @@ def run_with_progress(title: str, source: Any, make_image_function: Callable[[],
     print_run_summary(summary, out)
     if summary.interrupted:
         raise typer.Exit(130)
+    if report:
+        from pseudolabel.report.build import build_report
+
+        page = build_report(source, [out], out / "report", worst=12, allow_missing=True, workers=0)
+        console.print(f"report: {escape(str(page))}", highlight=False, soft_wrap=True)
 
 
 def print_run_summary(summary: Any, out: Path) -> None:
@@ -46,6 +54,7 @@ def print_run_summary(summary: Any, out: Path) -> None:
         f"{summary.done} images labelled, {summary.failed} failed, {summary.already_done} already done "
         f"(of {summary.selected} selected) in {summary.seconds:.1f} s ({rate:.2f} img/s); masks in {escape(str(out))}",
         highlight=False,
+        soft_wrap=True,
     )
     if summary.failed:
         err_console.print(f"[yellow]{summary.failed} images failed: see status 'failed' in the manifest[/]")

@@ -27,6 +27,7 @@ from pseudolabel.cli.options import (
     Precision,
     PrecisionOption,
     PromptsOption,
+    ReportOption,
     RootOption,
     ShardOption,
     SplitOption,
@@ -215,6 +216,7 @@ def predict(
     overwrite: OverwriteOption = False,
     num_workers: DecodeWorkersOption = None,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
@@ -235,4 +237,4 @@ def predict(
         return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
 
     write_resolved_config(out / "config.yaml", ctx)
-    run_with_progress("predict", source, make_image_function, run, out)
+    run_with_progress("predict", source, make_image_function, run, out, report)
