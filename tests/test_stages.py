@@ -156,7 +156,9 @@ def test_refine_short_form_and_deprecated_method(tmp_path: Path, monkeypatch) ->
     assert none.exit_code == 1 and "name the refiners" in none.output
 
 
-@pytest.mark.parametrize("command", ["generate", "refine", "score", "inspect", "train-seg", "predict"])
+@pytest.mark.parametrize(
+    "command", ["generate", "refine", "score", "inspect", "train-seg", "predict", "overlay", "report"]
+)
 def test_help_fits_an_80_column_terminal_without_cutting_option_names(command: str) -> None:
     result = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": "80", "TERM": "xterm"})
     assert result.exit_code == 0, result.output

@@ -87,7 +87,7 @@ DecodeWorkersOption = Annotated[
     int | None, typer.Option(help="Decoding processes (default: 0 on CPU, <= 4 on CUDA).", rich_help_panel=RUN)
 ]
 ReportOption = Annotated[
-    bool, typer.Option("--report", help="Write OUT/report/index.html at the end.", rich_help_panel=RUN)
+    bool, typer.Option("--report", help="Write an HTML report into OUT/report at the end.", rich_help_panel=RUN)
 ]
 RefineOption = Annotated[
     str | None, typer.Option(help="Refiners in order, comma-separated: crf, sam, crf,sam.", rich_help_panel=REFINEMENT)
