@@ -157,7 +157,7 @@ def test_refine_short_form_and_deprecated_method(tmp_path: Path, monkeypatch) ->
 
 
 @pytest.mark.parametrize(
-    "command", ["generate", "refine", "score", "inspect", "train-seg", "predict", "overlay", "report"]
+    "command", ["generate", "refine", "score", "inspect", "train-seg", "predict", "overlay", "report", "export"]
 )
 def test_help_fits_an_80_column_terminal_without_cutting_option_names(command: str) -> None:
     result = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": "80", "TERM": "xterm"})

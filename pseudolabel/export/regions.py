@@ -1,0 +1,41 @@
+"""Regions of a semantic label map: one per connected component of each class, or one per class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pseudolabel.masks import IGNORE_INDEX
+
+INSTANCE_MODES = ("regions", "none")
+"""``regions``: one region per 8-connected component of a class; ``none``: one per class."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """One exported region: its class id and bool [H, W] mask (never holding 255 or background)."""
+
+    class_id: int
+    mask: np.ndarray
+
+
+def label_regions(label_map: np.ndarray, instances: str = "regions") -> list[Region]:
+    """The regions of uint8 [H, W] ``label_map`` by class id, then by component (top-left first).
+
+    Background (0) and unsure (255) pixels are never part of a region.
+    """
+    if instances not in INSTANCE_MODES:
+        raise ValueError(f"instances must be one of {INSTANCE_MODES}")
+    regions = []
+    for class_id in np.unique(label_map):
+        if class_id in (0, IGNORE_INDEX):
+            continue
+        mask = label_map == class_id
+        if instances == "none":
+            regions.append(Region(int(class_id), mask))
+            continue
+        count, components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        regions.extend(Region(int(class_id), components == index) for index in range(1, count))
+    return regions
