@@ -61,7 +61,9 @@ def pair_with_folder(pred_dir: Path, gt_dir: Path, allow_missing: bool = False) 
 
 
 def pair_with_dataset(pred_dir: Path, dataset: Dataset, allow_missing: bool = False) -> PairSet:
-    """Pair every image of a dataset split that has a GT mask with its prediction."""
+    """Pair every image of a dataset split that has a GT mask with its prediction (GT rendered
+    first where the dataset renders it, as COCO does)."""
+    dataset.prepare_gt()
     gt_files = {}
     without_gt = 0
     for image_id in dataset.ids():

@@ -67,6 +67,8 @@ def overlay(
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     run = RunOptions(out, None, overwrite, limit, parse_shard(shard), workers, label_in_workers=True)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    if gt:
+        source.prepare_gt()
     picture = OverlayPicture(masks, source.class_names, gt, max_side)
     write_resolved_config(out / "config.yaml", ctx)
     run_with_progress("overlay", source, lambda: picture, run, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,10 @@ class Dataset:
         """Ground-truth mask of ``image_id``, or None."""
         raise NotImplementedError
 
+    def prepare_gt(self, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Make GT masks available before they are read (COCO renders its annotations once);
+        ``on_progress(done, total)`` reports the work. Nothing to do for most datasets."""
+
     def load(self, image_id: str) -> Sample:
         """Decode one sample.
 
@@ -113,3 +118,6 @@ class WithoutLabels(Dataset):
 
     def gt_path(self, image_id: str) -> Path | None:
         return self.inner.gt_path(image_id)
+
+    def prepare_gt(self, on_progress: Callable[[int, int], None] | None = None) -> None:
+        self.inner.prepare_gt(on_progress)

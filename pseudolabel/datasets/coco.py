@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
+from pseudolabel.datasets.coco_gt import cache_folder, render_cache
 from pseudolabel.errors import ConfigError
 from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -50,6 +52,7 @@ class CocoDataset(Dataset):
             (d for d in (self.root / split, self.root / "images" / split) if d.is_dir()), self.root / split
         )
         self.image_root = self.image_dir
+        self.instances = instances
         self._files, self._labels = self._read_instances(instances)
 
     def _read_instances(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
@@ -82,8 +85,20 @@ class CocoDataset(Dataset):
         return self._labels[image_id]
 
     def gt_path(self, image_id: str) -> Path | None:
-        candidate = id_path(self.root / "SegmentationClass" / self.split, image_id, ".png")
-        return candidate if candidate.is_file() else None
+        """``SegmentationClass/<split>/<id>.png`` when the user has rendered GT masks, else the
+        cached rendering of the annotations (None until :meth:`prepare_gt` made it)."""
+        for folder in (self.root / "SegmentationClass" / self.split, cache_folder(self.instances, self.split)):
+            candidate = id_path(folder, image_id, ".png")
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def prepare_gt(self, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Render the split's GT from the annotations into the cache once, unless the user's own
+        ``SegmentationClass/<split>/`` masks are there (see :mod:`pseudolabel.datasets.coco_gt`)."""
+        if (self.root / "SegmentationClass" / self.split).is_dir():
+            return
+        render_cache(self.instances, self.split, coco_id_to_class_id(self.prompts), on_progress)
 
 
 def coco_id_to_class_id(prompts: PromptSet) -> dict[int, int]:

@@ -84,6 +84,7 @@ def val_miou_evaluator(dataset: Dataset) -> Callable[[DeepLabV2], float]:
     Raises:
         ConfigError: the split has no GT masks.
     """
+    dataset.prepare_gt()
     with_gt = [image_id for image_id in dataset.ids() if dataset.gt_path(image_id) is not None]
     if not with_gt:
         split = getattr(dataset, "split", "")

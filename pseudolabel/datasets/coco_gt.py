@@ -1,0 +1,89 @@
+"""Semantic GT masks rendered from COCO instance annotations (polygons, RLE, uncompressed RLE)
+with pycocotools, cached once as palette PNGs.
+
+Convention: the image starts as background; non-crowd instances are painted in the order the
+annotations file lists them (a later instance covers an earlier one where they overlap); crowd
+regions (``iscrowd: 1``) are then painted 255, so they are never scored. The cache lives in
+``$PSEUDOLABEL_HOME/coco_gt/<split>-<digest>/`` (the digest names the annotations file by path,
+size and modification time) with ``complete.json`` once every image is written; an interrupted
+render resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pseudolabel.files import atomic_write_text, home_dir, read_user_text
+from pseudolabel.masks import IGNORE_INDEX, write_mask
+from pseudolabel.safe_paths import id_path
+
+COMPLETE = "complete.json"
+
+
+def cache_folder(instances: Path, split: str) -> Path:
+    """The cache folder of one annotations file."""
+    status = instances.stat()
+    key = f"{os.path.realpath(instances)}|{status.st_size}|{status.st_mtime_ns}"
+    return home_dir() / "coco_gt" / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """bool [H, W] of one annotation's segmentation: polygons, compressed or uncompressed RLE."""
+    from pycocotools import mask as coco_mask
+
+    if isinstance(segmentation, list):
+        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = coco_mask.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return coco_mask.decode(rle).astype(bool)
+
+
+def render_semantic(annotations: list[dict[str, Any]], height: int, width: int, class_of: dict[int, int]) -> np.ndarray:
+    """uint8 [H, W]: instances in file order over background, then crowd regions as 255.
+
+    Args:
+        class_of: COCO category id -> contiguous class id.
+    """
+    label_map = np.zeros((height, width), np.uint8)
+    drawn = [a for a in annotations if a.get("segmentation")]  # detection-only entries have none
+    for annotation in drawn:
+        if not annotation.get("iscrowd"):
+            label_map[instance_mask(annotation["segmentation"], height, width)] = class_of[annotation["category_id"]]
+    for annotation in drawn:
+        if annotation.get("iscrowd"):
+            label_map[instance_mask(annotation["segmentation"], height, width)] = IGNORE_INDEX
+    return label_map
+
+
+def render_cache(
+    instances: Path, split: str, class_of: dict[int, int], on_progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Render every annotated image's GT into the cache (skipping those already there); returns the
+    folder. ``on_progress(done, total)`` is called as images are written."""
+    folder = cache_folder(instances, split)
+    if (folder / COMPLETE).is_file():
+        return folder
+    data = json.loads(read_user_text(instances, "COCO annotations"))
+    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for annotation in data.get("annotations", []):
+        by_image[annotation["image_id"]].append(annotation)
+    images = [image for image in data.get("images", []) if image["id"] in by_image]
+    del data
+    for done, image in enumerate(images, start=1):
+        target = id_path(folder, Path(image["file_name"]).stem, ".png")
+        if not target.is_file():
+            write_mask(target, render_semantic(by_image[image["id"]], image["height"], image["width"], class_of))
+        if on_progress:
+            on_progress(done, len(images))
+    atomic_write_text(folder / COMPLETE, json.dumps({"annotations": str(instances), "images": len(images)}))
+    return folder
