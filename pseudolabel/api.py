@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from pseudolabel.datasets import resolve_prompts
 from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.devices import autocast_dtype, resolve_device
 from pseudolabel.errors import ConfigError
@@ -107,8 +106,8 @@ def create_refiner(
 
 def open_dataset(name: str, root: str | os.PathLike[str], split: str | None = None, **options: Any) -> Dataset:
     """A dataset from :data:`~pseudolabel.registry.DATASETS` (``voc``, ``coco``, ``folder``);
-    ``options``: ``prompts`` (a PromptSet), ``labels_file``, ``gt_dir``, ``max_image_pixels``."""
-    options.setdefault("prompts", resolve_prompts(name))
+    ``options``: ``prompts`` (a PromptSet; default VOC's, or a folder's / COCO file's own classes),
+    ``labels_file``, ``gt_dir``, ``max_image_pixels``."""
     return DATASETS[name](Path(root), split, **options)
 
 

@@ -17,6 +17,7 @@ from pseudolabel.datasets.coco import CocoDataset
 from pseudolabel.datasets.folder import FolderDataset
 from pseudolabel.datasets.voc import VocDataset
 from pseudolabel.errors import ConfigError, ImageLoadError, MaskError
+from pseudolabel.prompts import load_prompts
 
 runner = CliRunner()
 
@@ -113,14 +114,56 @@ def test_coco_labels_use_contiguous_ids(tmp_path: Path) -> None:
     assert dataset.gt_path("x") is None
 
 
-def test_coco_category_mismatch_is_refused(tmp_path: Path) -> None:
-    root = make_coco(tmp_path, "val2014", {"x": [1]})
+def test_coco_categories_other_than_cocos_are_the_classes_unless_coco_prompts_are_asked_for(tmp_path: Path) -> None:
+    root = make_coco(tmp_path, "val2014", {"x": [1], "y": [90]})
     path = root / "annotations" / "instances_val2014.json"
     data = json.loads(path.read_text())
     data["categories"][0]["name"] = "human"
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match=r"category 1 'human' does not match"):
-        CocoDataset(root, "val2014")
+        CocoDataset(root, "val2014", load_prompts("coco"))
+    own = CocoDataset(root, "val2014")
+    assert own.class_names[:3] == ["background", "human", "bicycle"] and own.num_classes == 81
+    assert own.classes("x") == (1,) and own.classes("y") == (80,) and own.prompts.classes[80].coco_id == 90
+
+
+def test_a_coco_file_with_its_own_categories_labels_its_images(tmp_path: Path) -> None:
+    root = make_coco(tmp_path, "train", {"a": [1]})
+    path = root / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data["categories"] = [{"id": 7, "name": "widget"}, {"id": 3, "name": "gadget"}]
+    data["annotations"] = [{"id": 1, "image_id": 1, "category_id": 7}, {"id": 2, "image_id": 1, "category_id": 3}]
+    path.write_text(json.dumps(data))
+    dataset = CocoDataset(root, "train")
+    assert dataset.class_names == ["background", "gadget", "widget"] and dataset.classes("a") == (1, 2)
+    data["annotations"].append({"id": 3, "image_id": 1, "category_id": 99})
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="annotation 3 has an unknown category_id"):
+        CocoDataset(root, "train")
+
+
+def test_folder_labels_with_own_names_and_one_folder_per_class(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    for relative in ("widget/1.jpg", "widget/sub/2.png", "gadget/3.jpg", "loose.jpg"):
+        (images / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 3)).save(images / relative)
+    by_folder = FolderDataset(images, "folders")
+    assert by_folder.class_names == ["background", "gadget", "widget"]
+    assert {i: by_folder.classes(i) for i in by_folder.ids()} == {
+        "gadget/3": (1,),
+        "widget/1": (2,),
+        "widget/sub/2": (2,),
+    }
+    labels = tmp_path / "labels.csv"
+    labels.write_text("loose.jpg,Widget;cat\nwidget/1.jpg,gadget\n")
+    own = FolderDataset(images, labels)
+    assert own.class_names == ["background", "cat", "gadget", "Widget"] and own.classes("loose") == (1, 3)
+    assert own.prompts.classes[1].synonyms  # a VOC class keeps its synonyms
+    labels.write_text("loose.jpg,cat;dog\n")
+    assert FolderDataset(images, labels).class_names == load_prompts("voc").class_names  # all VOC names: VOC ids
+    with pytest.raises(ConfigError, match="unknown class 'Widget'"):
+        labels.write_text("loose.jpg,Widget\n")
+        FolderDataset(images, labels, load_prompts("voc"))  # explicit prompts: names must be among them
 
 
 def _folder(tmp_path: Path) -> Path:

@@ -69,7 +69,7 @@ SplitOption = Annotated[
 ]
 LabelsOption = Annotated[
     Path | None,
-    typer.Option("--labels", help="Folder dataset: CSV/JSON image -> classes; none = no labels.", rich_help_panel=DATA),
+    typer.Option("--labels", help="Folder: CSV/JSON, folders (class = top folder) or none.", rich_help_panel=DATA),
 ]
 PromptsOption = Annotated[str | None, typer.Option(help="Prompt set: voc, coco or a YAML file.", rich_help_panel=DATA)]
 ClassesOption = Annotated[
@@ -131,7 +131,9 @@ class DatasetArgs:
 
         if self.root is None:
             raise ConfigError(f"--dataset {self.dataset.value} needs --root DIR")
-        prompt_set = resolve_prompts(self.dataset.value, self.prompts, self.classes)
+        given = self.prompts is not None or self.classes is not None
+        own_classes = self.dataset is not DatasetName.voc and not given  # from the labels or categories
+        prompt_set = None if own_classes else resolve_prompts(self.dataset.value, self.prompts, self.classes)
         build = DATASETS[self.dataset.value]
         return build(self.root, split or self.split, prompt_set, self.labels, None, self.max_image_pixels)
 

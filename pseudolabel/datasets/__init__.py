@@ -39,7 +39,8 @@ def build_dataset(
     ``labels_file`` ``none`` means no image-level labels (zero-shot): a folder dataset then
     takes every image under ``root``, and VOC/COCO hide their labels.
     """
-    prompts = prompts or resolve_prompts(name)
+    if prompts is None and name == "voc":
+        prompts = resolve_prompts(name)
     if labels_file is not None and str(labels_file) == "none":
         if name == "folder":
             return FolderDataset(root, None, prompts, max_image_pixels, gt_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
@@ -43,6 +44,7 @@ class CocoDataset(Dataset):
         annotations: str | Path | None = None,
     ) -> None:
         super().__init__(prompts or load_prompts("coco"), max_image_pixels)
+        self._own_prompts = prompts is not None
         self.root = Path(root).expanduser()
         self.split = split
         instances = Path(annotations) if annotations else self.root / "annotations" / f"instances_{split}.json"
@@ -60,6 +62,8 @@ class CocoDataset(Dataset):
             data = json.loads(read_user_text(path, "COCO annotations"))
         except (OSError, json.JSONDecodeError) as error:
             raise ConfigError(f"cannot read COCO annotations {path}: {error}") from error
+        if not self._own_prompts and not matches_prompts(data.get("categories", []), self.prompts):
+            self.prompts = prompts_from_categories(data.get("categories", []), str(path))
         contiguous = coco_id_to_class_id(self.prompts)
         for category in data.get("categories", []):
             class_id = contiguous.get(category["id"])
@@ -70,6 +74,8 @@ class CocoDataset(Dataset):
         files = {str(image["id"]): image["file_name"] for image in data.get("images", [])}
         labels: dict[str, set[int]] = defaultdict(set)
         for annotation in data.get("annotations", []):
+            if annotation.get("category_id") not in contiguous:
+                raise ConfigError(f"{path}: annotation {annotation.get('id')} has an unknown category_id")
             labels[str(annotation["image_id"])].add(contiguous[annotation["category_id"]])
         by_stem_files = {Path(files[key]).stem: files[key] for key in labels if key in files}
         by_stem_labels = {Path(files[key]).stem: tuple(sorted(value)) for key, value in labels.items() if key in files}
@@ -107,3 +113,27 @@ def coco_id_to_class_id(prompts: PromptSet) -> dict[int, int]:
     if not mapping:
         raise ConfigError(f"{prompts.source} has no coco_id entries; use the coco prompt set")
     return mapping
+
+
+def matches_prompts(categories: list[dict], prompts: PromptSet) -> bool:
+    """True when every category is the prompt set's class of that ``coco_id`` and name."""
+    contiguous = coco_id_to_class_id(prompts)
+    return all(
+        category["id"] in contiguous
+        and name_key(prompts.class_names[contiguous[category["id"]]]) == name_key(category["name"])
+        for category in categories
+    )
+
+
+def prompts_from_categories(categories: list[dict], source: str) -> PromptSet:
+    """A prompt set of a COCO-format file's own categories: classes in increasing category id,
+    each recording its ``coco_id``; COCO's templates and background words."""
+    if not categories:
+        raise ConfigError(f"{source} has no categories")
+    ordered = sorted(categories, key=lambda category: category["id"])
+    own = load_prompts("coco").with_class_names([str(c["name"]) for c in ordered], f"the categories of {source}")
+    classes = (
+        own.classes[0],
+        *(replace(e, coco_id=int(c["id"])) for e, c in zip(own.classes[1:], ordered, strict=True)),
+    )
+    return replace(own, classes=classes)

@@ -14,6 +14,7 @@ its relative path without extension. Every problem in the file is reported befor
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError, UnsafePathError
 from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.prompts import PromptSet, load_prompts
+from pseudolabel.prompts import PromptSet, load_prompts, name_key
 from pseudolabel.safe_paths import check_id, id_path, resolve_inside
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -51,6 +52,7 @@ class FolderDataset(Dataset):
         gt_dir: str | Path | None = None,
     ) -> None:
         super().__init__(prompts or load_prompts("voc"), max_image_pixels)
+        self._own_prompts = prompts is not None
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise ConfigError(f"image folder {self.root} does not exist")
@@ -60,8 +62,14 @@ class FolderDataset(Dataset):
         self._labels: dict[str, tuple[int, ...]] = {}
         if labels_file is None:
             self._list_images()
+        elif str(labels_file) == CLASS_FOLDERS:
+            self._read_entries(class_folder_entries(self.root), f"{self.root}/<class>/")
         else:
-            self._read_labels_file(Path(labels_file).expanduser())
+            path = Path(labels_file).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"labels file {path} does not exist")
+            entries = read_json_labels(path) if path.suffix.lower() == ".json" else read_csv_labels(path)
+            self._read_entries(entries, str(path))
 
     def _list_images(self) -> None:
         for path in sorted(self.root.rglob("*")):
@@ -74,12 +82,13 @@ class FolderDataset(Dataset):
         if not self._labels:
             raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
 
-    def _read_labels_file(self, path: Path) -> None:
-        if not path.is_file():
-            raise ConfigError(f"labels file {path} does not exist")
-        entries = read_json_labels(path) if path.suffix.lower() == ".json" else read_csv_labels(path)
+    def _read_entries(self, entries: list[tuple[str, str, list[str]]], source: str) -> None:
+        """Take ``(where, image, class names)`` entries: find each image, refuse unsafe ones,
+        resolve the names (the classes come from the entries unless a prompt set was given)."""
         if not entries:
-            raise ConfigError(f"labels file {path} lists no images")
+            raise ConfigError(f"{source} lists no images")
+        if not self._own_prompts:
+            self.prompts = prompts_for_names([name for _, _, names in entries for name in names], source)
         missing: list[str] = []
         for where, image, names in entries:
             if not names:
@@ -100,7 +109,7 @@ class FolderDataset(Dataset):
             self._labels[image_id] = self._class_ids(names, where)
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            raise ConfigError(f"{path}: {len(missing)} listed images are not in {self.root}: {shown}")
+            raise ConfigError(f"{source}: {len(missing)} listed images are not in {self.root}: {shown}")
 
     def _class_ids(self, names: list[str], where: str) -> tuple[int, ...]:
         """Sorted class ids of an entry's names; ``background`` is no image label."""
@@ -176,3 +185,34 @@ def read_json_labels(path: Path) -> list[tuple[str, str, list[str]]]:
             raise ConfigError(f"labels file {path}: labels of {image} must be a list of class names")
         entries.append((str(path), str(image), [n.strip() for n in names if n.strip()]))
     return entries
+
+
+CLASS_FOLDERS = "folders"
+"""``--labels folders``: each image's class is the name of its top folder (``cat/001.jpg``)."""
+
+
+def class_folder_entries(root: Path) -> list[tuple[str, str, list[str]]]:
+    """Entries of a one-folder-per-class layout: every image under ``root/<class>/``."""
+    entries = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        hidden = any(part.startswith(".") for part in relative.parts)
+        if len(relative.parts) > 1 and not hidden and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            entries.append((str(path), relative.as_posix(), [relative.parts[0]]))
+    return entries
+
+
+def prompts_for_names(names: list[str], source: str) -> PromptSet:
+    """The VOC prompt set when every name is one of its classes (or one looks like a misspelt VOC
+    class or a VOC synonym, which VOC's error then names); otherwise a prompt set of these names
+    (sorted, VOC's templates and background words; a VOC class keeps its synonyms)."""
+    voc = load_prompts("voc")
+    known = {name_key(name) for name in voc.class_names[1:]}
+    synonyms = {name_key(synonym) for entry in voc.classes[1:] for synonym in entry.synonyms}
+    keys = {name_key(name): name.strip() for name in names if name.strip()}
+    unknown = set(keys) - known - {"background"}
+    near_voc = any(key in synonyms or difflib.get_close_matches(key, known, n=1, cutoff=0.8) for key in unknown)
+    if not unknown or near_voc:  # VOC classes, or a VOC class misspelt or named by a synonym: VOC says which
+        return voc
+    own = [keys[key] for key in sorted(keys) if key != "background"]
+    return voc.with_class_names(own, f"the classes named in {source}")
