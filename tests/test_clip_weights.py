@@ -57,3 +57,27 @@ def test_weights_of_another_architecture_are_a_clear_error(tmp_path: Path) -> No
 def test_unknown_architecture_name() -> None:
     with pytest.raises(ConfigError, match="unknown open_clip architecture 'ViT-Q-99'"):
         build_clip("ViT-Q-99", "random")
+
+
+def test_any_open_clip_architecture_takes_its_own_published_weights_or_tags(tmp_path: Path, monkeypatch) -> None:
+    """--clip-model ViT-L-14-quickgelu no longer asks for ViT-B-16.pt: default is its own OpenAI
+    release through open_clip, any open_clip tag works, and a placed file is found in the cache."""
+    from pseudolabel.errors import WeightsError
+    from pseudolabel.models.clip_weights import resolve_clip_weights
+    from pseudolabel.models.weights import cache_dir
+
+    with pytest.raises(WeightsError, match=r"ViT-L-14-quickgelu openai .*ViT-L-14\.pt elsewhere") as caught:
+        resolve_clip_weights("ViT-L-14-quickgelu", "default")
+    assert "ViT-B-16" not in str(caught.value)
+    with pytest.raises(WeightsError, match=r"ViT-B-16 dfn2b are not in .*apple/DFN2B-CLIP-ViT-B-16"):
+        resolve_clip_weights("ViT-B-16", "dfn2b")
+    with pytest.raises(
+        WeightsError, match=r"'nope' is not a file, a registry name or an open_clip tag of ViT-L-14 \(openai"
+    ):
+        resolve_clip_weights("ViT-L-14", "nope")
+    placed = cache_dir() / "open_clip" / "ViT-L-14.pt"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"weights")
+    assert resolve_clip_weights("ViT-L-14-quickgelu", "openai") == placed
+    with pytest.raises(WeightsError, match=r"ViT-B-16\.pt"):  # the verified registry file stays B/16's default
+        resolve_clip_weights("ViT-B-16-quickgelu", "default")

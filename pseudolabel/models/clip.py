@@ -19,14 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pseudolabel.errors import ConfigError, WeightsError
-from pseudolabel.models.weights import resolve_weights
+from pseudolabel.models.clip_weights import resolve_clip_weights
 
 DEFAULT_ARCH = "ViT-B-16-quickgelu"
 """OpenAI's CLIP was trained with QuickGELU; open_clip's plain ``ViT-B-16`` uses GELU."""
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 """OpenAI's metadata entries, and the text mask buffer a TorchScript archive carries."""
-WEIGHT_NAMES = {"default": "clip_vit_b16_openai", "openai": "clip_vit_b16_openai"}
-"""``default`` (every model's word for its published weights) and its older alias ``openai``."""
 
 
 @dataclass
@@ -94,14 +92,15 @@ def build_clip(
     Args:
         arch: open_clip model name (``ViT-B-16-quickgelu``), or an open_clip config (a dict or
             a ``.json`` file with ``embed_dim``, ``vision_cfg``, ``text_cfg``, ``quick_gelu``).
-        weights: ``default`` or ``openai`` (OpenAI's ViT-B/16 from the weights cache), a file path (an open_clip
+        weights: ``default`` or ``openai`` (OpenAI's release: the registry's ViT-B/16, else open_clip's
+            ``openai`` tag), another open_clip pretrained tag of ``arch``, a file path (an open_clip
             state dict, an OpenAI-format state dict, or OpenAI's TorchScript archive), or
             ``random``.
 
     Raises:
         WeightsError: missing file, or weights that do not fit the architecture.
     """
-    path = resolve_weights(WEIGHT_NAMES.get(weights, weights), "clip")
+    path = resolve_clip_weights(arch, weights)
     state_dict = read_clip_state_dict(path) if path is not None else None
     return create_clip(arch, state_dict, device, source=str(path))
 
