@@ -24,6 +24,7 @@ from PIL import Image
 from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.errors import ConfigError, OutputError, SampleError, UnsafePathError
 from pseudolabel.images import write_rgb_png
+from pseudolabel.instances import save_instances
 from pseudolabel.manifest import Manifest, manifest_name
 from pseudolabel.masks import write_mask
 from pseudolabel.run_lock import RunLock
@@ -66,6 +67,8 @@ class RunOptions:
         num_workers: processes decoding images ahead of the model (0 = in this process).
         label_in_workers: run the image function inside those processes too (CPU-bound ones such
             as DenseCRF refinement; it must pickle).
+        instances_dir: if set, instance masks a labeler keeps (Grounded-SAM) are saved there as
+            ``<id>.npz``.
     """
 
     out_dir: Path
@@ -75,6 +78,7 @@ class RunOptions:
     shard: tuple[int, int] = (0, 1)
     num_workers: int = 2
     label_in_workers: bool = False
+    instances_dir: Path | None = None
 
 
 @dataclass
@@ -113,9 +117,9 @@ def select_ids(ids: list[str], shard: tuple[int, int], limit: int | None) -> lis
     return ids[:limit][index::count]
 
 
-def is_finished(image_id: str, out_dir: Path, scores_dir: Path | None) -> bool:
-    """True when the image's PNG is complete (and its scores exist when asked for); False for
-    an id that cannot name a file in ``out_dir``."""
+def is_finished(image_id: str, out_dir: Path, scores_dir: Path | None, instances_dir: Path | None = None) -> bool:
+    """True when the image's PNG is complete (and its scores and instances exist when asked for);
+    False for an id that cannot name a file in ``out_dir``."""
     try:
         png = id_path(out_dir, image_id, ".png")
     except UnsafePathError:
@@ -127,7 +131,8 @@ def is_finished(image_id: str, out_dir: Path, scores_dir: Path | None) -> bool:
             image.verify()
     except (OSError, SyntaxError):
         return False
-    return scores_dir is None or id_path(scores_dir, image_id, ".npz").is_file()
+    extras = [folder for folder in (scores_dir, instances_dir) if folder is not None]
+    return all(id_path(folder, image_id, ".npz").is_file() for folder in extras)
 
 
 @dataclass
@@ -229,7 +234,8 @@ def run_images(
     start = time.perf_counter()
     with RunLock(options.out_dir, options.shard):
         selected = select_ids(dataset.ids(), options.shard, options.limit)
-        todo = [i for i in selected if options.overwrite or not is_finished(i, options.out_dir, options.scores_dir)]
+        folders = (options.out_dir, options.scores_dir, options.instances_dir)
+        todo = [i for i in selected if options.overwrite or not is_finished(i, *folders)]
         summary = RunSummary(selected=len(selected), already_done=len(selected) - len(todo))
         if on_start:
             on_start(len(todo))
@@ -294,15 +300,20 @@ def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> list
     """Write the PNG (and the scores); the paths written."""
     png = id_path(options.out_dir, image_id, ".png")
     npz = id_path(options.scores_dir, image_id, ".npz") if options.scores_dir is not None else None
+    instances = result.record.extras.get("instances") if options.instances_dir is not None else None
+    if instances is not None:
+        save_instances(id_path(options.instances_dir, image_id, ".npz"), instances)
     if result.picture is not None:
         write_rgb_png(png, result.picture)
     else:
         write_mask(png, result.label_map)
+    written = [png] + ([id_path(options.instances_dir, image_id, ".npz")] if instances is not None else [])
     if npz is None or result.scores is None:
-        return [png]
+        return written
     try:
         save_scores(npz, result.scores)
     except OutputError:
-        png.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
-    return [png, npz]
+    return [*written, npz]

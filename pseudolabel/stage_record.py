@@ -11,11 +11,13 @@ from typing import Any
 
 
 class StageRecord(dict[str, Any]):
-    """Manifest fields of one image, plus ``tallies[title][key]`` counts for the run summary."""
+    """Manifest fields of one image, plus ``tallies[title][key]`` counts for the run summary and
+    ``extras``: outputs a stage hands the run that are not manifest fields (``instances``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tallies: dict[str, Counter[str]] = {}
+        self.extras: dict[str, Any] = {}
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:

@@ -121,3 +121,40 @@ def test_missing_or_wrong_size_masks_are_skipped_and_listed(tmp_path: Path) -> N
     wrong = runner.invoke(app, ["export", "--dataset", "voc", "--root", str(voc), "--masks", str(tmp_path / "pred"),
                                 "--format", "coco-rle", "--out", str(tmp_path / "labels")])  # fmt: skip
     assert wrong.exit_code == 1 and "give --out a .json path" in wrong.output
+
+
+def test_grounded_sam_instances_are_saved_and_exported_as_true_instances(tmp_path: Path, monkeypatch) -> None:
+    from tiny_clip import write_tiny_config
+    from tiny_grounding import write_tiny_grounding_config
+    from tiny_sam import tiny_sam
+
+    from pseudolabel.instances import load_instances
+    from pseudolabel.manifest import read_manifest
+
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    out, saved = tmp_path / "gsam", tmp_path / "instances"
+    args = ["generate", "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--out", str(out), "--limit", "2"]
+    args += ["--method", "grounded-sam", "--detector", str(write_tiny_grounding_config(tmp_path)), "--device", "cpu"]
+    args += ["--detector-weights", "random", "--sam-checkpoint", "random", "--box-threshold", "0.45"]
+    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--clip-weights", "random", "--num-workers", "0"]
+    result = runner.invoke(app, [*args, "--save-instances", str(saved)])
+    assert result.exit_code == 0, result.output
+    for record in read_manifest(out / "manifest.jsonl"):
+        instances = load_instances(saved / f"{record['id']}.npz")
+        assert len(instances.masks) == record["detections"] > 0  # every box's mask, overlaps kept
+        assert instances.masks.shape[1:] == read_mask(out / f"{record['id']}.png").shape
+    export = tmp_path / "instances.json"
+    _export("coco-rle", export, out, EXAMPLE_VOC, "--instances-dir", str(saved))
+    coco = COCO(str(export))
+    for image in coco.loadImgs(coco.getImgIds()):
+        instances = load_instances(saved / f"{Path(image['file_name']).stem}.npz")
+        found = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+        kept = [i for i, mask in enumerate(instances.masks) if mask.any()]
+        assert len(found) == len(kept)
+        for annotation, index in zip(found, kept, strict=True):
+            np.testing.assert_array_equal(coco.annToMask(annotation).astype(bool), instances.masks[index])
+            assert annotation["category_id"] == instances.class_ids[index]
+            assert annotation["score"] == pytest.approx(float(instances.scores[index]), abs=1e-6)
+    cam = ["generate", "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--out", str(tmp_path / "c")]
+    refused = runner.invoke(app, [*cam, "--save-instances", str(saved)])
+    assert refused.exit_code == 1 and "--save-instances keeps Grounded-SAM's masks" in refused.output

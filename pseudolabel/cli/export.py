@@ -60,6 +60,10 @@ def export(
         Instances, typer.Option(help="regions: one per connected region; none: one per class.", rich_help_panel=RUN)
     ] = Instances.regions,
     split_name: Annotated[str, typer.Option(help="YOLO-seg: the split folder name.", rich_help_panel=RUN)] = "train",
+    instances_dir: Annotated[
+        Path | None,
+        typer.Option(help="Export the instances of generate --save-instances DIR.", rich_help_panel=RUN),
+    ] = None,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     config: ConfigOption = None,
 ) -> None:
@@ -77,7 +81,7 @@ def export(
     with progress_bar() as progress:
         task = progress.add_task("export", total=len(source.ids()))
         summary = export_masks(
-            source, masks, format.value, out, instances.value, split_name, lambda: progress.advance(task)
+            source, masks, format.value, out, instances.value, split_name, lambda: progress.advance(task), instances_dir
         )
     write_resolved_config(folder / f"{out.stem if coco else 'export'}.config.yaml", ctx)
     for image_id, why in summary.skipped:

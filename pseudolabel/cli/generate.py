@@ -47,6 +47,7 @@ from pseudolabel.cli.options import (
 )  # fmt: skip
 from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
 from pseudolabel.config import write_resolved_config
+from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.labelers.options import (
     BackgroundOptions,
@@ -147,6 +148,9 @@ def generate(
     grid: GridOption = SamRefineOptions.grid,
     iou_threshold: IouThresholdOption = SamRefineOptions.iou_threshold,
     save_scores: Annotated[Path | None, _option("Also save float16 scores <id>.npz here.", RUN)] = None,
+    save_instances: Annotated[
+        Path | None, _option("grounded-sam: also save its SAM masks <id>.npz here (for export).", RUN)
+    ] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     limit: LimitOption = None,
@@ -170,7 +174,10 @@ def generate(
     labeler = labeler_settings(flags)
     refiner_names = parse_refiners(refine)
     refiners = refiner_settings(flags)
-    run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), decode_workers(num_workers, models.device))
+    if save_instances is not None and method is not Method.grounded_sam:
+        raise ConfigError("--save-instances keeps Grounded-SAM's masks; it needs --method grounded-sam")
+    workers = decode_workers(num_workers, models.device)
+    run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), workers, instances_dir=save_instances)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
 
     def make_image_function() -> ScoreRefineDecode:

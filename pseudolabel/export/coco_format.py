@@ -63,7 +63,7 @@ def annotation(region: Region, image_id: int, annotation_id: int, category: int,
     segmentation: Any = rle_segmentation(region.mask) if fmt == "coco-rle" else polygon_segmentation(region.mask)
     if not segmentation:
         return None
-    return {
+    entry = {
         "id": annotation_id,
         "image_id": image_id,
         "category_id": category,
@@ -72,3 +72,6 @@ def annotation(region: Region, image_id: int, annotation_id: int, category: int,
         "bbox": bbox,
         "iscrowd": 0,
     }
+    if region.score is not None:  # a labeler's own instance: its confidence, as detection results carry
+        entry["score"] = round(region.score, 6)
+    return entry

@@ -15,10 +15,12 @@ INSTANCE_MODES = ("regions", "none")
 
 @dataclass(frozen=True)
 class Region:
-    """One exported region: its class id and bool [H, W] mask (never holding 255 or background)."""
+    """One exported region: its class id, bool [H, W] mask (never holding 255 or background) and,
+    for a labeler's own instances, its confidence."""
 
     class_id: int
     mask: np.ndarray
+    score: float | None = None
 
 
 def label_regions(label_map: np.ndarray, instances: str = "regions") -> list[Region]:
@@ -39,3 +41,12 @@ def label_regions(label_map: np.ndarray, instances: str = "regions") -> list[Reg
         count, components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
         regions.extend(Region(int(class_id), components == index) for index in range(1, count))
     return regions
+
+
+def instance_regions(masks: np.ndarray, class_ids: np.ndarray, scores: np.ndarray) -> list[Region]:
+    """A labeler's instances as regions (empty masks left out), in their saved order."""
+    return [
+        Region(int(c), mask, float(score))
+        for mask, c, score in zip(masks, class_ids, scores, strict=True)
+        if mask.any()
+    ]

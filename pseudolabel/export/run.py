@@ -18,9 +18,10 @@ from PIL import Image
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError, SampleError
 from pseudolabel.export.coco_format import COCO_FORMATS, annotation, categories, category_ids
-from pseudolabel.export.regions import INSTANCE_MODES, label_regions
+from pseudolabel.export.regions import INSTANCE_MODES, Region, instance_regions, label_regions
 from pseudolabel.export.yolo_format import data_yaml, yolo_lines
 from pseudolabel.files import atomic_write_bytes, atomic_write_text, output_errors
+from pseudolabel.instances import load_instances
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.safe_paths import id_path, resolve_inside
 
@@ -55,6 +56,19 @@ def _label_map(dataset: Dataset, masks_dir: Path, image_id: str) -> tuple[np.nda
     return label_map, image_path
 
 
+def _regions(label_map: np.ndarray, instances: str, instances_dir: Path | None, image_id: str) -> list[Region]:
+    """The label map's regions, or the image's saved instances (checked against its size)."""
+    if instances_dir is None:
+        return label_regions(label_map, instances)
+    path = id_path(instances_dir, image_id, ".npz")
+    if not path.is_file():
+        raise SampleError(f"no instances {path}")
+    saved = load_instances(path)
+    if saved.masks.shape[1:] != label_map.shape:
+        raise SampleError(f"instances {path} are {saved.masks.shape[1:]} but the mask is {label_map.shape}")
+    return instance_regions(saved.masks, saved.class_ids, saved.scores)
+
+
 def _place_image(source: Path, target: Path) -> None:
     """A hard link to the image where the file system allows one, else a copy."""
     with output_errors(target):
@@ -66,6 +80,20 @@ def _place_image(source: Path, target: Path) -> None:
             shutil.copy2(source, target)
 
 
+def _write_file_formats(
+    fmt: str, out: Path, split: str, image_id: str, image_path: Path, label_map: np.ndarray, regions: list[Region]
+) -> None:
+    """One image's files: YOLO-seg image and label file, or an id PNG."""
+    if fmt == "yolo-seg":
+        _place_image(image_path, id_path(out / "images" / split, image_id, image_path.suffix))
+        lines = yolo_lines(regions, *label_map.shape)
+        atomic_write_text(id_path(out / "labels" / split, image_id, ".txt"), "".join(f"{line}\n" for line in lines))
+        return
+    buffer = io.BytesIO()
+    Image.fromarray(label_map, "L").save(buffer, "PNG")
+    atomic_write_bytes(id_path(out, image_id, ".png"), buffer.getvalue())
+
+
 def export_masks(
     dataset: Dataset,
     masks_dir: Path,
@@ -74,10 +102,13 @@ def export_masks(
     instances: str = "regions",
     split_name: str = "train",
     on_progress: Callable[[], None] | None = None,
+    instances_dir: Path | None = None,
 ) -> ExportSummary:
     """Write the split's masks in ``fmt`` to ``out`` (a JSON file for COCO, else a folder).
 
-    Images without a usable mask are skipped and listed; 255 pixels never become a class.
+    With ``instances_dir`` (``generate --save-instances``) the annotations are the labeler's own
+    instances, each with its score, instead of regions of the label map. Images without a usable
+    mask are skipped and listed; 255 pixels never become a class.
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
@@ -89,10 +120,10 @@ def export_masks(
     for image_id in dataset.ids():
         try:
             label_map, image_path = _label_map(dataset, masks_dir, image_id)
+            regions = _regions(label_map, instances, instances_dir, image_id)
         except SampleError as error:
             summary.skipped.append((image_id, str(error)))
             continue
-        regions = label_regions(label_map, instances)
         height, width = label_map.shape
         if fmt in COCO_FORMATS:
             number = len(coco["images"]) + 1
@@ -102,14 +133,8 @@ def export_masks(
                 entry = annotation(region, number, len(coco["annotations"]) + 1, ids[region.class_id], fmt)
                 if entry is not None:
                     coco["annotations"].append(entry)
-        elif fmt == "yolo-seg":
-            _place_image(image_path, id_path(out / "images" / split_name, image_id, image_path.suffix))
-            lines = yolo_lines(regions, height, width)
-            atomic_write_text(id_path(out / "labels" / split_name, image_id, ".txt"), "".join(f"{x}\n" for x in lines))
         else:
-            buffer = io.BytesIO()
-            Image.fromarray(label_map, "L").save(buffer, "PNG")
-            atomic_write_bytes(id_path(out, image_id, ".png"), buffer.getvalue())
+            _write_file_formats(fmt, out, split_name, image_id, image_path, label_map, regions)
         summary.images += 1
         summary.regions += len(regions)
         if on_progress:

@@ -43,6 +43,7 @@ import torch
 
 from pseudolabel.datasets.base import Sample
 from pseudolabel.exclusion import ClassExclusion, Regions
+from pseudolabel.instances import Instances
 from pseudolabel.labelers.detection import detect
 from pseudolabel.labelers.options import (
     CAPTION_MODES,
@@ -165,6 +166,10 @@ class GroundedSamLabeler:
             segments = self._exclude(sample, class_ids, segments, record)
         with record.timed("merge_s"):
             scores = merge_by_confidence(segments.masks, segments.confidences, segments.channels, len(class_ids) + 1)
+        instance_classes = np.asarray([class_ids[c - 1] for c in segments.channels.tolist()], dtype=np.int64)
+        record.extras["instances"] = Instances(
+            segments.masks.cpu().numpy(), instance_classes, segments.confidences.float().cpu().numpy()
+        )
         return ScoreMaps(scores.cpu().numpy(), (0, *class_ids))
 
     def _names(self, class_ids: list[int]) -> list[str]:

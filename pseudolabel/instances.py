@@ -1,0 +1,54 @@
+"""Instance masks a labeler keeps beside its label map (Grounded-SAM's SAM masks), saved as
+``<id>.npz`` by ``generate --save-instances DIR`` and exported as true instances."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pseudolabel.errors import MaskError
+from pseudolabel.files import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Instances:
+    """One image's instances.
+
+    Attributes:
+        masks: bool [N, H, W], possibly overlapping.
+        class_ids: int [N] dataset class ids.
+        scores: float [N] confidence (Grounded-SAM: box score x SAM's predicted IoU).
+    """
+
+    masks: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+
+
+def save_instances(path: str | os.PathLike[str], instances: Instances) -> None:
+    """Write bit-packed masks, their shape, class ids and scores to an .npz, atomically."""
+    buffer = io.BytesIO()
+    masks = instances.masks.astype(bool)
+    np.savez_compressed(
+        buffer,
+        masks=np.packbits(masks, axis=-1),
+        shape=np.asarray(masks.shape, np.int64),
+        class_ids=np.asarray(instances.class_ids, np.int32),
+        scores=np.asarray(instances.scores, np.float32),
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_instances(path: str | os.PathLike[str]) -> Instances:
+    """Read an .npz written by :func:`save_instances`."""
+    try:
+        with np.load(Path(path)) as data:
+            count, height, width = (int(v) for v in data["shape"])
+            masks = np.unpackbits(data["masks"], axis=-1, count=width).astype(bool).reshape(count, height, width)
+            return Instances(masks, data["class_ids"].astype(int), data["scores"].astype(np.float32))
+    except (OSError, KeyError, ValueError) as error:
+        raise MaskError(f"cannot read instances {path}: {error}") from error
