@@ -102,8 +102,9 @@ def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def write_rgb_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """Write uint8 [H, W, 3] ``rgb`` as a PNG, atomically."""
+def write_image(path: str | os.PathLike[str], pixels: np.ndarray, fmt: str = "PNG", **options: object) -> None:
+    """Write uint8 ``pixels`` ([H, W, 3] RGB or [H, W] grey) as a ``fmt`` file (Pillow ``options``,
+    e.g. ``quality``), atomically."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, "PNG", optimize=False)
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, fmt, **options)
     atomic_write_bytes(path, buffer.getvalue())

@@ -23,7 +23,7 @@ from PIL import Image
 
 from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.errors import ConfigError, OutputError, SampleError, UnsafePathError
-from pseudolabel.images import write_rgb_png
+from pseudolabel.images import write_image
 from pseudolabel.instances import save_instances
 from pseudolabel.manifest import Manifest, manifest_name
 from pseudolabel.masks import write_mask
@@ -289,31 +289,37 @@ def _finish_item(
     try:
         manifest.write({**record, **result.record, "status": "ok"})
     except OutputError:
-        for path in written:
-            path.unlink(missing_ok=True)
+        _remove(written)
         raise
     summary.done += 1
     summary.add_tallies(result.record.tallies)
 
 
+def _remove(paths: list[Path]) -> None:
+    """Take back what an image wrote (its outputs stay consistent: all or none)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> list[Path]:
-    """Write the PNG (and the scores); the paths written."""
-    png = id_path(options.out_dir, image_id, ".png")
-    npz = id_path(options.scores_dir, image_id, ".npz") if options.scores_dir is not None else None
+    """Write the image's instances (when kept), its PNG and its scores (when asked for); the paths
+    written. A failed write removes the ones before it and re-raises."""
+    writes: list[tuple[Path, Callable[[Path], None]]] = []
     instances = result.record.extras.get("instances") if options.instances_dir is not None else None
     if instances is not None:
-        save_instances(id_path(options.instances_dir, image_id, ".npz"), instances)
+        writes.append((id_path(options.instances_dir, image_id, ".npz"), lambda p: save_instances(p, instances)))
     if result.picture is not None:
-        write_rgb_png(png, result.picture)
+        writes.append((id_path(options.out_dir, image_id, ".png"), lambda p: write_image(p, result.picture)))
     else:
-        write_mask(png, result.label_map)
-    written = [png] + ([id_path(options.instances_dir, image_id, ".npz")] if instances is not None else [])
-    if npz is None or result.scores is None:
-        return written
+        writes.append((id_path(options.out_dir, image_id, ".png"), lambda p: write_mask(p, result.label_map)))
+    if options.scores_dir is not None and result.scores is not None:
+        writes.append((id_path(options.scores_dir, image_id, ".npz"), lambda p: save_scores(p, result.scores)))
+    written: list[Path] = []
     try:
-        save_scores(npz, result.scores)
+        for path, write in writes:
+            write(path)
+            written.append(path)
     except OutputError:
-        for path in written:
-            path.unlink(missing_ok=True)
+        _remove(written)
         raise
-    return [*written, npz]
+    return written

@@ -5,8 +5,9 @@
 * ``DATASETS[name](root, split, prompts, labels_file, gt_dir, max_image_pixels)`` -> a Dataset.
 
 A :class:`ModelHub` builds each model once per run on first use and shares it, so
-``generate --method grounded-sam --refine sam`` holds one SAM. Adding a refiner or labeler is
-one entry here (and, for the CLI, nothing else: ``--refine`` and ``--method`` read these keys).
+``generate --method grounded-sam --refine sam`` holds one SAM. Adding a refiner is one entry
+here (``--refine`` reads these keys); a labeler also needs its ``--method`` choice in
+``cli/generate.py``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def build_report(
     return report
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; ``-`` when undefined."""
     return "-" if value is None else f"{100 * value:.2f}"
 
 
@@ -54,12 +55,12 @@ def report_table(report: dict[str, Any]) -> Table:
         table.add_row(
             str(class_id),
             name,
-            *(_percent(report[key][class_id]) for key in PER_CLASS_KEYS),
+            *(percent(report[key][class_id]) for key in PER_CLASS_KEYS),
             f"{report['gt_pixels'][class_id]:,}",
         )
     table.add_section()
     table.add_row(
-        "", "mean", _percent(report["miou"]), _percent(report["miou_confident"]), _percent(report["mbiou"]), "", "", ""
+        "", "mean", percent(report["miou"]), percent(report["miou_confident"]), percent(report["mbiou"]), "", "", ""
     )
     return table
 
@@ -67,9 +68,9 @@ def report_table(report: dict[str, Any]) -> Table:
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The headline figures, one per line."""
     lines = [
-        f"mIoU {_percent(report['miou'])}  (unsure pixels counted as misses; mean over classes with GT)",
-        f"mIoU on confident pixels {_percent(report['miou_confident'])}  coverage {_percent(report['coverage'])}",
-        f"mBIoU {_percent(report['mbiou'])}  pixel accuracy {_percent(report['pixel_accuracy'])}",
+        f"mIoU {percent(report['miou'])}  (unsure pixels counted as misses; mean over classes with GT)",
+        f"mIoU on confident pixels {percent(report['miou_confident'])}  coverage {percent(report['coverage'])}",
+        f"mBIoU {percent(report['mbiou'])}  pixel accuracy {percent(report['pixel_accuracy'])}",
     ]
     if report["num_missing_predictions"]:
         lines.append(f"{report['num_missing_predictions']} missing predictions counted as all-unsure")
@@ -133,5 +134,5 @@ def worst_table(scores: list[ImageScore], count: int) -> Table:
     for heading in ("mIoU", "mBIoU", "coverage", "pixel acc."):
         table.add_column(heading, justify="right")
     for score in worst_images(scores, count):
-        table.add_row(escape(score.image_id), *(_percent(getattr(score, key)) for key in IMAGE_KEYS))
+        table.add_row(escape(score.image_id), *(percent(getattr(score, key)) for key in IMAGE_KEYS))
     return table

@@ -44,16 +44,15 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
     )
     from pseudolabel.settings import LabelerSettings
 
-    synonyms = flags["synonyms"].value if flags["synonyms"] is not None else None
     zero_shot = flags["labels"] is not None and str(flags["labels"]) == "none"
     return LabelerSettings(
-        prompting=PromptingOptions(synonyms, flags["pole_candidates"]),
+        prompting=PromptingOptions(_value(flags["synonyms"]), flags["pole_candidates"]),
         exclusion=ExclusionOptions(flags["exclude"], flags["exclusion_threshold"], flags["exclusion_weights"]),
         zero_shot=ZeroShotOptions(zero_shot, flags["zero_shot_top_k"], flags["zero_shot_min_probability"]),
         cam=CamOptions(parse_scales(flags["scales"]), flags["flip"], flags["caa"], flags["caa_threshold"]),
         background=BackgroundOptions(flags["bg_alpha"], flags["bg_threshold"]),
         detector=DetectorOptions(
-            flags["box_threshold"], flags["text_threshold"], flags["nms_threshold"], flags["captions"].value
+            flags["box_threshold"], flags["text_threshold"], flags["nms_threshold"], _value(flags["captions"])
         ),
     )
 
@@ -64,6 +63,6 @@ def refiner_settings(flags: dict[str, Any]) -> Any:
     from pseudolabel.settings import RefinerSettings
 
     sam = SamRefineOptions(
-        flags["sam_mode"].value, flags["grid"], flags["iou_threshold"], label_confidence=flags["label_confidence"]
+        _value(flags["sam_mode"]), flags["grid"], flags["iou_threshold"], label_confidence=flags["label_confidence"]
     )
     return RefinerSettings(CrfOptions(iterations=flags["crf_iterations"]), flags["min_confidence"], sam)

@@ -55,6 +55,8 @@ class CocoDataset(Dataset):
         )
         self.image_root = self.image_dir
         self.instances = instances
+        self._gt_cache = cache_folder(instances, split)
+        """Where :meth:`prepare_gt` renders GT (named once: a stat and a hash, not one per image)."""
         self._files, self._labels = self._read_instances(instances)
 
     def _read_instances(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
@@ -93,7 +95,7 @@ class CocoDataset(Dataset):
     def gt_path(self, image_id: str) -> Path | None:
         """``SegmentationClass/<split>/<id>.png`` when the user has rendered GT masks, else the
         cached rendering of the annotations (None until :meth:`prepare_gt` made it)."""
-        for folder in (self.root / "SegmentationClass" / self.split, cache_folder(self.instances, self.split)):
+        for folder in (self.root / "SegmentationClass" / self.split, self._gt_cache):
             candidate = id_path(folder, image_id, ".png")
             if candidate.is_file():
                 return candidate

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -20,7 +19,8 @@ from pseudolabel.errors import ConfigError, SampleError
 from pseudolabel.export.coco_format import COCO_FORMATS, annotation, categories, category_ids
 from pseudolabel.export.regions import INSTANCE_MODES, Region, instance_regions, label_regions
 from pseudolabel.export.yolo_format import data_yaml, yolo_lines
-from pseudolabel.files import atomic_write_bytes, atomic_write_text, output_errors
+from pseudolabel.files import atomic_write_text, output_errors
+from pseudolabel.images import write_image
 from pseudolabel.instances import load_instances
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.safe_paths import id_path, resolve_inside
@@ -89,9 +89,7 @@ def _write_file_formats(
         lines = yolo_lines(regions, *label_map.shape)
         atomic_write_text(id_path(out / "labels" / split, image_id, ".txt"), "".join(f"{line}\n" for line in lines))
         return
-    buffer = io.BytesIO()
-    Image.fromarray(label_map, "L").save(buffer, "PNG")
-    atomic_write_bytes(id_path(out, image_id, ".png"), buffer.getvalue())
+    write_image(id_path(out, image_id, ".png"), label_map)
 
 
 def export_masks(

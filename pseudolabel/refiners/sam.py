@@ -87,14 +87,12 @@ def point_candidates(label_map: np.ndarray, predictor: PointMaskPredictor, optio
     if len(points) == 0:
         return Candidates(torch.zeros(0, *label_map.shape, dtype=torch.bool), torch.zeros(0), torch.zeros(0))
     masks, scores = predictor.predict_points(points)
-    regions = (
-        torch.as_tensor(label_map, device=masks.device)[None]
-        == torch.as_tensor(classes, device=masks.device)[:, None, None]
-    )
+    class_ids = torch.as_tensor(classes, device=masks.device)
+    regions = torch.as_tensor(label_map, device=masks.device)[None] == class_ids[:, None, None]
     overlap = (masks & regions).flatten(1).sum(dim=1)
     union = (masks | regions).flatten(1).sum(dim=1)
     keep = (overlap.double() / union.clamp(min=1).double()) >= options.iou_threshold
-    return Candidates(masks[keep], scores[keep], torch.as_tensor(classes, device=masks.device)[keep])
+    return Candidates(masks[keep], scores[keep], class_ids[keep])
 
 
 def sepl_assign(labels: np.ndarray, masks: list[np.ndarray], options: SamRefineOptions) -> tuple[np.ndarray, int]:

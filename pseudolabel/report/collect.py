@@ -14,7 +14,7 @@ import yaml
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError
 from pseudolabel.manifest import read_manifest
-from pseudolabel.score_report import build_report, per_image_rows, worst_images
+from pseudolabel.score_report import IMAGE_KEYS, build_report, per_image_rows, worst_images
 from pseudolabel.scoring import ImageScore, pair_with_dataset, score_pairs
 
 
@@ -89,7 +89,7 @@ def table_rows(predictions: list[PredictionFacts]) -> list[dict[str, Any]]:
         for row in per_image_rows(prediction.images):
             entry = rows.setdefault(row["id"], {"id": row["id"], "classes": [], "by": {}})
             entry["classes"] = sorted({*entry["classes"], *(c for c, v in enumerate(row["iou"]) if v is not None)})
-            entry["by"][prediction.name] = {key: row[key] for key in ("miou", "mbiou", "coverage", "pixel_accuracy")}
+            entry["by"][prediction.name] = {key: row[key] for key in IMAGE_KEYS}
     return list(rows.values())
 
 

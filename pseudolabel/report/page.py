@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import datetime
-import io
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from pseudolabel import __version__
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import PseudolabelError
-from pseudolabel.files import atomic_write_bytes, atomic_write_text
+from pseudolabel.files import atomic_write_text
+from pseudolabel.images import write_image
 from pseudolabel.masks import read_mask
 from pseudolabel.overlay import render_panel
 from pseudolabel.report.charts import confusion_heatmap, iou_bars
 from pseudolabel.report.collect import PredictionFacts, dump_json, table_rows, worst_ids
 from pseudolabel.report.script import PAGE_SCRIPT, PAGE_STYLE
 from pseudolabel.safe_paths import id_path
+from pseudolabel.score_report import percent
 
 THUMBNAIL_SIDE = 240
 """Longer side of each panel in a thumbnail, in pixels."""
@@ -27,15 +26,9 @@ HEADLINE = (("miou", "mIoU"), ("mbiou", "mBIoU"), ("coverage", "coverage"), ("mi
             ("pixel_accuracy", "pixel acc."))  # fmt: skip
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
 def write_thumbnail(out: Path, relative: str, picture: Any) -> None:
     """A JPEG of the panel picture at ``out/relative``."""
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, "JPEG", quality=80)
-    atomic_write_bytes(out / relative, buffer.getvalue())
+    write_image(out / relative, picture, "JPEG", quality=80)
 
 
 def _thumbnails(out: Path, dataset: Dataset, prediction: PredictionFacts, index: int, ids: list[str]) -> list[str]:
@@ -54,7 +47,7 @@ def _thumbnails(out: Path, dataset: Dataset, prediction: PredictionFacts, index:
             continue
         score = scores.get(image_id)
         caption = escape(image_id) + (
-            f" - mIoU {_percent(score.miou)}, mBIoU {_percent(score.mbiou)}, coverage {_percent(score.coverage)}"
+            f" - mIoU {percent(score.miou)}, mBIoU {percent(score.mbiou)}, coverage {percent(score.coverage)}"
             if score else ""
         )  # fmt: skip
         figures.append(f'<figure><img loading="lazy" src="{escape(relative)}" alt="{escape(image_id)}">'
@@ -75,7 +68,7 @@ def _headline(predictions: list[PredictionFacts]) -> str:
             diff = (
                 "" if prediction is scored[0] or value is None or first is None else f" ({100 * (value - first):+.2f})"
             )
-            cells.append(f"<td>{_percent(value)}{diff}</td>")
+            cells.append(f"<td>{percent(value)}{diff}</td>")
         images = prediction.scores["num_images"]
         rows.append(f"<tr><th>{escape(prediction.name)}</th>{''.join(cells)}<td>{images}</td></tr>")
     return f"<table class='headline'><tr><th>predictions</th>{head}<th>images</th></tr>{''.join(rows)}</table>"
@@ -89,10 +82,10 @@ def _class_differences(names: list[str], scored: list[PredictionFacts]) -> str:
         first = scored[0].scores["iou"][class_id]
         if first is None:
             continue
-        cells = [f"<td>{_percent(first)}</td>"]
+        cells = [f"<td>{percent(first)}</td>"]
         for prediction in scored[1:]:
             value = prediction.scores["iou"][class_id]
-            cells.append(f"<td>{_percent(value)} ({100 * (value - first):+.2f})</td>")
+            cells.append(f"<td>{percent(value)} ({100 * (value - first):+.2f})</td>")
         rows.append(f"<tr><td>{escape(name)}</td>{''.join(cells)}</tr>")
     return f"<table class='differences'><tr><th>class IoU</th>{head}</tr>{''.join(rows)}</table>"
 
