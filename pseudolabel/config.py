@@ -118,3 +118,13 @@ def resolved_config(ctx: typer.Context) -> dict[str, Any]:
 def write_resolved_config(path: Path, ctx: typer.Context) -> None:
     """Write the resolved config; the file can be passed back with ``--config`` to rerun."""
     atomic_write_text(path, yaml.safe_dump(resolved_config(ctx), sort_keys=False))
+
+
+def write_run_config(out_dir: Path, ctx: typer.Context, overwrite: bool) -> None:
+    """For a run into ``out_dir``: refuse a resume with other output settings (see
+    :mod:`pseudolabel.run_settings`), record them, and write ``config.yaml``."""
+    from pseudolabel.run_settings import check_and_record, output_settings
+
+    flag_names = {name: display_name(ctx, name) for name in ctx.params}
+    check_and_record(out_dir, output_settings(ctx.command.name or "", dict(ctx.params)), overwrite, flag_names)
+    write_resolved_config(out_dir / "config.yaml", ctx)

@@ -46,7 +46,7 @@ from pseudolabel.cli.options import (
     SplitOption,
 )  # fmt: skip
 from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
-from pseudolabel.config import write_resolved_config
+from pseudolabel.config import write_run_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.labelers.options import (
@@ -185,7 +185,7 @@ def generate(
         scorer = LABELERS[method.value](hub, source.prompts, labeler)
         return ScoreRefineDecode(scorer, unsure_margin, create_refiners(refiner_names, hub, refiners))
 
-    write_resolved_config(out / "config.yaml", ctx)
+    write_run_config(out, ctx, overwrite)
     from pseudolabel.cli.running import run_with_progress
 
     run_with_progress("generate", source, make_image_function, run, out, report)

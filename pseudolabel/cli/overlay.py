@@ -26,7 +26,7 @@ from pseudolabel.cli.options import (
     SplitOption,
 )
 from pseudolabel.cli.running import run_with_progress
-from pseudolabel.config import write_resolved_config
+from pseudolabel.config import write_run_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -70,5 +70,5 @@ def overlay(
     if gt:
         source.prepare_gt()
     picture = OverlayPicture(masks, source.class_names, gt, max_side)
-    write_resolved_config(out / "config.yaml", ctx)
+    write_run_config(out, ctx, overwrite)
     run_with_progress("overlay", source, lambda: picture, run, out)

@@ -37,7 +37,7 @@ from pseudolabel.cli.options import (
     SplitOption,
 )  # fmt: skip
 from pseudolabel.cli.settings import model_settings, refiner_settings
-from pseudolabel.config import write_resolved_config
+from pseudolabel.config import write_run_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
@@ -119,5 +119,5 @@ def refine(
         refiners = create_refiners(names, ModelHub(models), settings)
         return StoredMaskRefine(masks, scores, refiners, source.num_classes, label_confidence)
 
-    write_resolved_config(out / "config.yaml", ctx)
+    write_run_config(out, ctx, overwrite)
     run_with_progress("refine", source, make_image_function, run, out, report)

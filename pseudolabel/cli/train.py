@@ -34,7 +34,7 @@ from pseudolabel.cli.options import (
     parse_scales,
 )  # fmt: skip
 from pseudolabel.cli.running import run_with_progress
-from pseudolabel.config import write_resolved_config
+from pseudolabel.config import write_resolved_config, write_run_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -236,5 +236,5 @@ def predict(
         model = model_from_checkpoint(checkpoint_path, source.num_classes, torch_device)
         return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
 
-    write_resolved_config(out / "config.yaml", ctx)
+    write_run_config(out, ctx, overwrite)
     run_with_progress("predict", source, make_image_function, run, out, report)

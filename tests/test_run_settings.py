@@ -1,0 +1,83 @@
+"""Settings-aware resume: an output folder remembers the settings that made its outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from helpers import make_voc
+from tiny_clip import write_tiny_config
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.run_settings import RUN_ONLY_OPTIONS, SETTINGS_FILE, differences, output_settings
+
+runner = CliRunner()
+
+
+def _voc(tmp_path: Path) -> Path:
+    masks = {}
+    for index in range(4):
+        mask = np.zeros((40, 48), np.uint8)
+        mask[5:25, 5:30] = (8, 12, 15, 3)[index]
+        masks[f"im{index}"] = mask
+    return make_voc(tmp_path, masks)
+
+
+def _generate(voc: Path, out: Path, *extra: str) -> object:
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(out.parent)), "--device", "cpu", "--num-workers", "0", *extra]
+    return runner.invoke(app, args)
+
+
+def test_resume_with_other_output_settings_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    voc, out = _voc(tmp_path), tmp_path / "out"
+    assert _generate(voc, out, "--limit", "2").exit_code == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    refused = _generate(voc, out, "--bg-alpha", "3", "--scales", "1.0,0.5")
+    assert refused.exit_code == 1
+    message = refused.output.strip()
+    assert "\n" not in message, message
+    assert "--bg-alpha was 1.0, now 3.0" in message
+    assert "--scales was '1.0', now '1.0,0.5'" in message
+    assert "--overwrite" in message
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
+def test_run_only_options_may_change_and_overwrite_records_the_new_settings(tmp_path: Path) -> None:
+    voc, out = _voc(tmp_path), tmp_path / "out"
+    assert _generate(voc, out, "--limit", "2").exit_code == 0
+    resumed = _generate(voc, out, "--num-workers", "1", "--shard", "0/1", "--device", "cpu")
+    assert resumed.exit_code == 0, resumed.output
+    assert "2 images labelled, 0 failed, 2 already done" in resumed.output
+    redone = _generate(voc, out, "--bg-alpha", "3", "--overwrite")
+    assert redone.exit_code == 0, redone.output
+    assert "4 images labelled" in redone.output
+    assert "bg-alpha: 3.0" in (out / "config.yaml").read_text()
+    assert _generate(voc, out, "--bg-alpha", "3").exit_code == 0
+
+
+def test_a_folder_of_another_command_is_refused(tmp_path: Path) -> None:
+    voc, out = _voc(tmp_path), tmp_path / "out"
+    assert _generate(voc, out, "--limit", "1").exit_code == 0
+    args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(out), "--out", str(out)]
+    refused = runner.invoke(app, [*args, "--refine", "crf", "--num-workers", "0"])
+    assert refused.exit_code == 1
+    assert "holds the outputs of 'generate', not 'refine'" in refused.output
+
+
+def test_a_first_run_that_wrote_no_image_may_be_rerun_with_new_settings(tmp_path: Path) -> None:
+    voc, out = _voc(tmp_path), tmp_path / "out"
+    failed = _generate(voc, out, "--clip-weights", str(tmp_path / "missing.pt"))
+    assert failed.exit_code == 1 and (out / SETTINGS_FILE).is_file()
+    assert _generate(voc, out).exit_code == 0
+
+
+def test_paths_compare_resolved_and_unknown_options_are_not_compared(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = output_settings("generate", {"root": Path("voc"), "bg_alpha": 1.0, "num_workers": 4})
+    absolute = output_settings("generate", {"root": tmp_path / "voc", "bg_alpha": 1.0, "device": "cuda"})
+    assert differences(relative, absolute) == []
+    assert "num_workers" in RUN_ONLY_OPTIONS and "num_workers" not in relative["options"]
+    newer = output_settings("generate", {"root": tmp_path / "voc", "bg_alpha": 2.0, "max_side": 1024})
+    assert differences(relative, newer) == [("bg_alpha", 1.0, 2.0)]
