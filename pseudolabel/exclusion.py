@@ -91,6 +91,10 @@ class Regions:
     crop: bool = False
 
 
+REGION_BATCH = 64
+"""Regions CLIP encodes at once: a detector's hundreds of boxes never become one huge batch."""
+
+
 @dataclass(frozen=True)
 class ExclusionResult:
     """Which regions keep their class, and every (region, class) pair that was zeroed."""
@@ -172,7 +176,8 @@ class ClassExclusion:
         """
         names = [self.prompts.classes[c].name for c in candidates]
         region_names = region_names or [self.prompts.classes[c].name for c in region_classes]
-        embeddings = self.clip.encode_images(region_images(self.clip, rgb, regions, crop))
+        chunks = regions.split(REGION_BATCH)
+        embeddings = torch.cat([self.clip.encode_images(region_images(self.clip, rgb, c, crop)) for c in chunks])
         inclusion, exclusion, corrected = self.probabilities(embeddings, candidates)
         kept = []
         for region, class_id in enumerate(region_classes):

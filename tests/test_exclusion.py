@@ -204,3 +204,24 @@ def test_generate_zero_shot_with_exclusion(tmp_path: Path, dataset: str) -> None
     from pseudolabel.masks import read_mask
 
     assert set(np.unique(read_mask(tmp_path / "out" / "2026_000001.png"))) <= {0, 255}
+
+
+def test_regions_are_encoded_in_batches_with_the_same_result(monkeypatch) -> None:
+    """A detector's hundreds of regions go to CLIP REGION_BATCH at a time; the verdicts do not change."""
+    import pseudolabel.exclusion as exclusion_module
+
+    clip = tiny_clip()
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    regions = (torch.rand(5, 20, 30, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    classes = [8, 12, 8, 12, 8]
+    whole = ClassExclusion(clip, VOC, threshold=0.0)(rgb, regions, classes, [8, 12], crop=True)
+    batch_sizes = []
+    encode = clip.encode_images
+    monkeypatch.setattr(clip, "encode_images", lambda images: batch_sizes.append(len(images)) or encode(images))
+    monkeypatch.setattr(exclusion_module, "REGION_BATCH", 2)
+    batched = ClassExclusion(clip, VOC, threshold=0.0)(rgb, regions, classes, [8, 12], crop=True)
+    assert batch_sizes == [2, 2, 1]
+    assert batched.kept == whole.kept
+    assert [e["region"] for e in batched.exclusions] == [e["region"] for e in whole.exclusions]
+    for got, expected in zip(batched.exclusions, whole.exclusions, strict=True):
+        assert got["p_ex"] == pytest.approx(expected["p_ex"], abs=2e-4)

@@ -157,7 +157,7 @@ def test_per_class_detection_equals_groundingdino_predict_on_each_caption(tmp_pa
     detector = build_grounding_dino(str(write_tiny_grounding_config(tmp_path)), "random")
     rgb = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)
     names = ["wild bird", "dining table"]
-    options = DetectorOptions(box_threshold=0.5, nms_threshold=1.0, captions="per-class")
+    options = DetectorOptions(box_threshold=0.5, nms_threshold=1.0, captions="per-class", max_detections=0)
     found = detect(detector, rgb, names, options)
     pixels = detector.pixel_values(rgb)
     expected_boxes, expected_scores, expected_classes = [], [], []
@@ -385,3 +385,20 @@ def test_detector_names_are_refused_for_cams(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--synonyms", "detector", "--clip-weights", "random", "--device", "cpu"])
     assert result.exit_code == 1 and "--synonyms detector" in result.output and "grounded-sam" in result.output
     assert not (tmp_path / "o" / "manifest.jsonl").exists()
+
+
+@pytest.mark.parametrize("captions", ["joint", "per-class"])
+def test_max_detections_keeps_the_best_scoring_boxes_after_nms(tmp_path: Path, captions: str) -> None:
+    """Random weights put hundreds of boxes over any threshold; the cap keeps the best ones."""
+    torch.manual_seed(0)
+    detector = build_grounding_dino(str(write_tiny_grounding_config(tmp_path)), "random")
+    rgb = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    names = ["cat", "dining table"]
+    loose = {"box_threshold": 0.0, "text_threshold": 0.0, "nms_threshold": 0.9, "captions": captions}
+    every = detect(detector, rgb, names, DetectorOptions(**loose, max_detections=0))
+    capped = detect(detector, rgb, names, DetectorOptions(**loose, max_detections=7))
+    assert len(every.scores) > 7 and len(capped.scores) == 7
+    best = torch.argsort(every.scores, descending=True, stable=True)[:7]
+    torch.testing.assert_close(capped.scores, every.scores[best])
+    torch.testing.assert_close(capped.boxes, every.boxes[best])
+    assert capped.classes.tolist() == every.classes[best].tolist()

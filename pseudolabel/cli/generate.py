@@ -126,6 +126,9 @@ def generate(
     nms_threshold: Annotated[float, _option("Per-class NMS IoU (1: keep all).", GROUNDED)] = (
         DetectorOptions.nms_threshold
     ),
+    max_detections: Annotated[int, _option("Boxes kept per image, best first (0: all).", GROUNDED)] = (
+        DetectorOptions.max_detections
+    ),
     exclude: Annotated[bool, _option("ELSE-style exclusion of impossible classes.", EXCLUSION)] = False,
     exclusion_threshold: Annotated[float, _option("Exclude when P_ex > this.", EXCLUSION)] = (
         ExclusionOptions.threshold

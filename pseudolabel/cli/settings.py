@@ -52,7 +52,11 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
         cam=CamOptions(parse_scales(flags["scales"]), flags["flip"], flags["caa"], flags["caa_threshold"]),
         background=BackgroundOptions(flags["bg_alpha"], flags["bg_threshold"]),
         detector=DetectorOptions(
-            flags["box_threshold"], flags["text_threshold"], flags["nms_threshold"], _value(flags["captions"])
+            flags["box_threshold"],
+            flags["text_threshold"],
+            flags["nms_threshold"],
+            _value(flags["captions"]),
+            flags["max_detections"],
         ),
     )
 

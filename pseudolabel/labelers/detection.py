@@ -50,9 +50,15 @@ def class_probabilities(token_probabilities: torch.Tensor, spans: list[list[int]
 
 
 def select_detections(
-    class_probs: torch.Tensor, boxes: torch.Tensor, box_threshold: float, text_threshold: float, nms_threshold: float
+    class_probs: torch.Tensor,
+    boxes: torch.Tensor,
+    box_threshold: float,
+    text_threshold: float,
+    nms_threshold: float,
+    max_detections: int | None = None,
 ) -> Detections:
-    """``joint`` captions: thresholds (strict, as groundingdino-py) and per-class NMS.
+    """``joint`` captions: thresholds (strict, as groundingdino-py), per-class NMS, then the
+    ``max_detections`` best.
 
     Args:
         class_probs: [Q, C] from :func:`class_probabilities`.
@@ -61,11 +67,15 @@ def select_detections(
     kept_queries = class_probs.amax(dim=1) > box_threshold
     queries, classes = torch.nonzero((class_probs > text_threshold) & kept_queries[:, None], as_tuple=True)
     scores = class_probs[queries, classes]
-    return nms_per_class(Detections(boxes[queries], scores, classes, queries), nms_threshold)
+    return nms_per_class(Detections(boxes[queries], scores, classes, queries), nms_threshold, max_detections)
 
 
 def select_class_detections(
-    token_probs: list[torch.Tensor], boxes: list[torch.Tensor], box_threshold: float, nms_threshold: float
+    token_probs: list[torch.Tensor],
+    boxes: list[torch.Tensor],
+    box_threshold: float,
+    nms_threshold: float,
+    max_detections: int | None = None,
 ) -> Detections:
     """``per-class`` captions: the detections of one detector pass per class.
 
@@ -77,6 +87,7 @@ def select_class_detections(
         a query is a box of the class when its highest probability over all T tokens is above
         ``box_threshold`` (groundingdino-py's ``predict``); that maximum is the score. Query ids
         are numbered across passes (pass c's query q is ``c * Q + q``), so each box is its own.
+        After per-class NMS, the ``max_detections`` best are kept.
     """
     found = []
     for index, (probs, class_boxes) in enumerate(zip(token_probs, boxes, strict=True)):
@@ -85,12 +96,13 @@ def select_class_detections(
         classes = torch.full_like(queries, index)
         found.append(Detections(class_boxes[queries], best[queries], classes, queries + index * len(probs)))
     joined = Detections(*(torch.cat([getattr(d, f) for d in found]) for f in ("boxes", "scores", "classes", "queries")))
-    return nms_per_class(joined, nms_threshold)
+    return nms_per_class(joined, nms_threshold, max_detections)
 
 
-def nms_per_class(found: Detections, nms_threshold: float) -> Detections:
-    """Drop a box that overlaps a higher-scoring box of the same class by IoU above the threshold."""
-    keep = batched_nms(found.boxes.float(), found.scores.float(), found.classes, nms_threshold)
+def nms_per_class(found: Detections, nms_threshold: float, max_detections: int | None = None) -> Detections:
+    """Drop a box that overlaps a higher-scoring box of the same class by IoU above the threshold,
+    then keep the ``max_detections`` highest-scoring boxes (None: all)."""
+    keep = batched_nms(found.boxes.float(), found.scores.float(), found.classes, nms_threshold)[:max_detections]
     return Detections(found.boxes[keep], found.scores[keep], found.classes[keep], found.queries[keep])
 
 
@@ -137,7 +149,9 @@ def detect(
             token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
             probs.append(token_probs)
             boxes.append(centre_to_corners(centre_boxes, height, width))
-        return select_class_detections(probs, boxes, options.box_threshold, options.nms_threshold)
+        return select_class_detections(
+            probs, boxes, options.box_threshold, options.nms_threshold, options.max_detections or None
+        )
     _, encoding, spans = caption_spans(detector.tokenizer, names)
     token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
     return select_detections(
@@ -146,4 +160,5 @@ def detect(
         options.box_threshold,
         options.text_threshold,
         options.nms_threshold,
+        options.max_detections or None,
     )

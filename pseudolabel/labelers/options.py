@@ -111,9 +111,12 @@ class DetectorOptions:
         text_threshold: ``joint`` captions: a kept query detects every class above this (0.25).
         nms_threshold: per-class NMS IoU (1 keeps every box).
         captions: ``joint`` (one caption for all classes) or ``per-class`` (one pass per class).
+        max_detections: keep at most this many boxes per image, best score first, after NMS
+            (0: no cap; the published code has none).
     """
 
     box_threshold: float = 0.3
     text_threshold: float = 0.25
     nms_threshold: float = 0.7
     captions: str = "joint"
+    max_detections: int = 100
