@@ -20,7 +20,7 @@ import numpy as np
 from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.devices import autocast_dtype, resolve_device
 from pseudolabel.errors import ConfigError
-from pseudolabel.images import load_rgb
+from pseudolabel.images import DEFAULT_MAX_SIDE, load_rgb
 from pseudolabel.pipeline import RunOptions, RunSummary, run_images
 from pseudolabel.prompts import PromptSet, load_prompts
 from pseudolabel.registry import (
@@ -76,6 +76,7 @@ def create_labeler(
     prompts: str | PromptSet = "voc",
     refine: Sequence[str] = (),
     unsure_margin: float = DEFAULT_UNSURE_MARGIN,
+    max_side: int | None = DEFAULT_MAX_SIDE,
     device: str = "auto",
     precision: str = "auto",
     models: ModelSettings | None = None,
@@ -89,7 +90,7 @@ def create_labeler(
     hub = _hub(device, precision, models)
     scorer = LABELERS[method](hub, prompt_set, settings or LabelerSettings())
     refiners = create_refiners(tuple(refine), hub, refiner_settings or RefinerSettings())
-    return Labeler(ScoreRefineDecode(scorer, unsure_margin, refiners), prompt_set)
+    return Labeler(ScoreRefineDecode(scorer, unsure_margin, refiners, max_side), prompt_set)
 
 
 def create_refiner(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -22,6 +23,9 @@ from pseudolabel.files import atomic_write_bytes
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 """Pillow's default warning limit (about 9,459 x 9,459): larger images need an explicit opt-in."""
+DEFAULT_MAX_SIDE = 1024
+"""Longest side (pixels) a labeler's model sees by default: VOC (500) and COCO (640) images pass
+untouched, a 12 MP photo is scored at 1024 x 768 and its scores resized back."""
 
 
 @contextmanager
@@ -108,3 +112,19 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, fmt: str = "PN
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, fmt, **options)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def fitted_size(height: int, width: int, max_side: int) -> tuple[int, int] | None:
+    """(width, height) with the longer side scaled down to ``max_side`` pixels, aspect kept;
+    None when the image already fits."""
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return None
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """uint8 [H, W, 3] averaged down (area interpolation) so the longer side is at most ``max_side``
+    pixels; the same array when it already fits."""
+    size = fitted_size(*rgb.shape[:2], max_side)
+    return rgb if size is None else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pseudolabel.errors import MaskError
@@ -27,6 +28,14 @@ class Instances:
     masks: np.ndarray
     class_ids: np.ndarray
     scores: np.ndarray
+
+
+def resize_instances(instances: Instances, height: int, width: int) -> Instances:
+    """``instances`` with masks at [H, W] (nearest neighbour), one mask at a time."""
+    masks = np.zeros((len(instances.masks), height, width), bool)
+    for index, mask in enumerate(instances.masks):
+        masks[index] = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    return Instances(masks, instances.class_ids, instances.scores)
 
 
 def save_instances(path: str | os.PathLike[str], instances: Instances) -> None:

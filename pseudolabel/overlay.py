@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pseudolabel.images import downscale, fitted_size
 from pseudolabel.masks import IGNORE_INDEX, VOC_COLORMAP
 
 ALPHA = 0.5
@@ -26,13 +27,10 @@ IGNORED_GT = (96, 96, 96)
 
 def fit(rgb: np.ndarray, maps: list[np.ndarray], max_side: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """``rgb`` uint8 [H, W, 3] and label maps uint8 [H, W] scaled so the longer side is <= ``max_side``."""
-    height, width = rgb.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    if scale == 1.0:
+    size = fitted_size(*rgb.shape[:2], max_side)
+    if size is None:
         return rgb, maps
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    return small, [cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in maps]
+    return downscale(rgb, max_side), [cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in maps]
 
 
 def blend(rgb: np.ndarray, label_map: np.ndarray, alpha: float = ALPHA) -> np.ndarray:

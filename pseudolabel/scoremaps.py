@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pseudolabel.errors import MaskError
@@ -105,6 +106,16 @@ def relabel(maps: ScoreMaps, label_map: np.ndarray, confidence: float = DEFAULT_
     scores = maps.scores.copy()
     scores[:, changed] = from_label_map(label_map, maps.class_ids, confidence).scores[:, changed]
     return ScoreMaps(scores, maps.class_ids, label_map == IGNORE_INDEX)
+
+
+def resize_maps(maps: ScoreMaps, height: int, width: int) -> ScoreMaps:
+    """``maps`` at [H, W]: scores bilinearly (pixel centres aligned), the unsure mask nearest."""
+    size = (width, height)
+    scores = np.stack([cv2.resize(channel, size, interpolation=cv2.INTER_LINEAR) for channel in maps.scores])
+    unsure = None
+    if maps.unsure is not None:
+        unsure = cv2.resize(maps.unsure.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return ScoreMaps(scores.astype(np.float32, copy=False), maps.class_ids, unsure)
 
 
 def save_scores(path: str | os.PathLike[str], maps: ScoreMaps) -> None:

@@ -11,13 +11,15 @@ tallies into the image's :class:`~pseudolabel.stage_record.StageRecord`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from pseudolabel.datasets.base import Sample
 from pseudolabel.errors import MaskError
+from pseudolabel.images import downscale
+from pseudolabel.instances import resize_instances
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.pipeline import Labelled
 from pseudolabel.safe_paths import id_path
@@ -29,6 +31,7 @@ from pseudolabel.scoremaps import (
     load_scores,
     mark_unsure,
     relabel,
+    resize_maps,
 )
 from pseudolabel.stage_record import StageRecord
 
@@ -46,17 +49,35 @@ def apply_refiners(rgb: np.ndarray, maps: ScoreMaps, refiners: Sequence[Refiner]
 @dataclass
 class ScoreRefineDecode:
     """The ``generate`` image function: scores, pixels closer than ``unsure_margin`` marked unsure,
-    refiners in order, one decode. The scorer's own maps are what ``--save-scores`` keeps."""
+    refiners in order, one decode. The scorer's own maps are what ``--save-scores`` keeps.
+
+    An image whose longer side is over ``max_side`` pixels is scored downscaled to it; its scores
+    (and a labeler's instances) are resized back, so refiners and outputs keep the image's size.
+    """
 
     scorer: Scorer
     unsure_margin: float
     refiners: Sequence[Refiner] = ()
+    max_side: int | None = None
 
     def __call__(self, sample: Sample) -> Labelled:
         record = StageRecord()
-        maps = self.scorer(sample, record)
+        maps = self._score(sample, record)
         refined = apply_refiners(sample.rgb, mark_unsure(maps, self.unsure_margin), self.refiners, record)
         return Labelled(decode(refined), maps, record)
+
+    def _score(self, sample: Sample, record: StageRecord) -> ScoreMaps:
+        """The scorer's maps at the image's size; records ``model_input`` [w, h] when downscaled."""
+        small = downscale(sample.rgb, self.max_side) if self.max_side else sample.rgb
+        if small is sample.rgb:
+            return self.scorer(sample, record)
+        height, width = sample.rgb.shape[:2]
+        record["model_input"] = [small.shape[1], small.shape[0]]
+        maps = self.scorer(replace(sample, rgb=small), record)
+        instances = record.extras.get("instances")
+        if instances is not None:
+            record.extras["instances"] = resize_instances(instances, height, width)
+        return resize_maps(maps, height, width)
 
 
 @dataclass(frozen=True)

@@ -83,5 +83,5 @@ def test_overlay_command_writes_a_picture_per_image_and_resumes(tmp_path: Path) 
         with Image.open(tmp_path / "out" / f"{image_id}.png") as picture:
             assert picture.mode == "RGB" and picture.width == 4 * 40 + 3 * GAP
     assert [r["gt"] for r in read_manifest(tmp_path / "out" / "manifest.jsonl")] == [True] * 3
-    again = CliRunner().invoke(app, [*args, str(tmp_path / "out"), "--num-workers", "0"])
+    again = CliRunner().invoke(app, [*args, str(tmp_path / "out"), "--num-workers", "0", "--max-side", "64"])
     assert "0 images labelled, 0 failed, 3 already done" in again.output

@@ -48,7 +48,7 @@ from pseudolabel.cli.options import (
 from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
 from pseudolabel.config import write_run_config
 from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_SIDE
 from pseudolabel.labelers.options import (
     BackgroundOptions,
     CamOptions,
@@ -162,6 +162,9 @@ def generate(
     num_workers: DecodeWorkersOption = None,
     seed: Annotated[int, _option("Seed for anything random (random weights too).", RUN)] = 0,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    max_side: Annotated[int, _option("Longest side the models see (0: full size); masks stay full size.", RUN)] = (
+        DEFAULT_MAX_SIDE
+    ),
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -177,6 +180,8 @@ def generate(
     labeler = labeler_settings(flags)
     refiner_names = parse_refiners(refine)
     refiners = refiner_settings(flags)
+    if max_side and max_side < 32:
+        raise ConfigError(f"--max-side must be 0 (full size) or at least 32 pixels, got {max_side}")
     if save_instances is not None and method is not Method.grounded_sam:
         raise ConfigError("--save-instances keeps Grounded-SAM's masks; it needs --method grounded-sam")
     workers = decode_workers(num_workers, models.device)
@@ -186,7 +191,8 @@ def generate(
     def make_image_function() -> ScoreRefineDecode:
         hub = ModelHub(models)
         scorer = LABELERS[method.value](hub, source.prompts, labeler)
-        return ScoreRefineDecode(scorer, unsure_margin, create_refiners(refiner_names, hub, refiners))
+        refiner_chain = create_refiners(refiner_names, hub, refiners)
+        return ScoreRefineDecode(scorer, unsure_margin, refiner_chain, max_side or None)
 
     write_run_config(out, ctx, overwrite)
     from pseudolabel.cli.running import run_with_progress
