@@ -94,6 +94,19 @@ class RunSummary:
     seconds: float = 0.0
     tallies: dict[str, Counter[str]] = field(default_factory=dict)
 
+    @classmethod
+    def combined(cls, summaries: list[RunSummary]) -> RunSummary:
+        """One summary of runs that went side by side over disjoint shards (their longest time)."""
+        total = cls(seconds=max((s.seconds for s in summaries), default=0.0))
+        for part in summaries:
+            total.selected += part.selected
+            total.already_done += part.already_done
+            total.done += part.done
+            total.failed += part.failed
+            total.interrupted = total.interrupted or part.interrupted
+            total.add_tallies(part.tallies)
+        return total
+
     def add_tallies(self, tallies: dict[str, Counter[str]]) -> None:
         """Add one image's tallies."""
         for title, counts in tallies.items():

@@ -171,9 +171,10 @@ def generate(
     """Generate pseudo-label masks from image-level labels."""
     remember_output_folder(out)
     from pseudolabel.devices import decode_workers
-    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.pipeline import RunOptions
     from pseudolabel.registry import LABELERS, ModelHub, create_refiners, parse_refiners
     from pseudolabel.stages import ScoreRefineDecode
+    from pseudolabel.torchrun import run_shard
 
     flags = dict(ctx.params)
     models = model_settings(flags)
@@ -185,7 +186,7 @@ def generate(
     if save_instances is not None and method is not Method.grounded_sam:
         raise ConfigError("--save-instances keeps Grounded-SAM's masks; it needs --method grounded-sam")
     workers = decode_workers(num_workers, models.device)
-    run = RunOptions(out, save_scores, overwrite, limit, parse_shard(shard), workers, instances_dir=save_instances)
+    run = RunOptions(out, save_scores, overwrite, limit, run_shard(shard), workers, instances_dir=save_instances)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
 
     def make_image_function() -> ScoreRefineDecode:

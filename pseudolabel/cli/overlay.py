@@ -57,15 +57,16 @@ def overlay(
 ) -> None:
     """Draw each image's mask over it (and its GT and errors): image | mask | GT | errors."""
     remember_output_folder(out)
-    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.pipeline import RunOptions
     from pseudolabel.stages import OverlayPicture
+    from pseudolabel.torchrun import run_shard
 
     if not masks.is_dir():
         raise ConfigError(f"mask folder {masks} does not exist")
     if max_side < 16:
         raise ConfigError(f"--max-side must be at least 16 pixels, got {max_side}")
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), workers, label_in_workers=True)
+    run = RunOptions(out, None, overwrite, limit, run_shard(shard), workers, label_in_workers=True)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     if gt:
         source.prepare_gt()

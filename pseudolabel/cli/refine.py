@@ -101,9 +101,10 @@ def refine(
     """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
     remember_output_folder(out)
     from pseudolabel.cli.running import run_with_progress
-    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.pipeline import RunOptions
     from pseudolabel.registry import ModelHub, create_refiners, refine_workers
     from pseudolabel.stages import StoredMaskRefine
+    from pseudolabel.torchrun import run_shard
 
     names = refiner_names(refine, method, sam)
     if not masks.is_dir():
@@ -111,7 +112,7 @@ def refine(
     if scores is not None and not scores.is_dir():
         raise ConfigError(f"scores folder {scores} does not exist")
     workers, in_workers = refine_workers(names, num_workers)
-    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), workers, label_in_workers=in_workers)
+    run = RunOptions(out, None, overwrite, limit, run_shard(shard), workers, label_in_workers=in_workers)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     models, settings = model_settings(dict(ctx.params)), refiner_settings(dict(ctx.params))
 

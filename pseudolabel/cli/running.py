@@ -26,10 +26,13 @@ def run_with_progress(
     title: str, source: Any, make_image_function: Callable[[], Any], run: Any, out: Path, report: bool = False
 ) -> None:
     """``run_images`` with a progress bar, then the HTML report of ``out`` when asked; exits 130
-    when Ctrl-C stopped the run."""
-    from pseudolabel.pipeline import run_images
+    when Ctrl-C stopped the run. Under torchrun, rank 0 alone shows progress and prints the summary
+    of every rank (and the report) once all have finished."""
+    from pseudolabel.pipeline import RunSummary, run_images
+    from pseudolabel.torchrun import gather_to_main, is_main_process
 
-    with progress_bar(RateColumn()) as progress:
+    main = is_main_process()
+    with progress_bar(RateColumn(), disable=not main) as progress:
         task = progress.add_task(title, total=None)
         summary = run_images(
             source, make_image_function, run,
@@ -37,6 +40,10 @@ def run_with_progress(
             on_progress=lambda: progress.advance(task),
             on_stop_request=lambda: err_console.print("stopping after the current image (Ctrl-C again to abort)"),
         )  # fmt: skip
+    summaries = gather_to_main(summary)
+    if summaries is None:
+        raise typer.Exit(130 if summary.interrupted else 0)
+    summary = RunSummary.combined(summaries)
     print_run_summary(summary, out)
     if summary.interrupted:
         raise typer.Exit(130)

@@ -140,8 +140,9 @@ def train_seg(
     """Train DeepLabV2 on pseudo-label masks (torchrun --nproc-per-node N -m pseudolabel train-seg for DDP)."""
     remember_output_folder(out)
     from pseudolabel.pipeline import StopRequest
+    from pseudolabel.torchrun import is_main_process
     from pseudolabel.train.predict import val_miou_evaluator
-    from pseudolabel.train.trainer import TrainConfig, is_main_process, train
+    from pseudolabel.train.trainer import TrainConfig, train
 
     if not masks.is_dir():
         raise ConfigError(f"mask folder {masks} does not exist")
@@ -222,15 +223,16 @@ def predict(
     """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
     remember_output_folder(out)
     from pseudolabel.devices import decode_workers, resolve_device
-    from pseudolabel.pipeline import RunOptions, parse_shard
+    from pseudolabel.pipeline import RunOptions
     from pseudolabel.refiners.crf import CrfRefiner
+    from pseudolabel.torchrun import local_device, run_shard
     from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint, resolve_checkpoint
 
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     test_scales = parse_scales(scales)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(local_device(device))
     checkpoint_path = resolve_checkpoint(checkpoint)
-    run = RunOptions(out, None, overwrite, limit, parse_shard(shard), decode_workers(num_workers, torch_device))
+    run = RunOptions(out, None, overwrite, limit, run_shard(shard), decode_workers(num_workers, torch_device))
 
     def make_image_function() -> SegmentationPredictor:
         model = model_from_checkpoint(checkpoint_path, source.num_classes, torch_device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from pseudolabel.manifest import Manifest
 from pseudolabel.masks import IGNORE_INDEX
 from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
 from pseudolabel.run_lock import RunLock
+from pseudolabel.torchrun import torchrun_place
 from pseudolabel.train.data import TRAIN_SCALES, GlobalSamples, TrainingCrops, check_masks
 
 LOSSES = ("ce", "balanced")
@@ -92,19 +92,14 @@ class Distributed:
         return self.rank == 0
 
 
-def is_main_process() -> bool:
-    """True in a single-process run and in rank 0 of a torchrun one (before the group is set up)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def distributed_from_env(device_type: str) -> Distributed:
     """Join the process group when ``torchrun`` set WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    place = torchrun_place()
+    if place is None:
         return Distributed()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed(dist.get_rank(), dist.get_world_size(), place.local_rank)
 
 
 def poly_factor(iteration: int, total: int, power: float, step: int = 1) -> float:
