@@ -206,6 +206,29 @@ def iterate_items(
     yield from loader
 
 
+Engine = Callable[[Dataset, list[str], Callable[[], ImageFunction], RunOptions], Iterator[Item]]
+"""Labels the ids to do: ``engine(dataset, ids, make_image_function, options)`` yields one
+labelled :class:`Item` (a result or an error) per id, in order."""
+
+
+def local_engine(
+    dataset: Dataset, ids: list[str], make_image_function: Callable[[], ImageFunction], options: RunOptions
+) -> Iterator[Item]:
+    """This process labels (or, with ``label_in_workers``, its DataLoader workers do) while
+    ``num_workers`` processes decode ahead."""
+    image_function = make_image_function()
+    in_workers = options.label_in_workers and options.num_workers > 0
+    for item in iterate_items(dataset, ids, options.num_workers, image_function if in_workers else None):
+        if item.error is None and item.result is None and item.sample is not None:
+            try:
+                with item.seconds.timed("label_s"):
+                    item.result = image_function(item.sample)
+            except SampleError as error:
+                item.error = str(error)
+            item.sample = None
+        yield item
+
+
 class StopRequest:
     """While active, the first Ctrl-C asks the run to stop after the current image; a second one aborts."""
 
@@ -236,14 +259,17 @@ def run_images(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[], None] | None = None,
     on_stop_request: Callable[[], None] | None = None,
+    engine: Engine | None = None,
 ) -> RunSummary:
     """Label every selected image that is not finished yet; returns what was done.
 
     Each finished image has ``<id>.png`` (and ``<id>.npz``) written atomically and one manifest
     record: id, status (``ok`` or ``failed``), classes, stage seconds, synonym choices, error.
-    The image function is made (``make_image_function()``: models loaded) only when there is work to do.
-    ``on_start(n)`` gets the number of images to do; ``on_progress()`` is called after each.
+    The ``engine`` (default :func:`local_engine`) labels the images to do; the image function is
+    made (``make_image_function()``: models loaded) only when there is work to do. ``on_start(n)``
+    gets the number of images to do; ``on_progress()`` is called after each.
     """
+    engine = engine or local_engine
     start = time.perf_counter()
     with RunLock(options.out_dir, options.shard):
         selected = select_ids(dataset.ids(), options.shard, options.limit)
@@ -253,12 +279,10 @@ def run_images(
         if on_start:
             on_start(len(todo))
         if todo:
-            image_function = make_image_function()
-            worker_function = image_function if options.label_in_workers and options.num_workers > 0 else None
             manifest_path = options.out_dir / manifest_name(options.shard)
             with Manifest(manifest_path) as manifest, StopRequest(on_stop_request) as stop:
-                for item in iterate_items(dataset, todo, options.num_workers, worker_function):
-                    _finish_item(item, image_function, options, manifest, summary, dataset.class_names)
+                for item in engine(dataset, todo, make_image_function, options):
+                    _finish_item(item, options, manifest, summary, dataset.class_names)
                     if on_progress:
                         on_progress()
                     if stop.requested:
@@ -268,27 +292,14 @@ def run_images(
     return summary
 
 
-def _finish_item(
-    item: Item,
-    image_function: ImageFunction,
-    options: RunOptions,
-    manifest: Manifest,
-    summary: RunSummary,
-    names: list[str],
-) -> None:
-    """Label ``item`` unless a worker did, write its outputs and its manifest record.
+def _finish_item(item: Item, options: RunOptions, manifest: Manifest, summary: RunSummary, names: list[str]) -> None:
+    """Write a labelled item's outputs and its manifest record.
 
     A sample error fails the image; a failed write (OutputError) removes what this image wrote
     and stops the run, so a resume redoes it.
     """
     record = StageRecord(id=item.image_id, classes=[names[c] for c in item.classes], **item.seconds)
     result = item.result
-    if item.error is None and result is None and item.sample is not None:
-        try:
-            with record.timed("label_s"):
-                result = image_function(item.sample)
-        except SampleError as error:
-            item.error = str(error)
     written: list[Path] = []
     if result is not None:
         try:

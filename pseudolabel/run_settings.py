@@ -3,7 +3,8 @@
 A run command records the option values that change its outputs in
 ``OUT/.pseudolabel-settings.json``. Resuming into that folder with other values is refused,
 naming each differing flag, unless ``--overwrite`` redoes the images; options that only decide
-how or which images run (workers, device, engine, batch size, shard, limit) do not count.
+how or which images run (workers, device, engine, batch size, shard, limit), or which extra
+files are kept, do not count.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ RUN_ONLY_OPTIONS = frozenset(
         "gpus_per_worker",
         "batch_size",
         "max_image_pixels",
+        "save_scores",
+        "save_instances",
     }
 )
-"""Option names (parameter names) that never change an image's outputs, so they may differ on resume."""
+"""Option names (parameter names) that never change an image's outputs, so they may differ on resume
+(an image missing the scores or instances now asked for is redone)."""
 
 
 class SettingsChangedError(ConfigError):

@@ -24,6 +24,9 @@ from pseudolabel.cli.options import (
     DatasetOption,
     DecodeWorkersOption,
     DeviceOption,
+    EngineName,
+    EngineOption,
+    GpusPerWorkerOption,
     GridOption,
     IouThresholdOption,
     LabelConfidenceOption,
@@ -35,6 +38,7 @@ from pseudolabel.cli.options import (
     Precision,
     PrecisionOption,
     PromptsOption,
+    RayAddressOption,
     RefineOption,
     ReportOption,
     RootOption,
@@ -44,6 +48,7 @@ from pseudolabel.cli.options import (
     SamOption,
     ShardOption,
     SplitOption,
+    WorkersOption,
 )  # fmt: skip
 from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
 from pseudolabel.config import write_run_config
@@ -165,11 +170,16 @@ def generate(
     max_side: Annotated[int, _option("Longest side the models see (0: full size); masks stay full size.", RUN)] = (
         DEFAULT_MAX_SIDE
     ),
+    engine: EngineOption = EngineName.local,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusPerWorkerOption = None,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Generate pseudo-label masks from image-level labels."""
     remember_output_folder(out)
+    from pseudolabel.cli.running import make_engine, run_with_progress
     from pseudolabel.devices import decode_workers
     from pseudolabel.pipeline import RunOptions
     from pseudolabel.registry import LABELERS, ModelHub, create_refiners, parse_refiners
@@ -177,7 +187,9 @@ def generate(
     from pseudolabel.torchrun import run_shard
 
     flags = dict(ctx.params)
-    models = model_settings(flags)
+    ray = make_engine(engine, ray_address, workers, gpus_per_worker)
+    # a Ray actor resolves --device on its own node; locally it is checked here, before any work
+    models = model_settings(flags) if ray is None else None
     labeler = labeler_settings(flags)
     refiner_names = parse_refiners(refine)
     refiners = refiner_settings(flags)
@@ -185,17 +197,15 @@ def generate(
         raise ConfigError(f"--max-side must be 0 (full size) or at least 32 pixels, got {max_side}")
     if save_instances is not None and method is not Method.grounded_sam:
         raise ConfigError("--save-instances keeps Grounded-SAM's masks; it needs --method grounded-sam")
-    workers = decode_workers(num_workers, models.device)
-    run = RunOptions(out, save_scores, overwrite, limit, run_shard(shard), workers, instances_dir=save_instances)
+    decoders = decode_workers(num_workers, models.device) if models else 0
+    run = RunOptions(out, save_scores, overwrite, limit, run_shard(shard), decoders, instances_dir=save_instances)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
 
     def make_image_function() -> ScoreRefineDecode:
-        hub = ModelHub(models)
+        hub = ModelHub(models or model_settings(flags))
         scorer = LABELERS[method.value](hub, source.prompts, labeler)
         refiner_chain = create_refiners(refiner_names, hub, refiners)
         return ScoreRefineDecode(scorer, unsure_margin, refiner_chain, max_side or None)
 
     write_run_config(out, ctx, overwrite)
-    from pseudolabel.cli.running import run_with_progress
-
-    run_with_progress("generate", source, make_image_function, run, out, report)
+    run_with_progress("generate", source, make_image_function, run, out, report, ray)

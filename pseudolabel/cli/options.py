@@ -13,8 +13,8 @@ from pseudolabel.config import load_config_file
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
-DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN = (
-    "Data", "CAM", "Grounded-SAM", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run"
+DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN, SCALE = (
+    "Data", "CAM", "Grounded-SAM", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run", "Scale out"
 )  # fmt: skip
 
 
@@ -85,6 +85,27 @@ ShardOption = Annotated[str, typer.Option(help="i/n: every n-th image from i.", 
 OverwriteOption = Annotated[bool, typer.Option(help="Redo finished images (default: resume).", rich_help_panel=RUN)]
 DecodeWorkersOption = Annotated[
     int | None, typer.Option(help="Decoding processes (default: 0 on CPU, <= 4 on CUDA).", rich_help_panel=RUN)
+]
+
+
+class EngineName(str, Enum):
+    """Where images are labelled."""
+
+    local = "local"
+    ray = "ray"
+
+
+EngineOption = Annotated[
+    EngineName, typer.Option(help="local, or ray (Ray Data over GPUs and machines).", rich_help_panel=SCALE)
+]
+RayAddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: a new one).", rich_help_panel=SCALE)
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Ray actors, each with its models (default: one per GPU).", rich_help_panel=SCALE)
+]
+GpusPerWorkerOption = Annotated[
+    float | None, typer.Option(help="GPUs per Ray actor (default: 1 when the cluster has GPUs).", rich_help_panel=SCALE)
 ]
 ReportOption = Annotated[
     bool, typer.Option("--report", help="Write an HTML report into OUT/report at the end.", rich_help_panel=RUN)

@@ -17,6 +17,9 @@ from pseudolabel.cli.options import (
     DatasetArgs,
     DatasetOption,
     DeviceOption,
+    EngineName,
+    EngineOption,
+    GpusPerWorkerOption,
     GridOption,
     IouThresholdOption,
     LabelConfidenceOption,
@@ -26,6 +29,7 @@ from pseudolabel.cli.options import (
     MinConfidenceOption,
     OverwriteOption,
     PromptsOption,
+    RayAddressOption,
     RefineOption,
     ReportOption,
     RootOption,
@@ -35,6 +39,7 @@ from pseudolabel.cli.options import (
     SamOption,
     ShardOption,
     SplitOption,
+    WorkersOption,
 )  # fmt: skip
 from pseudolabel.cli.settings import model_settings, refiner_settings
 from pseudolabel.config import write_run_config
@@ -95,30 +100,37 @@ def refine(
         int | None, typer.Option(help="Processes (default: all cores for crf alone, else 2).", rich_help_panel=RUN)
     ] = None,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    engine: EngineOption = EngineName.local,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusPerWorkerOption = None,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
     remember_output_folder(out)
-    from pseudolabel.cli.running import run_with_progress
+    from pseudolabel.cli.running import make_engine, run_with_progress
     from pseudolabel.pipeline import RunOptions
     from pseudolabel.registry import ModelHub, create_refiners, refine_workers
     from pseudolabel.stages import StoredMaskRefine
     from pseudolabel.torchrun import run_shard
 
     names = refiner_names(refine, method, sam)
+    ray = make_engine(engine, ray_address, workers, gpus_per_worker)
     if not masks.is_dir():
         raise ConfigError(f"mask folder {masks} does not exist")
     if scores is not None and not scores.is_dir():
         raise ConfigError(f"scores folder {scores} does not exist")
-    workers, in_workers = refine_workers(names, num_workers)
-    run = RunOptions(out, None, overwrite, limit, run_shard(shard), workers, label_in_workers=in_workers)
+    decoders, in_workers = refine_workers(names, num_workers)
+    run = RunOptions(out, None, overwrite, limit, run_shard(shard), decoders, label_in_workers=in_workers)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
-    models, settings = model_settings(dict(ctx.params)), refiner_settings(dict(ctx.params))
+    flags = dict(ctx.params)
+    # a Ray actor resolves --device on its own node; locally it is checked here, before any work
+    models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags)
 
     def make_image_function() -> StoredMaskRefine:
-        refiners = create_refiners(names, ModelHub(models), settings)
+        refiners = create_refiners(names, ModelHub(models or model_settings(flags)), settings)
         return StoredMaskRefine(masks, scores, refiners, source.num_classes, label_confidence)
 
     write_run_config(out, ctx, overwrite)
-    run_with_progress("refine", source, make_image_function, run, out, report)
+    run_with_progress("refine", source, make_image_function, run, out, report, ray)

@@ -22,8 +22,31 @@ class RateColumn(ProgressColumn):
         return Text("-" if task.speed is None else f"{task.speed:.2f} img/s")
 
 
+def make_engine(engine: Any, address: str | None, workers: int | None, gpus_per_worker: float | None) -> Any:
+    """The run's engine: None for the local one, a :class:`~pseudolabel.ray_engine.RayEngine` for
+    ``--engine ray`` (Ray options without it are refused rather than ignored)."""
+    from pseudolabel.errors import ConfigError
+
+    if getattr(engine, "value", engine) == "local":
+        given = [flag for flag, value in (("--ray-address", address), ("--workers", workers),
+                                          ("--gpus-per-worker", gpus_per_worker)) if value is not None]  # fmt: skip
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply with --engine ray")
+        return None
+    from pseudolabel.ray_engine import RayEngine, import_ray
+
+    import_ray()
+    return RayEngine(address, workers, gpus_per_worker)
+
+
 def run_with_progress(
-    title: str, source: Any, make_image_function: Callable[[], Any], run: Any, out: Path, report: bool = False
+    title: str,
+    source: Any,
+    make_image_function: Callable[[], Any],
+    run: Any,
+    out: Path,
+    report: bool = False,
+    engine: Any = None,
 ) -> None:
     """``run_images`` with a progress bar, then the HTML report of ``out`` when asked; exits 130
     when Ctrl-C stopped the run. Under torchrun, rank 0 alone shows progress and prints the summary
@@ -39,6 +62,7 @@ def run_with_progress(
             on_start=lambda total: progress.update(task, total=total),
             on_progress=lambda: progress.advance(task),
             on_stop_request=lambda: err_console.print("stopping after the current image (Ctrl-C again to abort)"),
+            engine=engine,
         )  # fmt: skip
     summaries = gather_to_main(summary)
     if summaries is None:

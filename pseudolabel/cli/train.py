@@ -20,6 +20,9 @@ from pseudolabel.cli.options import (
     DatasetOption,
     DecodeWorkersOption,
     DeviceOption,
+    EngineName,
+    EngineOption,
+    GpusPerWorkerOption,
     LabelsOption,
     LimitOption,
     MaxPixelsOption,
@@ -27,13 +30,15 @@ from pseudolabel.cli.options import (
     Precision,
     PrecisionOption,
     PromptsOption,
+    RayAddressOption,
     ReportOption,
     RootOption,
     ShardOption,
     SplitOption,
+    WorkersOption,
     parse_scales,
 )  # fmt: skip
-from pseudolabel.cli.running import run_with_progress
+from pseudolabel.cli.running import make_engine, run_with_progress
 from pseudolabel.config import write_resolved_config, write_run_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -217,6 +222,10 @@ def predict(
     overwrite: OverwriteOption = False,
     num_workers: DecodeWorkersOption = None,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
+    engine: EngineOption = EngineName.local,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusPerWorkerOption = None,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -228,15 +237,19 @@ def predict(
     from pseudolabel.torchrun import local_device, run_shard
     from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint, resolve_checkpoint
 
+    ray = make_engine(engine, ray_address, workers, gpus_per_worker)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     test_scales = parse_scales(scales)
-    torch_device = resolve_device(local_device(device))
+    # a Ray actor resolves --device on its own node; locally it is checked here, before any work
+    torch_device = resolve_device(local_device(device)) if ray is None else None
     checkpoint_path = resolve_checkpoint(checkpoint)
-    run = RunOptions(out, None, overwrite, limit, run_shard(shard), decode_workers(num_workers, torch_device))
+    decoders = decode_workers(num_workers, torch_device) if torch_device else 0
+    run = RunOptions(out, None, overwrite, limit, run_shard(shard), decoders)
 
     def make_image_function() -> SegmentationPredictor:
-        model = model_from_checkpoint(checkpoint_path, source.num_classes, torch_device)
+        model_device = torch_device or resolve_device(device)
+        model = model_from_checkpoint(checkpoint_path, source.num_classes, model_device)
         return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
 
     write_run_config(out, ctx, overwrite)
-    run_with_progress("predict", source, make_image_function, run, out, report)
+    run_with_progress("predict", source, make_image_function, run, out, report, ray)

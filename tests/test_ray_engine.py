@@ -1,0 +1,103 @@
+"""`--engine ray` on a local Ray instance: the same files and manifest records as the local engine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_voc
+from tiny_clip import write_tiny_config
+from typer.testing import CliRunner
+
+from pseudolabel.cli import app
+from pseudolabel.manifest import read_manifest
+from pseudolabel.scoremaps import load_scores
+
+ray = pytest.importorskip("ray")
+runner = CliRunner()
+TIMINGS = ("load_s", "label_s", "cam_s", "background_s")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ray")
+    masks = {}
+    for index in range(5):
+        mask = np.zeros((40 + 4 * index, 56), np.uint8)
+        mask[5:25, 5:30] = (8, 12, 15, 3, 19)[index]
+        masks[f"im{index}"] = mask
+    voc = make_voc(root, masks)
+    (voc / "JPEGImages" / "im3.jpg").write_bytes(b"not a jpeg")
+    return voc
+
+
+def _generate(voc: Path, out: Path, *extra: str) -> object:
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(voc)), "--device", "cpu", "--num-workers", "0", *extra]
+    return runner.invoke(app, args)
+
+
+def _records(folder: Path) -> list[dict]:
+    records = read_manifest(folder / "manifest.jsonl")
+    return [{key: value for key, value in r.items() if not key.endswith("_s")} for r in records]
+
+
+def test_ray_engine_writes_what_the_local_engine_writes(local_ray, voc: Path, tmp_path: Path) -> None:
+    local = _generate(voc, tmp_path / "local", "--synonyms", "pole", "--save-scores", str(tmp_path / "ls"))
+    assert local.exit_code == 0, local.output
+    args = ["--engine", "ray", "--workers", "2", "--synonyms", "pole", "--save-scores", str(tmp_path / "rs")]
+    first = _generate(voc, tmp_path / "ray", *args, "--limit", "2")
+    assert first.exit_code == 0, first.output
+    rest = _generate(voc, tmp_path / "ray", *args)
+    assert rest.exit_code == 0, rest.output
+    assert "2 images labelled, 1 failed, 2 already done (of 5 selected)" in rest.output
+    assert "POLE: how often each name won" in rest.output
+    for index in (0, 1, 2, 4):
+        name = f"im{index}.png"
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    for index in (0, 1, 2, 4):
+        got, want = load_scores(tmp_path / "rs" / f"im{index}.npz"), load_scores(tmp_path / "ls" / f"im{index}.npz")
+        assert got.class_ids == want.class_ids
+        # an actor has 1 of the 2 cores, this process both: float sums may differ in the last fp16 bit
+        np.testing.assert_allclose(got.scores, want.scores, rtol=2e-3, atol=1e-4)
+    assert _records(tmp_path / "ray") == _records(tmp_path / "local")
+    failed = [r for r in _records(tmp_path / "ray") if r["status"] == "failed"]
+    assert [r["id"] for r in failed] == ["im3"] and "im3" in failed[0]["error"]
+
+
+def test_ray_refine_with_crf_equals_local(local_ray, voc: Path, tmp_path: Path) -> None:
+    assert _generate(voc, tmp_path / "masks").exit_code == 0
+    args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(tmp_path / "masks"), "--refine", "crf"]
+    local = runner.invoke(app, [*args, "--out", str(tmp_path / "local"), "--num-workers", "0"])
+    on_ray = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"])
+    assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
+    for index in (0, 1, 2, 4):
+        name = f"im{index}.png"
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_without_ray_the_engine_is_a_one_line_error(voc: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = _generate(voc, tmp_path / "o", "--engine", "ray")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and "pip install 'pseudolabel[ray]'" in result.output
+    assert not (tmp_path / "o" / "manifest.jsonl").exists()
+
+
+def test_ray_options_need_the_ray_engine(voc: Path, tmp_path: Path) -> None:
+    result = _generate(voc, tmp_path / "o", "--workers", "2", "--gpus-per-worker", "1")
+    assert result.exit_code == 1 and "--workers, --gpus-per-worker only apply with --engine ray" in result.output
+
+
+def test_more_gpus_per_worker_than_the_cluster_has_is_refused(local_ray, voc: Path, tmp_path: Path) -> None:
+    result = _generate(voc, tmp_path / "o", "--engine", "ray", "--gpus-per-worker", "1")
+    assert result.exit_code == 1 and "the Ray cluster has 0 GPUs" in result.output
