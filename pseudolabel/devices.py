@@ -52,3 +52,14 @@ def decode_workers(requested: int | None, device: torch.device) -> int:
     if device.type == "cpu":
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def default_batch_size(requested: int | None, device: torch.device | None) -> int:
+    """Images labelled together: ``requested`` when given; else 4 on CUDA and on a Ray cluster
+    (``device`` None), where SAM's image encoder takes them in one pass, and 1 on the CPU, where a
+    batch only holds more memory."""
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {requested}")
+        return requested
+    return 1 if device is not None and device.type == "cpu" else 4

@@ -19,7 +19,7 @@ import numpy as np
 
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError
-from pseudolabel.pipeline import ImageFunction, Item, RunOptions, SampleSource
+from pseudolabel.pipeline import ImageFunction, Item, RunOptions, SampleSource, label_batch
 
 INSTALL_HINT = "pip install 'pseudolabel[ray]'"
 
@@ -43,9 +43,9 @@ class LabelActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``{"id": ids}`` -> ``{"item": pickled Items}`` (a result or an error each)."""
-        source = SampleSource(self.dataset, [str(image_id) for image_id in batch["id"]], self.image_function)
-        items = [pickle.dumps(source[position]) for position in range(len(source))]
-        return {"item": np.array(items, dtype=object)}
+        source = SampleSource(self.dataset, [str(image_id) for image_id in batch["id"]])
+        items = label_batch([source[position] for position in range(len(source))], self.image_function)
+        return {"item": np.array([pickle.dumps(item) for item in items], dtype=object)}
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,13 @@ class RayEngine:
             joins a running cluster.
         workers: actors, each with its own models (None: one per GPU of the cluster, or 1 without GPUs).
         gpus_per_worker: GPUs each actor holds (None: 1 when the cluster has GPUs, else 0).
-        batch_size: ids sent to an actor at once.
+
+    Each actor call gets the run's ``batch_size`` ids and labels them as one batch.
     """
 
     address: str | None = None
     workers: int | None = None
     gpus_per_worker: float | None = None
-    batch_size: int = 4
 
     def __call__(
         self, dataset: Dataset, ids: list[str], make_image_function: Callable[[], ImageFunction], options: RunOptions
@@ -81,7 +81,7 @@ class RayEngine:
             labelled = ray.data.from_items([{"id": image_id} for image_id in ids]).map_batches(
                 LabelActor,
                 fn_constructor_args=(dataset, make_image_function),
-                batch_size=self.batch_size,
+                batch_size=options.batch_size,
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 num_gpus=gpus,
                 num_cpus=self._cpus_per_worker(ray.cluster_resources(), workers, gpus),

@@ -64,6 +64,11 @@ class ModelHub:
 
         return self._once("sam", build)
 
+    def batch_preparer(self) -> Any:
+        """What the built models do once per batch of images: SAM's image encoder over the batch
+        when the run has built SAM, else None."""
+        return self._built["sam"].embed_batch if "sam" in self._built else None
+
     def grounding_dino(self) -> Any:
         """The run's Grounding DINO (``detector`` with ``detector_weights``)."""
         from pseudolabel.models.grounding import build_grounding_dino

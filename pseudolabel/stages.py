@@ -37,6 +37,20 @@ from pseudolabel.stage_record import StageRecord
 
 Scorer = Callable[[Sample, StageRecord], ScoreMaps]
 Refiner = Callable[[np.ndarray, ScoreMaps, StageRecord], ScoreMaps]
+ImagePreparer = Callable[[list[np.ndarray]], None]
+"""Work done once for a batch of images (uint8 [H, W, 3] each) before each is labelled alone:
+SAM's image encoder over the batch (:meth:`~pseudolabel.models.sam.SamPrompter.embed_batch`)."""
+
+
+class BatchPreparing:
+    """An image function that may prepare a batch of samples at once (``prepare_images``)."""
+
+    prepare_images: ImagePreparer | None
+
+    def prepare_batch(self, samples: Sequence[Sample]) -> None:
+        """Run ``prepare_images`` on the samples' images (nothing when there is none)."""
+        if self.prepare_images is not None:
+            self.prepare_images([sample.rgb for sample in samples])
 
 
 def apply_refiners(rgb: np.ndarray, maps: ScoreMaps, refiners: Sequence[Refiner], record: StageRecord) -> ScoreMaps:
@@ -47,7 +61,7 @@ def apply_refiners(rgb: np.ndarray, maps: ScoreMaps, refiners: Sequence[Refiner]
 
 
 @dataclass
-class ScoreRefineDecode:
+class ScoreRefineDecode(BatchPreparing):
     """The ``generate`` image function: scores, pixels closer than ``unsure_margin`` marked unsure,
     refiners in order, one decode. The scorer's own maps are what ``--save-scores`` keeps.
 
@@ -59,6 +73,7 @@ class ScoreRefineDecode:
     unsure_margin: float
     refiners: Sequence[Refiner] = ()
     max_side: int | None = None
+    prepare_images: ImagePreparer | None = None
 
     def __call__(self, sample: Sample) -> Labelled:
         record = StageRecord()
@@ -81,7 +96,7 @@ class ScoreRefineDecode:
 
 
 @dataclass(frozen=True)
-class StoredMaskRefine:
+class StoredMaskRefine(BatchPreparing):
     """The ``refine`` image function: refine ``masks_dir/<id>.png``, starting from
     ``scores_dir/<id>.npz`` when that exists.
 
@@ -96,6 +111,7 @@ class StoredMaskRefine:
     refiners: Sequence[Refiner]
     num_classes: int
     label_confidence: float = DEFAULT_LABEL_CONFIDENCE
+    prepare_images: ImagePreparer | None = None
 
     def __call__(self, sample: Sample) -> Labelled:
         record = StageRecord()

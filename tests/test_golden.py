@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from pseudolabel.cli import app
 from pseudolabel.manifest import read_manifest
 from pseudolabel.models import clipn
+from pseudolabel.models.sam import SamPrompter
 from pseudolabel.scoremaps import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +71,9 @@ def _digest(out: Path) -> str:
     return digest.hexdigest()
 
 
-def _run(name: str, tmp_path: Path) -> str:
+def _run(name: str, tmp_path: Path, *extra: str) -> str:
     out = tmp_path / name
-    args = [part.replace("{out}", str(out)) for part in RUNS[name]]
+    args = [part.replace("{out}", str(out)) for part in RUNS[name]] + list(extra)
     command = args[0]
     tiny = ["--clip-model", str(write_tiny_config(tmp_path)), "--detector", str(write_tiny_grounding_config(tmp_path))]
     args += [*STAND_INS[command], *(tiny if command == "generate" else []), "--sam-checkpoint", "random"]
@@ -99,3 +100,21 @@ def test_outputs_match_the_recorded_golden_digest(name: str, tmp_path: Path, tin
         return
     assert name in recorded, f"no golden digest for {name}: record with PSEUDOLABEL_RECORD_GOLDEN=1"
     assert digest == recorded[name], f"{name}: outputs differ from the golden run"
+
+
+@pytest.mark.parametrize("name", ["grounded-joint", "cam-sam-points", "refine-sam-points-mask", "refine-sam-auto-mask"])
+def test_runs_in_batches_give_the_golden_outputs(name: str, tmp_path: Path, tiny_models: None) -> None:
+    """SAM's image encoder takes the 4 example images 2 at a time: masks, scores and records are
+    the batch-size-1 ones."""
+    encoded: list[int] = []
+    real_embed = SamPrompter.embed_batch
+
+    def embed_batch(self, images):
+        encoded.append(len(images))
+        return real_embed(self, images)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SamPrompter, "embed_batch", embed_batch)
+        digest = _run(name, tmp_path, "--batch-size", "2")
+    assert encoded == [2, 2]
+    assert digest == json.loads(GOLDEN.read_text())[name]

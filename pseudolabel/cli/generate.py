@@ -17,6 +17,7 @@ from pseudolabel.cli.options import (
     REFINEMENT,
     RUN,
     ZERO_SHOT,
+    BatchSizeOption,
     ClassesOption,
     ConfigOption,
     CrfIterationsOption,
@@ -174,13 +175,14 @@ def generate(
     ray_address: RayAddressOption = None,
     workers: WorkersOption = None,
     gpus_per_worker: GpusPerWorkerOption = None,
+    batch_size: BatchSizeOption = None,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Generate pseudo-label masks from image-level labels."""
     remember_output_folder(out)
     from pseudolabel.cli.running import make_engine, run_with_progress
-    from pseudolabel.devices import decode_workers
+    from pseudolabel.devices import decode_workers, default_batch_size
     from pseudolabel.pipeline import RunOptions
     from pseudolabel.registry import LABELERS, ModelHub, create_refiners, parse_refiners
     from pseudolabel.stages import ScoreRefineDecode
@@ -198,14 +200,17 @@ def generate(
     if save_instances is not None and method is not Method.grounded_sam:
         raise ConfigError("--save-instances keeps Grounded-SAM's masks; it needs --method grounded-sam")
     decoders = decode_workers(num_workers, models.device) if models else 0
-    run = RunOptions(out, save_scores, overwrite, limit, run_shard(shard), decoders, instances_dir=save_instances)
+    batch = default_batch_size(batch_size, models.device if models else None)
+    run = RunOptions(
+        out, save_scores, overwrite, limit, run_shard(shard), decoders, instances_dir=save_instances, batch_size=batch
+    )
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
 
     def make_image_function() -> ScoreRefineDecode:
         hub = ModelHub(models or model_settings(flags))
         scorer = LABELERS[method.value](hub, source.prompts, labeler)
         refiner_chain = create_refiners(refiner_names, hub, refiners)
-        return ScoreRefineDecode(scorer, unsure_margin, refiner_chain, max_side or None)
+        return ScoreRefineDecode(scorer, unsure_margin, refiner_chain, max_side or None, hub.batch_preparer())
 
     write_run_config(out, ctx, overwrite)
     run_with_progress("generate", source, make_image_function, run, out, report, ray)

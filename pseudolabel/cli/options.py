@@ -107,6 +107,9 @@ WorkersOption = Annotated[
 GpusPerWorkerOption = Annotated[
     float | None, typer.Option(help="GPUs per Ray actor (default: 1 when the cluster has GPUs).", rich_help_panel=SCALE)
 ]
+BatchSizeOption = Annotated[
+    int | None, typer.Option(help="Images per batch (default: 4 on CUDA, 1 on CPU).", rich_help_panel=SCALE)
+]
 ReportOption = Annotated[
     bool, typer.Option("--report", help="Write an HTML report into OUT/report at the end.", rich_help_panel=RUN)
 ]

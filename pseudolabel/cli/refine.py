@@ -11,6 +11,7 @@ from pseudolabel.cli.app import app, deprecated, remember_output_folder
 from pseudolabel.cli.options import (
     DATA,
     RUN,
+    BatchSizeOption,
     ClassesOption,
     ConfigOption,
     CrfIterationsOption,
@@ -104,12 +105,14 @@ def refine(
     ray_address: RayAddressOption = None,
     workers: WorkersOption = None,
     gpus_per_worker: GpusPerWorkerOption = None,
+    batch_size: BatchSizeOption = None,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
     remember_output_folder(out)
     from pseudolabel.cli.running import make_engine, run_with_progress
+    from pseudolabel.devices import default_batch_size
     from pseudolabel.pipeline import RunOptions
     from pseudolabel.registry import ModelHub, create_refiners, refine_workers
     from pseudolabel.stages import StoredMaskRefine
@@ -121,16 +124,19 @@ def refine(
         raise ConfigError(f"mask folder {masks} does not exist")
     if scores is not None and not scores.is_dir():
         raise ConfigError(f"scores folder {scores} does not exist")
-    decoders, in_workers = refine_workers(names, num_workers)
-    run = RunOptions(out, None, overwrite, limit, run_shard(shard), decoders, label_in_workers=in_workers)
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     flags = dict(ctx.params)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags)
+    decoders, in_workers = refine_workers(names, num_workers)
+    batch = default_batch_size(batch_size, models.device if models else None)
+    shard_here = run_shard(shard)
+    run = RunOptions(out, None, overwrite, limit, shard_here, decoders, label_in_workers=in_workers, batch_size=batch)
+    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
 
     def make_image_function() -> StoredMaskRefine:
-        refiners = create_refiners(names, ModelHub(models or model_settings(flags)), settings)
-        return StoredMaskRefine(masks, scores, refiners, source.num_classes, label_confidence)
+        hub = ModelHub(models or model_settings(flags))
+        refiners = create_refiners(names, hub, settings)
+        return StoredMaskRefine(masks, scores, refiners, source.num_classes, label_confidence, hub.batch_preparer())
 
     write_run_config(out, ctx, overwrite)
     run_with_progress("refine", source, make_image_function, run, out, report, ray)

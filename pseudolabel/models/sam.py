@@ -52,7 +52,8 @@ class SamPrompter:
     """SAM with one image embedding per image and prompts decoded in batches, under autocast.
 
     Shared by the Grounded-SAM labeler (box prompts) and the SAM refiner (point prompts) of one
-    run: setting the same image array again reuses its embedding.
+    run: setting the same image array again reuses its embedding, and :meth:`embed_batch` encodes
+    several images in one image-encoder pass ahead of their ``set_image``.
     """
 
     def __init__(self, sam: Any, batch: int = 64, autocast_dtype: torch.dtype | None = None) -> None:
@@ -63,16 +64,45 @@ class SamPrompter:
         self.batch = batch
         self.autocast_dtype = autocast_dtype
         self._image: np.ndarray | None = None
+        self._batch: list[tuple[np.ndarray, torch.Tensor, tuple[int, int], tuple[int, int]]] = []
 
     def _autocast(self) -> Any:
         device_type = self.predictor.device.type
         return torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     @torch.no_grad()
+    def embed_batch(self, images: list[np.ndarray]) -> None:
+        """Encode uint8 [H, W, 3] ``images`` in one image-encoder pass (each resized to 1024 on its
+        longer side and padded, as ``set_image`` does); ``set_image`` of one of these arrays then
+        takes its embedding [1, 256, 64, 64] from here. The previous batch's are dropped."""
+        predictor = self.predictor
+        self._batch = []
+        inputs, sizes = [], []
+        for rgb in images:
+            resized = predictor.transform.apply_image(np.ascontiguousarray(rgb))
+            resized = torch.as_tensor(resized, device=predictor.device).permute(2, 0, 1).contiguous()[None]
+            inputs.append(self.sam.preprocess(resized))
+            sizes.append((tuple(rgb.shape[:2]), tuple(resized.shape[-2:])))
+        if not inputs:
+            return
+        with self._autocast():
+            features = self.sam.image_encoder(torch.cat(inputs)).float()
+        self._batch = [(rgb, features[i : i + 1], *sizes[i]) for i, rgb in enumerate(images)]
+
+    @torch.no_grad()
     def set_image(self, rgb: np.ndarray) -> None:
-        """Embed uint8 [H, W, 3] ``rgb`` (skipped when it is the array embedded last)."""
+        """Embed uint8 [H, W, 3] ``rgb`` (skipped when it is the array embedded last, taken from
+        :meth:`embed_batch` when that encoded it)."""
         if rgb is self._image:
             return
+        for array, features, original_size, input_size in self._batch:
+            if array is rgb:
+                predictor = self.predictor
+                predictor.reset_image()
+                predictor.features, predictor.original_size, predictor.input_size = features, original_size, input_size
+                predictor.is_image_set = True
+                self._image = rgb
+                return
         with self._autocast():
             self.predictor.set_image(np.ascontiguousarray(rgb), image_format="RGB")
         self.predictor.features = self.predictor.features.float()

@@ -1,0 +1,70 @@
+"""Batching across images: SAM embeds a batch in one encoder pass; a batch fails image by image."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tiny_sam import tiny_sam
+
+from pseudolabel.datasets.base import Sample
+from pseudolabel.errors import SampleError
+from pseudolabel.models.sam import SamPrompter
+from pseudolabel.pipeline import Item, Labelled, label_batch
+
+
+def test_a_batch_embedding_equals_each_image_embedded_alone() -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((60, 90, 3), (90, 40, 3), (50, 50, 3))]
+    alone = SamPrompter(tiny_sam())
+    expected = []
+    for rgb in images:
+        alone.set_image(rgb)
+        expected.append((alone.predictor.features.clone(), alone.predictor.original_size, alone.predictor.input_size))
+    batched = SamPrompter(tiny_sam())
+    batched.embed_batch(images)
+    calls = []
+    batched.sam.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    points = np.array([[10.0, 12.0], [30.0, 20.0]])
+    for rgb, (features, original_size, input_size) in zip(images, expected, strict=True):
+        batched.set_image(rgb)
+        torch.testing.assert_close(batched.predictor.features, features, atol=1e-5, rtol=1e-5)
+        assert (batched.predictor.original_size, batched.predictor.input_size) == (original_size, input_size)
+        alone.set_image(rgb)
+        masks, scores = batched.predict_points(points)
+        expected_masks, expected_scores = alone.predict_points(points)
+        assert torch.equal(masks, expected_masks)
+        torch.testing.assert_close(scores, expected_scores, atol=1e-5, rtol=1e-5)
+    assert calls == []  # every image came from the batch
+    batched.set_image(images[0].copy())  # another array: encoded on its own
+    assert calls == [1]
+
+
+class Recording:
+    """An image function that prepares batches and fails on one image id."""
+
+    def __init__(self) -> None:
+        self.prepared: list[list[str]] = []
+
+    def prepare_batch(self, samples: list[Sample]) -> None:
+        self.prepared.append([sample.image_id for sample in samples])
+
+    def __call__(self, sample: Sample) -> Labelled:
+        if sample.image_id == "bad":
+            raise SampleError("bad image")
+        return Labelled(np.zeros((2, 2), np.uint8))
+
+
+def _item(image_id: str) -> Item:
+    return Item(image_id, sample=Sample(image_id, np.zeros((2, 2, 3), np.uint8), (1,), None))
+
+
+def test_label_batch_prepares_once_and_fails_image_by_image() -> None:
+    function = Recording()
+    unreadable = Item("unreadable", error="cannot decode")
+    items = label_batch([_item("a"), unreadable, _item("bad"), _item("b")], function)
+    assert function.prepared == [["a", "bad", "b"]]
+    assert [item.error for item in items] == [None, "cannot decode", "bad image", None]
+    assert items[0].result is not None and items[3].result is not None and items[2].result is None
+    assert all(item.sample is None for item in items) and "batch_s" in items[0].seconds
+    label_batch([_item("alone")], function)
+    assert len(function.prepared) == 1  # a batch of one is not prepared
