@@ -1,10 +1,12 @@
 """Run a per-image function (scorer, refiners, decode) over a dataset split: shard and limit
 selection, resume, decoding in worker processes, atomic outputs, a manifest record per image,
 progress callbacks, and a clean stop on Ctrl-C (the current image is finished and recorded,
-then the run stops).
+then the run stops; images labelled ahead of it, in its batch or on Ray actors, are dropped and
+redone by a resume).
 
 One image is a pure function of its id, so ``--shard i/n`` runs can go on different GPUs or
-machines over the same output folder.
+machines over the same output folder; an engine (:func:`local_engine`, or
+:class:`~pseudolabel.ray_engine.RayEngine`) decides where images are labelled.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,14 +212,14 @@ def iterate_items(
     yield from loader
 
 
-Engine = Callable[[Dataset, list[str], Callable[[], ImageFunction], RunOptions], Iterator[Item]]
+Engine = Callable[[Dataset, list[str], Callable[[], ImageFunction], RunOptions], Generator[Item, None, None]]
 """Labels the ids to do: ``engine(dataset, ids, make_image_function, options)`` yields one
 labelled :class:`Item` (a result or an error) per id, in order."""
 
 
 def local_engine(
     dataset: Dataset, ids: list[str], make_image_function: Callable[[], ImageFunction], options: RunOptions
-) -> Iterator[Item]:
+) -> Generator[Item, None, None]:
     """This process labels ``batch_size`` images at a time (or, with ``label_in_workers``, its
     DataLoader workers label one by one) while ``num_workers`` processes decode ahead."""
     image_function = make_image_function()  # here, so a model that fails to load fails before any output
@@ -225,7 +228,7 @@ def local_engine(
     return _in_batches(items, image_function, options.batch_size)
 
 
-def _in_batches(items: Iterator[Item], image_function: ImageFunction, batch_size: int) -> Iterator[Item]:
+def _in_batches(items: Iterator[Item], image_function: ImageFunction, batch_size: int) -> Generator[Item, None, None]:
     batch: list[Item] = []
     for item in items:
         batch.append(item)
@@ -309,7 +312,7 @@ def run_images(
         if todo:
             items = engine(dataset, todo, make_image_function, options)
             manifest_path = options.out_dir / manifest_name(options.shard)
-            with Manifest(manifest_path) as manifest, StopRequest(on_stop_request) as stop:
+            with Manifest(manifest_path) as manifest, StopRequest(on_stop_request) as stop, closing(items):
                 for item in items:
                     _finish_item(item, options, manifest, summary, dataset.class_names)
                     if on_progress:

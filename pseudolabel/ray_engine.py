@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ class RayEngine:
 
     def __call__(
         self, dataset: Dataset, ids: list[str], make_image_function: Callable[[], ImageFunction], options: RunOptions
-    ) -> Iterator[Item]:
+    ) -> Generator[Item, None, None]:
         ray = import_ray()
         started = not ray.is_initialized()
         if started:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import make_voc
-from tiny_clip import write_tiny_config
+from tiny_clip import tiny_clip, write_tiny_config
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.datasets.voc import VocDataset
+from pseudolabel.labelers.cam import CamLabeler
 from pseudolabel.manifest import read_manifest
+from pseudolabel.pipeline import RunOptions, run_images
+from pseudolabel.ray_engine import RayEngine
 from pseudolabel.scoremaps import load_scores
+from pseudolabel.stages import ScoreRefineDecode
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()
@@ -101,3 +108,21 @@ def test_ray_options_need_the_ray_engine(voc: Path, tmp_path: Path) -> None:
 def test_more_gpus_per_worker_than_the_cluster_has_is_refused(local_ray, voc: Path, tmp_path: Path) -> None:
     result = _generate(voc, tmp_path / "o", "--engine", "ray", "--gpus-per-worker", "1")
     assert result.exit_code == 1 and "the Ray cluster has 0 GPUs" in result.output
+
+
+def test_ctrl_c_stops_after_the_image_being_written_and_resume_does_the_rest(local_ray, tmp_path: Path) -> None:
+    masks = {f"im{index}": np.full((30, 40), 8, np.uint8) for index in range(5)}
+    dataset = VocDataset(make_voc(tmp_path, masks), "train")
+    function = ScoreRefineDecode(CamLabeler(tiny_clip(), dataset.prompts), unsure_margin=0.05)
+    options = RunOptions(tmp_path / "masks", num_workers=0, batch_size=2)
+    engine = RayEngine(workers=2)
+
+    def press_ctrl_c() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    summary = run_images(dataset, lambda: function, options, on_progress=press_ctrl_c, engine=engine)
+    assert summary.interrupted and summary.done == 1
+    assert [r["id"] for r in read_manifest(tmp_path / "masks" / "manifest.jsonl")] == ["im0"]
+    assert sorted(p.name for p in (tmp_path / "masks").glob("*.png")) == ["im0.png"]
+    resumed = run_images(dataset, lambda: function, options, engine=engine)
+    assert resumed.already_done == 1 and resumed.done == 4 and not resumed.interrupted

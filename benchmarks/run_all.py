@@ -1,0 +1,183 @@
+"""One table of every stage's speed and memory at real model sizes (random weights).
+
+    python benchmarks/run_all.py [--device auto|cpu|cuda] [--images N] [--only cam,crf,...]
+
+Each stage is the real command (``pseudolabel generate`` / ``refine`` / the trainer step) run in
+its own process on the same generated VOC-size images (500x375, 2 labels each):
+
+* cam, cam-pole: CLIP-ES CAMs on ViT-B/16 (POLE: 3 names per class);
+* grounded-sam-vit_b, grounded-sam-vit_h: Grounding DINO Swin-T + SAM, at most 8 boxes per image
+  (``--max-detections 8``: random weights put a box everywhere; real VOC images have 2-3 objects);
+* crf, sam-points, sam-auto: ``refine`` of the cam stage's masks (SAM ViT-B);
+* cam-12mp: one 4000x3000 photo through ``generate`` with the default ``--max-side``;
+* deeplab-train: ``benchmarks/train_seg.py`` (DeepLabV2-ResNet101, batch 10, 321 px, MSC);
+* ray-1-worker, ray-2-workers: the cam stage with ``--engine ray`` on a local Ray instance.
+
+images/s comes from the manifest's per-image seconds (decode + label + batch share), leaving the
+first image out as warm-up; for stages whose images run side by side (crf in every core's
+process, Ray actors) it is (N - 1) / (wall of N images - wall of 1 image), which leaves out
+process start, Ray's start and model building. wall is the whole command of N images. Peak
+memory is the process's peak RSS on the CPU (Ray actors' not included), the largest CUDA
+allocation on a GPU. Prints the table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from cam import write_images
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+PEAK_WRAPPER = """
+import atexit, json, resource, sys
+report_path = sys.argv.pop(1)
+
+def report():
+    cuda = None
+    try:
+        import torch
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            cuda = torch.cuda.max_memory_allocated() / 2**20
+    except Exception:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(report_path, "w") as file:
+        json.dump({"rss_mb": rss, "cuda_mb": cuda}, file)
+
+atexit.register(report)
+sys.argv[0] = "pseudolabel"
+from pseudolabel.cli import main
+main()
+"""
+SIDE_BY_SIDE = ("crf", "ray-1-worker", "ray-2-workers")
+"""Stages whose images are labelled in parallel processes: their rate comes from wall times."""
+RANDOM_MODELS = ["--clip-weights", "random", "--detector-weights", "random", "--sam-checkpoint", "random"]
+
+
+def run_command(args: list[str], scratch: Path) -> tuple[float, float]:
+    """Run ``pseudolabel ARGS`` in a fresh process: (wall seconds, peak memory MB)."""
+    report = scratch / "peak.json"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, str(report), *args], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"pseudolabel {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    peak = json.loads(report.read_text())
+    return wall, peak["cuda_mb"] if peak["cuda_mb"] is not None else peak["rss_mb"]
+
+
+def manifest_rate(out: Path) -> tuple[float, int]:
+    """(images/s after the first image, images) from the per-image seconds of ``out``'s manifest
+    (a single image counts, warm-up included)."""
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    ok = [r for r in records if r["status"] == "ok"]
+    seconds = [r.get("load_s", 0) + r.get("label_s", 0) + r.get("batch_s", 0) for r in ok[1:] or ok]
+    return (len(seconds) / sum(seconds) if seconds and sum(seconds) else float("nan")), len(ok)
+
+
+def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str, list[str]]:
+    """Each pipeline stage's command line (refine stages read the cam stage's masks)."""
+    common = ["--dataset", "voc", "--root", str(voc), "--device", device, "--overwrite"]
+    cam = ["generate", *common, "--method", "cam", *RANDOM_MODELS[:2]]
+    grounded = ["generate", *common, "--method", "grounded-sam", *RANDOM_MODELS, "--max-detections", "8"]
+    refine = ["refine", *common, "--masks", str(scratch / "cam")]
+    return {
+        "cam": [*cam, "--out", str(scratch / "cam")],
+        "cam-pole": [*cam, "--synonyms", "pole", "--out", str(scratch / "cam-pole")],
+        "grounded-sam-vit_b": [*grounded, "--sam", "vit_b", "--out", str(scratch / "gsam-b")],
+        "grounded-sam-vit_h": [*grounded, "--sam", "vit_h", "--out", str(scratch / "gsam-h")],
+        "crf": [*refine, "--refine", "crf", "--out", str(scratch / "crf")],
+        "sam-points": [*refine, "--refine", "sam", "--sam", "vit_b", "--sam-checkpoint", "random",
+                       "--out", str(scratch / "sam-points")],
+        "sam-auto": [*refine, "--refine", "sam", "--sam", "vit_b", "--sam-mode", "auto", "--sam-checkpoint", "random",
+                     "--out", str(scratch / "sam-auto")],
+        "cam-12mp": ["generate", "--dataset", "voc", "--root", str(big), "--device", device, "--overwrite",
+                     "--method", "cam", *RANDOM_MODELS[:2], "--out", str(scratch / "cam-12mp")],
+        "ray-1-worker": [*cam, "--engine", "ray", "--workers", "1", "--out", str(scratch / "ray1")],
+        "ray-2-workers": [*cam, "--engine", "ray", "--workers", "2", "--out", str(scratch / "ray2")],
+    }  # fmt: skip
+
+
+def stage_row(name: str, command: list[str], scratch: Path) -> dict[str, object]:
+    """Run one pipeline stage and make its table row."""
+    wall, memory = run_command(command, scratch)
+    rate, images = manifest_rate(Path(command[command.index("--out") + 1]))
+    if name in SIDE_BY_SIDE:
+        one_image, _ = run_command([*command, "--limit", "1"], scratch)
+        rate = (images - 1) / (wall - one_image)
+    note = "side by side" if name in SIDE_BY_SIDE else ""
+    return {"stage": name, "rate": f"{rate:.3g} img/s", "s/img": f"{1 / rate:.3g}", "images": images,
+            "wall": f"{wall:.1f}", "memory": memory, "note": note}  # fmt: skip
+
+
+def deeplab_row(device: str, iterations: int) -> dict[str, object]:
+    """The trainer benchmark's it/s and peak memory, as a table row."""
+    done = subprocess.run(
+        [sys.executable, str(HERE / "train_seg.py"), "--iters", str(iterations), "--device", device],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rate = float(re.search(r"([\d.]+) it/s", done.stdout).group(1))
+    memory = float(re.search(r"peak memory (\d+) MB", done.stdout).group(1))
+    hours = re.search(r"would take ([\d.]+) h", done.stdout).group(1)
+    return {"stage": "deeplab-train", "rate": f"{rate:.3g} it/s", "s/img": "-", "images": iterations, "wall": "-",
+            "memory": memory, "note": f"20k iterations: {hours} h"}  # fmt: skip
+
+
+def write_big_photo(root: Path) -> Path:
+    """A VOC folder with one 4000x3000 photo labelled cat and sofa."""
+    write_images(root, 1, 2, 300, 400)
+    rgb = np.asarray(Image.open(root / "JPEGImages" / "bench_000.jpg").resize((4000, 3000)))
+    Image.fromarray(rgb).save(root / "JPEGImages" / "bench_000.jpg", quality=90)
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--images", type=int, help="images per stage (default: 16 on CUDA, 3 on CPU)")
+    parser.add_argument("--only", help="comma-separated stage names")
+    parser.add_argument("--train-iters", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    count = args.images or (16 if device.startswith("cuda") else 3)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
+        voc = scratch / "voc"
+        write_images(voc, count, 2, 375, 500)
+        big = write_big_photo(scratch / "big")
+        commands = stage_commands(voc, big, scratch, device)
+        chosen = args.only.split(",") if args.only else [*commands, "deeplab-train"]
+        for name in chosen:
+            if name == "deeplab-train":
+                rows.append(deeplab_row(device, args.train_iters))
+            else:
+                if name in ("crf", "sam-points", "sam-auto") and not (scratch / "cam" / "manifest.jsonl").exists():
+                    run_command(commands["cam"], scratch)
+                rows.append(stage_row(name, commands[name], scratch))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(f"\npseudolabel stages on {device} ({torch.get_num_threads()} CPU threads), random weights, real sizes")
+    print(f"| {'stage':<20} | {'rate':>14} | {'s/image':>8} | {'images':>6} | {'wall s':>7} | {'peak MB':>8} | note")
+    print(f"| {'-' * 20} | {'-' * 14} | {'-' * 8} | {'-' * 6} | {'-' * 7} | {'-' * 8} | ---")
+    for row in rows:
+        cells = f"| {row['stage']:<20} | {row['rate']:>14} | {row['s/img']:>8} | {row['images']:>6} | {row['wall']:>7}"
+        cells += f" | {row['memory']:>8.0f} |"
+        print(f"{cells} {row['note']}")
+
+
+if __name__ == "__main__":
+    main()
