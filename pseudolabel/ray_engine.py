@@ -65,6 +65,12 @@ class RayEngine:
     workers: int | None = None
     gpus_per_worker: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            raise ConfigError(f"--gpus-per-worker must not be negative, got {self.gpus_per_worker:g}")
+
     def __call__(
         self, dataset: Dataset, ids: list[str], make_image_function: Callable[[], ImageFunction], options: RunOptions
     ) -> Generator[Item, None, None]:
@@ -99,14 +105,13 @@ class RayEngine:
         if gpus > cluster_gpus:
             raise ConfigError(f"--gpus-per-worker {gpus:g}: the Ray cluster has {cluster_gpus:g} GPUs")
         workers = self.workers if self.workers is not None else (max(1, int(cluster_gpus // gpus)) if gpus else 1)
-        if workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {workers}")
         return workers, gpus
 
     @staticmethod
     def _cpus_per_worker(resources: dict[str, float], workers: int, gpus: float) -> float:
-        """CPU-only actors share the cluster's cores; GPU actors take one core each."""
+        """CPU-only actors share the cluster's cores (whole cores each while there are enough, so
+        each actor's torch threads have a core); GPU actors take one core each."""
         if gpus:
             return 1.0
         cores = resources.get("CPU", float(os.cpu_count() or 1))
-        return max(1.0, float(int(cores // workers)))
+        return float(cores // workers) if workers <= cores else cores / workers

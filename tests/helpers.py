@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,31 @@ def make_voc(root: Path, masks: dict[str, np.ndarray], split: str = "train", fol
         write_mask(voc / folder / f"{image_id}.png", mask)
     (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(masks) + "\n")
     return voc
+
+
+def small_voc(root: Path, count: int = 5) -> Path:
+    """``count`` random images im0, im1, ... (heights 40, 44, ..., width 56), each with one object of
+    a class cycling over aeroplane... (8, 12, 15, 3, 19) and, every other image, a person too."""
+    masks = {}
+    for index in range(count):
+        mask = np.zeros((40 + 4 * index, 56), np.uint8)
+        mask[5:25, 5:30] = (8, 12, 15, 3, 19)[index % 5]
+        if index % 2:
+            mask[28:38, 35:50] = 15
+        masks[f"im{index}"] = mask
+    return make_voc(root, masks)
+
+
+def generate_tiny(voc: Path, out: Path, *extra: str) -> Any:
+    """``pseudolabel generate`` of a VOC folder with a tiny random CLIP on the CPU (CliRunner result)."""
+    from tiny_clip import write_tiny_config
+    from typer.testing import CliRunner
+
+    from pseudolabel.cli import app
+
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
+    args += ["--clip-model", str(write_tiny_config(out.parent)), "--device", "cpu", "--num-workers", "0", *extra]
+    return CliRunner().invoke(app, args)
 
 
 def voc_annotation(names: list[str]) -> str:

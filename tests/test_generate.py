@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_voc
-from tiny_clip import tiny_clip, write_tiny_config
+from helpers import generate_tiny, small_voc
+from tiny_clip import tiny_clip
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -26,21 +26,8 @@ from pseudolabel.stages import ScoreRefineDecode
 runner = CliRunner()
 
 
-def _dataset(tmp_path: Path, count: int = 5) -> Path:
-    masks = {}
-    for index in range(count):
-        mask = np.zeros((40 + 4 * index, 56), np.uint8)
-        mask[5:25, 5:30] = (8, 12, 15, 3, 19)[index % 5]
-        if index % 2:
-            mask[28:38, 35:50] = 15
-        masks[f"im{index}"] = mask
-    return make_voc(tmp_path, masks)
-
-
-def _generate(voc: Path, out: Path, *extra: str) -> object:
-    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
-    args += ["--clip-model", str(write_tiny_config(out.parent)), "--device", "cpu", "--num-workers", "0", *extra]
-    return runner.invoke(app, args)
+_dataset = small_voc
+_generate = generate_tiny
 
 
 def test_generate_writes_masks_manifest_and_config(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_voc
-from tiny_clip import tiny_clip, write_tiny_config
+from helpers import generate_tiny, make_voc, small_voc
+from tiny_clip import tiny_clip
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -23,6 +23,7 @@ from pseudolabel.scoremaps import load_scores
 from pseudolabel.stages import ScoreRefineDecode
 
 ray = pytest.importorskip("ray")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "voc"
 runner = CliRunner()
 TIMINGS = ("load_s", "label_s", "cam_s", "background_s")
 
@@ -36,21 +37,9 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ray")
-    masks = {}
-    for index in range(5):
-        mask = np.zeros((40 + 4 * index, 56), np.uint8)
-        mask[5:25, 5:30] = (8, 12, 15, 3, 19)[index]
-        masks[f"im{index}"] = mask
-    voc = make_voc(root, masks)
+    voc = small_voc(tmp_path_factory.mktemp("ray"))
     (voc / "JPEGImages" / "im3.jpg").write_bytes(b"not a jpeg")
     return voc
-
-
-def _generate(voc: Path, out: Path, *extra: str) -> object:
-    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
-    args += ["--clip-model", str(write_tiny_config(voc)), "--device", "cpu", "--num-workers", "0", *extra]
-    return runner.invoke(app, args)
 
 
 def _records(folder: Path) -> list[dict]:
@@ -59,12 +48,12 @@ def _records(folder: Path) -> list[dict]:
 
 
 def test_ray_engine_writes_what_the_local_engine_writes(local_ray, voc: Path, tmp_path: Path) -> None:
-    local = _generate(voc, tmp_path / "local", "--synonyms", "pole", "--save-scores", str(tmp_path / "ls"))
+    local = generate_tiny(voc, tmp_path / "local", "--synonyms", "pole", "--save-scores", str(tmp_path / "ls"))
     assert local.exit_code == 0, local.output
     args = ["--engine", "ray", "--workers", "2", "--synonyms", "pole", "--save-scores", str(tmp_path / "rs")]
-    first = _generate(voc, tmp_path / "ray", *args, "--limit", "2")
+    first = generate_tiny(voc, tmp_path / "ray", *args, "--limit", "2")
     assert first.exit_code == 0, first.output
-    rest = _generate(voc, tmp_path / "ray", *args)
+    rest = generate_tiny(voc, tmp_path / "ray", *args)
     assert rest.exit_code == 0, rest.output
     assert "2 images labelled, 1 failed, 2 already done (of 5 selected)" in rest.output
     assert "POLE: how often each name won" in rest.output
@@ -81,32 +70,38 @@ def test_ray_engine_writes_what_the_local_engine_writes(local_ray, voc: Path, tm
     assert [r["id"] for r in failed] == ["im3"] and "im3" in failed[0]["error"]
 
 
-def test_ray_refine_with_crf_equals_local(local_ray, voc: Path, tmp_path: Path) -> None:
-    assert _generate(voc, tmp_path / "masks").exit_code == 0
-    args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(tmp_path / "masks"), "--refine", "crf"]
+def test_ray_refine_of_the_example_data_equals_local(local_ray, tmp_path: Path) -> None:
+    """The bundled VOC example and its coarse masks, refined with CRF then decoded."""
+    args = ["refine", "--dataset", "voc", "--root", str(EXAMPLES / "VOC2012"), "--refine", "crf"]
+    args += ["--masks", str(EXAMPLES / "coarse_masks")]
     local = runner.invoke(app, [*args, "--out", str(tmp_path / "local"), "--num-workers", "0"])
-    on_ray = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "1"])
+    on_ray = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"])
     assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
-    for index in (0, 1, 2, 4):
-        name = f"im{index}.png"
+    names = sorted(path.name for path in (tmp_path / "local").glob("*.png"))
+    assert len(names) == 4
+    for name in names:
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert _records(tmp_path / "ray") == _records(tmp_path / "local")
 
 
 def test_without_ray_the_engine_is_a_one_line_error(voc: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
-    result = _generate(voc, tmp_path / "o", "--engine", "ray")
+    result = generate_tiny(voc, tmp_path / "o", "--engine", "ray")
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and "pip install 'pseudolabel[ray]'" in result.output
     assert not (tmp_path / "o" / "manifest.jsonl").exists()
 
 
 def test_ray_options_need_the_ray_engine(voc: Path, tmp_path: Path) -> None:
-    result = _generate(voc, tmp_path / "o", "--workers", "2", "--gpus-per-worker", "1")
+    result = generate_tiny(voc, tmp_path / "o", "--workers", "2", "--gpus-per-worker", "1")
     assert result.exit_code == 1 and "--workers, --gpus-per-worker only apply with --engine ray" in result.output
+    result = generate_tiny(voc, tmp_path / "o", "--engine", "ray", "--workers", "0")
+    assert result.exit_code == 1 and "--workers must be at least 1, got 0" in result.output
+    assert not (tmp_path / "o" / "manifest.jsonl").exists()
 
 
 def test_more_gpus_per_worker_than_the_cluster_has_is_refused(local_ray, voc: Path, tmp_path: Path) -> None:
-    result = _generate(voc, tmp_path / "o", "--engine", "ray", "--gpus-per-worker", "1")
+    result = generate_tiny(voc, tmp_path / "o", "--engine", "ray", "--gpus-per-worker", "1")
     assert result.exit_code == 1 and "the Ray cluster has 0 GPUs" in result.output
 
 

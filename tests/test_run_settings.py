@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from helpers import make_voc
-from tiny_clip import write_tiny_config
+from helpers import generate_tiny, small_voc
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -15,26 +13,11 @@ from pseudolabel.run_settings import RUN_ONLY_OPTIONS, SETTINGS_FILE, difference
 runner = CliRunner()
 
 
-def _voc(tmp_path: Path) -> Path:
-    masks = {}
-    for index in range(4):
-        mask = np.zeros((40, 48), np.uint8)
-        mask[5:25, 5:30] = (8, 12, 15, 3)[index]
-        masks[f"im{index}"] = mask
-    return make_voc(tmp_path, masks)
-
-
-def _generate(voc: Path, out: Path, *extra: str) -> object:
-    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(out), "--clip-weights", "random"]
-    args += ["--clip-model", str(write_tiny_config(out.parent)), "--device", "cpu", "--num-workers", "0", *extra]
-    return runner.invoke(app, args)
-
-
 def test_resume_with_other_output_settings_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    voc, out = _voc(tmp_path), tmp_path / "out"
-    assert _generate(voc, out, "--limit", "2").exit_code == 0
+    voc, out = small_voc(tmp_path, 4), tmp_path / "out"
+    assert generate_tiny(voc, out, "--limit", "2").exit_code == 0
     before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
-    refused = _generate(voc, out, "--bg-alpha", "3", "--scales", "1.0,0.5")
+    refused = generate_tiny(voc, out, "--bg-alpha", "3", "--scales", "1.0,0.5")
     assert refused.exit_code == 1
     message = refused.output.strip()
     assert "\n" not in message, message
@@ -45,21 +28,21 @@ def test_resume_with_other_output_settings_is_refused_and_changes_nothing(tmp_pa
 
 
 def test_run_only_options_may_change_and_overwrite_records_the_new_settings(tmp_path: Path) -> None:
-    voc, out = _voc(tmp_path), tmp_path / "out"
-    assert _generate(voc, out, "--limit", "2").exit_code == 0
-    resumed = _generate(voc, out, "--num-workers", "1", "--shard", "0/1", "--device", "cpu")
+    voc, out = small_voc(tmp_path, 4), tmp_path / "out"
+    assert generate_tiny(voc, out, "--limit", "2").exit_code == 0
+    resumed = generate_tiny(voc, out, "--num-workers", "1", "--shard", "0/1", "--device", "cpu")
     assert resumed.exit_code == 0, resumed.output
     assert "2 images labelled, 0 failed, 2 already done" in resumed.output
-    redone = _generate(voc, out, "--bg-alpha", "3", "--overwrite")
+    redone = generate_tiny(voc, out, "--bg-alpha", "3", "--overwrite")
     assert redone.exit_code == 0, redone.output
     assert "4 images labelled" in redone.output
     assert "bg-alpha: 3.0" in (out / "config.yaml").read_text()
-    assert _generate(voc, out, "--bg-alpha", "3").exit_code == 0
+    assert generate_tiny(voc, out, "--bg-alpha", "3").exit_code == 0
 
 
 def test_a_folder_of_another_command_is_refused(tmp_path: Path) -> None:
-    voc, out = _voc(tmp_path), tmp_path / "out"
-    assert _generate(voc, out, "--limit", "1").exit_code == 0
+    voc, out = small_voc(tmp_path, 4), tmp_path / "out"
+    assert generate_tiny(voc, out, "--limit", "1").exit_code == 0
     args = ["refine", "--dataset", "voc", "--root", str(voc), "--masks", str(out), "--out", str(out)]
     refused = runner.invoke(app, [*args, "--refine", "crf", "--num-workers", "0"])
     assert refused.exit_code == 1
@@ -67,10 +50,10 @@ def test_a_folder_of_another_command_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_first_run_that_wrote_no_image_may_be_rerun_with_new_settings(tmp_path: Path) -> None:
-    voc, out = _voc(tmp_path), tmp_path / "out"
-    failed = _generate(voc, out, "--clip-weights", str(tmp_path / "missing.pt"))
+    voc, out = small_voc(tmp_path, 4), tmp_path / "out"
+    failed = generate_tiny(voc, out, "--clip-weights", str(tmp_path / "missing.pt"))
     assert failed.exit_code == 1 and (out / SETTINGS_FILE).is_file()
-    assert _generate(voc, out).exit_code == 0
+    assert generate_tiny(voc, out).exit_code == 0
 
 
 def test_paths_compare_resolved_and_unknown_options_are_not_compared(tmp_path: Path, monkeypatch) -> None:

@@ -8,23 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import make_voc
+from helpers import small_voc
 from tiny_clip import write_tiny_config
 
 from pseudolabel.errors import ConfigError
 from pseudolabel.manifest import read_manifest
 from pseudolabel.torchrun import local_device, run_shard
-
-
-def _voc(tmp_path: Path) -> Path:
-    masks = {}
-    for index in range(5):
-        mask = np.zeros((40, 48), np.uint8)
-        mask[5:25, 5:30] = (8, 12, 15, 3, 19)[index]
-        masks[f"im{index}"] = mask
-    return make_voc(tmp_path, masks)
 
 
 def _generate_args(voc: Path, out: Path, config: Path) -> list[str]:
@@ -35,7 +25,7 @@ def _generate_args(voc: Path, out: Path, config: Path) -> list[str]:
 
 
 def test_torchrun_ranks_split_the_images_and_rank_0_sums_them_up(tmp_path: Path) -> None:
-    voc, config = _voc(tmp_path), write_tiny_config(tmp_path)
+    voc, config = small_voc(tmp_path), write_tiny_config(tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     done = subprocess.run(
