@@ -21,7 +21,7 @@ from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.devices import autocast_dtype, resolve_device
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_SIDE, load_rgb
-from pseudolabel.pipeline import RunOptions, RunSummary, run_images
+from pseudolabel.pipeline import Engine, RunOptions, RunSummary, run_images
 from pseudolabel.prompts import PromptSet, load_prompts
 from pseudolabel.registry import (
     DATASETS,
@@ -90,7 +90,7 @@ def create_labeler(
     hub = _hub(device, precision, models)
     scorer = LABELERS[method](hub, prompt_set, settings or LabelerSettings())
     refiners = create_refiners(tuple(refine), hub, refiner_settings or RefinerSettings())
-    return Labeler(ScoreRefineDecode(scorer, unsure_margin, refiners, max_side), prompt_set)
+    return Labeler(ScoreRefineDecode(scorer, unsure_margin, refiners, max_side, hub.batch_preparer()), prompt_set)
 
 
 def create_refiner(
@@ -122,11 +122,14 @@ def run(
     limit: int | None = None,
     shard: tuple[int, int] = (0, 1),
     num_workers: int = 0,
+    batch_size: int = 1,
+    engine: Engine | None = None,
 ) -> RunSummary:
     """Label a dataset split into ``out`` as ``generate`` does: palette PNGs, ``manifest.jsonl``,
-    resume of finished images, optional saved scores."""
+    resume of finished images, optional saved scores; ``batch_size`` images share one SAM
+    encoder pass; ``engine=RayEngine(...)`` labels on Ray actors (the labeler is sent to each)."""
     if dataset.class_names != labeler.prompts.class_names:
         raise ConfigError("the dataset's classes differ from the labeler's prompt set; open both with the same prompts")
     scores_dir = Path(save_scores) if save_scores is not None else None
-    options = RunOptions(Path(out), scores_dir, overwrite, limit, shard, num_workers)
-    return run_images(dataset, lambda: labeler.image_function, options)
+    options = RunOptions(Path(out), scores_dir, overwrite, limit, shard, num_workers, batch_size=batch_size)
+    return run_images(dataset, lambda: labeler.image_function, options, engine=engine)

@@ -67,3 +67,16 @@ def test_unknown_class_names_and_mismatched_datasets_are_refused(tmp_path: Path,
     coco_classes = pseudolabel.open_dataset("voc", ROOT / "examples" / "voc" / "VOC2012", prompts=load_prompts("coco"))
     with pytest.raises(ConfigError, match="the dataset's classes differ from the labeler's prompt set"):
         pseudolabel.run(labeler, coco_classes, tmp_path / "out")
+
+
+def test_api_run_on_a_ray_engine_equals_the_local_run(tmp_path: Path, tiny_default_clip: None) -> None:
+    pytest.importorskip("ray")
+    from pseudolabel.ray_engine import RayEngine
+
+    dataset = pseudolabel.open_dataset("voc", ROOT / "examples" / "voc" / "VOC2012")
+    labeler = pseudolabel.create_labeler("cam", device="cpu")
+    local = pseudolabel.run(labeler, dataset, tmp_path / "local", limit=2)
+    on_ray = pseudolabel.run(labeler, dataset, tmp_path / "ray", limit=2, batch_size=2, engine=RayEngine(workers=1))
+    assert local.done == on_ray.done == 2
+    for png in (tmp_path / "local").glob("*.png"):
+        assert (tmp_path / "ray" / png.name).read_bytes() == png.read_bytes()
