@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,10 @@ def _generate_args(voc: Path, out: Path, config: Path) -> list[str]:
 
 def test_torchrun_ranks_split_the_images_and_rank_0_sums_them_up(tmp_path: Path) -> None:
     voc, config = small_voc(tmp_path), write_tiny_config(tmp_path)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
+    with socket.socket() as probe:  # a free port for the rendezvous, so parallel test runs do not collide
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     done = subprocess.run(
         [*torchrun, "-m", "pseudolabel", *_generate_args(voc, tmp_path / "ddp", config)],
