@@ -67,16 +67,17 @@ def load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Path
     return path
 
 
-def plain(value: Any) -> Any:
-    """A YAML-friendly copy of an option value (paths and enums as strings, tuples as lists)."""
+def plain(value: Any, absolute_paths: bool = False) -> Any:
+    """A YAML-friendly copy of an option value (paths and enums as strings, tuples as lists);
+    ``absolute_paths``: paths expanded and resolved, so that two spellings of one file compare equal."""
     if isinstance(value, Path):
-        return str(value)
+        return str(value.expanduser().resolve() if absolute_paths else value)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
+        return [plain(item, absolute_paths) for item in value]
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, absolute_paths) for k, v in value.items()}
     return value
 
 

@@ -181,15 +181,12 @@ class SampleSource(torch.utils.data.Dataset):
         item = Item(self.ids[position])
         try:
             with item.seconds.timed("load_s"):
-                sample = self.dataset.load(item.image_id)
-            item.classes = sample.classes
-            if self.image_function is None:
-                item.sample = sample
-            else:
-                with item.seconds.timed("label_s"):
-                    item.result = self.image_function(sample)
+                item.sample = self.dataset.load(item.image_id)
+            item.classes = item.sample.classes
         except SampleError as error:
             item.error = str(error)
+        if self.image_function is not None:
+            label_batch([item], self.image_function)
         return item
 
 

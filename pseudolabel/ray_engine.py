@@ -80,7 +80,8 @@ class RayEngine:
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         try:
-            workers, gpus = self._sizes(ray.cluster_resources())
+            resources = ray.cluster_resources()
+            workers, gpus = self._sizes(resources)
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True
             context.enable_progress_bars = False
@@ -90,7 +91,7 @@ class RayEngine:
                 batch_size=options.batch_size,
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 num_gpus=gpus,
-                num_cpus=self._cpus_per_worker(ray.cluster_resources(), workers, gpus),
+                num_cpus=self._cpus_per_worker(resources, workers, gpus),
             )
             for row in labelled.iter_rows():
                 yield pickle.loads(row["item"])

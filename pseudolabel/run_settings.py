@@ -10,10 +10,10 @@ files are kept, do not count.
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pseudolabel.config import plain
 from pseudolabel.errors import ConfigError
 from pseudolabel.files import atomic_write_text, output_errors
 
@@ -47,20 +47,9 @@ class SettingsChangedError(ConfigError):
     """An output folder holds outputs made with other settings than this run's."""
 
 
-def _comparable(value: Any) -> Any:
-    """A JSON value for an option value: paths absolute, enums by value, tuples as lists."""
-    if isinstance(value, Path):
-        return str(value.expanduser().resolve())
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [_comparable(item) for item in value]
-    return value
-
-
 def output_settings(command: str, params: dict[str, Any]) -> dict[str, Any]:
     """``{"command": ..., "options": {name: value}}`` of the options that change outputs."""
-    options = {name: _comparable(value) for name, value in sorted(params.items()) if name not in RUN_ONLY_OPTIONS}
+    options = {name: plain(value, True) for name, value in sorted(params.items()) if name not in RUN_ONLY_OPTIONS}
     return {"command": command, "options": options}
 
 

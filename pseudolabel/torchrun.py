@@ -19,11 +19,15 @@ SUMMARY_TIMEOUT = datetime.timedelta(hours=24)
 
 @dataclass(frozen=True)
 class Place:
-    """This process's place in a torchrun job."""
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
 
-    rank: int
-    world: int
-    local_rank: int
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
 
 
 def torchrun_place() -> Place | None:
@@ -37,7 +41,7 @@ def torchrun_place() -> Place | None:
 def is_main_process() -> bool:
     """True in a single-process run and in rank 0 of a torchrun one."""
     place = torchrun_place()
-    return place is None or place.rank == 0
+    return place is None or place.main
 
 
 def run_shard(text: str) -> tuple[int, int]:

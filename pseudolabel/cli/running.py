@@ -27,7 +27,7 @@ def make_engine(engine: Any, address: str | None, workers: int | None, gpus_per_
     ``--engine ray`` (Ray options without it are refused rather than ignored)."""
     from pseudolabel.errors import ConfigError
 
-    if getattr(engine, "value", engine) == "local":
+    if engine == "local":  # EngineName is a str enum
         given = [flag for flag, value in (("--ray-address", address), ("--workers", workers),
                                           ("--gpus-per-worker", gpus_per_worker)) if value is not None]  # fmt: skip
         if given:

@@ -140,6 +140,7 @@ def detect(
     captions, one per name for ``per-class``."""
     height, width = rgb.shape[:2]
     pixels = detector.pixel_values(rgb)
+    cap = options.max_detections or None
     if options.captions == "per-class":
         probs, boxes = [], []
         for name in names:
@@ -149,9 +150,7 @@ def detect(
             token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
             probs.append(token_probs)
             boxes.append(centre_to_corners(centre_boxes, height, width))
-        return select_class_detections(
-            probs, boxes, options.box_threshold, options.nms_threshold, options.max_detections or None
-        )
+        return select_class_detections(probs, boxes, options.box_threshold, options.nms_threshold, cap)
     _, encoding, spans = caption_spans(detector.tokenizer, names)
     token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
     return select_detections(
@@ -160,5 +159,5 @@ def detect(
         options.box_threshold,
         options.text_threshold,
         options.nms_threshold,
-        options.max_detections or None,
+        cap,
     )

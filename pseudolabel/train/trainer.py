@@ -30,7 +30,7 @@ from pseudolabel.manifest import Manifest
 from pseudolabel.masks import IGNORE_INDEX
 from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
 from pseudolabel.run_lock import RunLock
-from pseudolabel.torchrun import torchrun_place
+from pseudolabel.torchrun import Place, torchrun_place
 from pseudolabel.train.data import TRAIN_SCALES, GlobalSamples, TrainingCrops, check_masks
 
 LOSSES = ("ce", "balanced")
@@ -79,27 +79,15 @@ class TrainingDiverged(PseudolabelError):
     """The loss became NaN or infinite."""
 
 
-@dataclass
-class Distributed:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_from_env(device_type: str) -> Distributed:
-    """Join the process group when ``torchrun`` set WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU)."""
+def distributed_from_env(device_type: str) -> Place:
+    """This process's place (rank 0 of 1 when run alone), after joining the process group when
+    ``torchrun`` set WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU)."""
     place = torchrun_place()
     if place is None:
-        return Distributed()
+        return Place()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), place.local_rank)
+    return Place(dist.get_rank(), dist.get_world_size(), place.local_rank)
 
 
 def poly_factor(iteration: int, total: int, power: float, step: int = 1) -> float:
@@ -224,7 +212,7 @@ class TrainingSession:
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     device: torch.device
     dtype: torch.dtype | None
-    place: Distributed
+    place: Place
     start: int
 
 
