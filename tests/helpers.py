@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,17 @@ def score_sample(scorer, sample):
 
     record = StageRecord()
     return scorer(sample, record), record
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """This process's torch uses ``count`` threads inside the block. Float sums run in an order that
+    depends on the thread count, so a byte comparison of two runs needs the same count on both sides."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import torch_threads
 from tiny_clip import TINY_CLIP
 from typer.testing import CliRunner
 
@@ -69,13 +70,18 @@ def test_unknown_class_names_and_mismatched_datasets_are_refused(tmp_path: Path,
         pseudolabel.run(labeler, coco_classes, tmp_path / "out")
 
 
-def test_api_run_on_a_ray_engine_equals_the_local_run(tmp_path: Path, tiny_default_clip: None) -> None:
+def test_api_run_on_a_ray_engine_equals_the_local_run(
+    tmp_path: Path, tiny_default_clip: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte-equal with the same torch thread count on both sides (1: the actor inherits it)."""
     pytest.importorskip("ray")
     from pseudolabel.ray_engine import RayEngine
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     dataset = pseudolabel.open_dataset("voc", ROOT / "examples" / "voc" / "VOC2012")
     labeler = pseudolabel.create_labeler("cam", device="cpu")
-    local = pseudolabel.run(labeler, dataset, tmp_path / "local", limit=2)
+    with torch_threads(1):
+        local = pseudolabel.run(labeler, dataset, tmp_path / "local", limit=2)
     on_ray = pseudolabel.run(labeler, dataset, tmp_path / "ray", limit=2, batch_size=2, engine=RayEngine(workers=1))
     assert local.done == on_ray.done == 2
     for png in (tmp_path / "local").glob("*.png"):
