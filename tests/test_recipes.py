@@ -1,5 +1,7 @@
 """Every recipe in configs/ runs on the example data (tiny random models standing in for the
-real ones), so a recipe naming an option that no longer exists fails here; the README lists each."""
+real ones), so a recipe naming an option that no longer exists fails here; the values each run
+used equal the published code's settings written out below, so a default that changes later cannot
+silently alter a recipe; the README lists each."""
 
 from __future__ import annotations
 
@@ -24,6 +26,78 @@ STAND_IN_KEYS = {"clip-model", "clip-weights", "detector", "detector-weights", "
                  "backbone-weights", "iters", "batch-size", "crop-size", "box-threshold"}  # fmt: skip
 """Options :func:`_stand_ins` replaces; every other recipe value must reach the command unchanged."""
 runner = CliRunner()
+
+CLIP_ES = {  # linyq2117/CLIP-ES generate_cams_voc12.py (and eval_cam.py's alpha 1), as docs/methods.md reads it
+    "method": "cam", "clip-model": "ViT-B-16-quickgelu", "clip-weights": "default", "synonyms": "fuse",
+    "scales": "1.0", "flip": False, "caa": True, "caa-threshold": 0.4, "bg-alpha": 1.0, "bg-threshold": None,
+    "exclude": False, "unsure-margin": 0.0, "refine": None, "labels": None,
+}  # fmt: skip
+PUBLISHED: dict[str, dict[str, dict]] = {
+    "clip-es": {"generate": CLIP_ES},
+    # CLIP-ES eval_cam_with_crf.py: DenseCRF 10 iterations, confidence below 0.95 -> 255
+    "clip-es-crf": {"generate": {**CLIP_ES, "refine": "crf", "crf-iterations": 10, "min-confidence": 0.95}},
+    # POLE: the class name and its first 3 synonyms, applied to CLIP-ES
+    "pole": {"generate": {**CLIP_ES, "synonyms": "pole", "pole-candidates": 4}},
+    # ELSE-Net's epsilon 0.2 (strict) with CLIPN's "no" tower, on CLIP-ES regions
+    "else-clipn": {
+        "generate": {**CLIP_ES, "exclude": True, "exclusion-weights": "clipn_vit_b16", "exclusion-threshold": 0.2}
+    },
+    # zhaozhengChen/SAM_WSSS sam_text_input_voc.py: one Grounding DINO Swin-T call per class with the
+    # renamed prompts, box 0.3, text 0.25, every kept box (no NMS, no cap) prompts SAM ViT-H
+    "grounded-sam": {
+        "generate": {
+            "method": "grounded-sam",
+            "detector": "swint",
+            "detector-weights": "default",
+            "captions": "per-class",
+            "synonyms": "detector",
+            "box-threshold": 0.3,
+            "text-threshold": 0.25,
+            "nms-threshold": 1.0,
+            "max-detections": 0,
+            "sam": "vit_h",
+            "sam-checkpoint": "default",
+            "exclude": False,
+            "unsure-margin": 0.0,
+            "refine": None,
+            "labels": None,
+        }
+    },
+    # CEP: 16 x 16 grid points inside each class region prompt SAM ViT-B, masks with IoU >= 0.5 kept
+    "cep": {
+        "refine": {
+            "refine": "sam",
+            "sam": "vit_b",
+            "sam-checkpoint": "default",
+            "sam-mode": "points",
+            "grid": 16,
+            "iou-threshold": 0.5,
+        }
+    },
+    # SAM_WSSS merge/max_iou_imp2.py on SAM ViT-H's automatic masks
+    "sepl": {"refine": {"refine": "sam", "sam": "vit_h", "sam-checkpoint": "default", "sam-mode": "auto"}},
+    # kazuto1011/deeplab-pytorch configs/voc12.yaml
+    "deeplabv2": {
+        "train-seg": {
+            "backbone": "resnet101-caffe",
+            "backbone-weights": "coco",
+            "freeze-bn": True,
+            "iters": 20000,
+            "batch-size": 10,
+            "accumulate": 2,
+            "crop-size": 321,
+            "lr": 2.5e-4,
+            "lr-step": 10,
+            "weight-decay": 5.0e-4,
+            "msc": True,
+            "train-scales": "0.5,0.75,1.0,1.25,1.5",
+            "loss": "ce",
+        },
+        "predict": {"scales": "1.0,0.5,0.75", "flip": False},
+    },
+}
+"""Each recipe's published settings per command. A run must use exactly these values; for the
+options a test replaces by tiny stand-ins, the recipe file itself must hold them."""
 
 
 def _stand_ins(command: str, recipe: dict, tmp_path: Path) -> list[str]:
@@ -71,6 +145,15 @@ def test_recipe_runs_on_the_example_data(path: Path, tmp_path: Path, monkeypatch
         for key, value in recipe.items():  # the recipe's own values reached the command
             if key not in STAND_IN_KEYS:
                 assert str(written[key]).lower() == str(value).lower(), (path.name, key)
+        for key, value in PUBLISHED[path.stem][command].items():  # and they are the published ones
+            used = recipe.get(key) if key in STAND_IN_KEYS else written[key]
+            assert used == value, f"{path.name} {command}: --{key} is {used!r}, published {value!r}"
+
+
+def test_every_recipe_has_its_published_settings_written_out() -> None:
+    assert sorted(PUBLISHED) == sorted(path.stem for path in RECIPES)
+    for path in RECIPES:
+        assert sorted(yaml.safe_load(path.read_text())) == sorted(PUBLISHED[path.stem]), path.name
 
 
 def test_readme_lists_every_recipe_with_its_command() -> None:
