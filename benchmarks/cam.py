@@ -1,6 +1,6 @@
 """CAM speed at real CLIP ViT-B/16 size (random weights), beside the published CLIP-ES code.
 
-    python benchmarks/cam.py [--images 4] [--classes 3] [--device auto] [--bf16] [--clip-es PATH]
+    python benchmarks/cam.py [--images 4] [--classes 3] [--rounds 2] [--device auto] [--bf16] [--clip-es PATH]
 
 All timings use the same generated 500x375 images, K classes each, and the same random weights
 (rounded to fp16, as OpenAI's released checkpoint is):
@@ -13,12 +13,16 @@ All timings use the same generated 500x375 images, K classes each, and the same 
   no_grad, then one pytorch-grad-cam call per class through the last block); it needs the
   packages that code imports (ttach, ftfy, regex, lxml). Its maps are compared with ours too.
 
-Prints seconds per image (after one warm-up image) and peak memory. Asserts nothing.
+Ours and the published loop run in turn, ``--rounds`` times over the same images (models built
+once, before timing), so the ratio printed at the end compares them under the same machine load.
+Prints seconds per image (after one warm-up image per round), the ratio, and peak memory. Asserts
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import sys
@@ -82,9 +86,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ours(weights, root: Path, labels: dict[str, list[int]], device, bf16: bool) -> tuple[float, dict]:
-    clip = create_clip("ViT-B-16-quickgelu", weights, device)
-    labeler = CamLabeler(clip, VOC, autocast_dtype=torch.bfloat16 if bf16 else None)
+def time_ours(labeler: CamLabeler, root: Path, labels: dict[str, list[int]], device) -> tuple[float, dict]:
+    """Seconds per image of ``CamLabeler`` (after a warm-up image) and its CAMs [K, H, W] by id."""
     maps, seconds = {}, []
     for image_id, ids in labels.items():
         rgb = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
@@ -116,39 +119,55 @@ def time_generate(weights, root: Path, count: int, device, workers: int) -> floa
         return (seconds[1] - seconds[0]) / (count - 1)
 
 
-def time_published(clip_es: Path, weights, root: Path, labels: dict[str, list[int]], device) -> tuple[float, dict]:
-    """The published ``perform`` loop, its source run unchanged except the device it picks."""
-    import packaging.version
+class Published:
+    """The published ``perform`` loop of CLIP-ES, its source run unchanged except the device it picks;
+    model, text features and the GradCAM object are built once, as its script does."""
 
-    sys.modules.setdefault("pkg_resources", types.SimpleNamespace(packaging=packaging))
-    sys.path.insert(0, str(clip_es))
-    from clip.model import build_model  # the published repository's own CLIP
+    def __init__(self, clip_es: Path, weights, device) -> None:
+        import packaging.version
 
-    model = build_model({k: v.clone() for k, v in weights.items()}).eval().to(device)
-    if device.type == "cpu":
-        model.float()
-    source = (clip_es / "generate_cams_voc12.py").read_text()
-    source = source.replace('device_id = "cuda:{}".format(process_id % n_gpus)', f'device_id = "{device}"')
-    namespace = {"__name__": "clip_es_generate", "device": str(device)}
-    cwd = os.getcwd()
-    os.chdir(clip_es)
-    try:
-        exec(compile(source, "generate_cams_voc12.py", "exec"), namespace)
-        namespace["device"] = str(device)
-        background = namespace["zeroshot_classifier"](namespace["BACKGROUND_CATEGORY"], ["a clean origami {}."], model)
-        foreground = namespace["zeroshot_classifier"](namespace["new_class_names"], ["a clean origami {}."], model)
-        cam = namespace["GradCAM"](
-            model=model,
-            target_layers=[model.visual.transformer.resblocks[-1].ln_1],
-            reshape_transform=namespace["reshape_transform"],
-        )
-        with tempfile.TemporaryDirectory() as out:
+        sys.modules.setdefault("pkg_resources", types.SimpleNamespace(packaging=packaging))
+        sys.path.insert(0, str(clip_es))
+        from clip.model import build_model  # the published repository's own CLIP
+
+        self.clip_es, self.device = clip_es, device
+        self.model = build_model({k: v.clone() for k, v in weights.items()}).eval().to(device)
+        if device.type == "cpu":
+            self.model.float()
+        source = (clip_es / "generate_cams_voc12.py").read_text()
+        source = source.replace('device_id = "cuda:{}".format(process_id % n_gpus)', f'device_id = "{device}"')
+        self.namespace = {"__name__": "clip_es_generate", "device": str(device)}
+        with self._inside():
+            exec(compile(source, "generate_cams_voc12.py", "exec"), self.namespace)
+            self.namespace["device"] = str(device)
+            classifier = self.namespace["zeroshot_classifier"]
+            self.background = classifier(self.namespace["BACKGROUND_CATEGORY"], ["a clean origami {}."], self.model)
+            self.foreground = classifier(self.namespace["new_class_names"], ["a clean origami {}."], self.model)
+            self.cam = self.namespace["GradCAM"](
+                model=self.model,
+                target_layers=[self.model.visual.transformer.resblocks[-1].ln_1],
+                reshape_transform=self.namespace["reshape_transform"],
+            )
+
+    @contextlib.contextmanager
+    def _inside(self):
+        cwd = os.getcwd()
+        os.chdir(self.clip_es)
+        try:
+            yield
+        finally:
+            os.chdir(cwd)
+
+    def time(self, root: Path, labels: dict[str, list[int]]) -> tuple[float, dict]:
+        """Seconds per image of ``perform`` (after a warm-up image) and its saved maps [K, H, W] by id."""
+        perform, device = self.namespace["perform"], self.device
+        with self._inside(), tempfile.TemporaryDirectory() as out:
             args = types.SimpleNamespace(img_root=str(root / "JPEGImages"), cam_out_dir=out)
             seconds = []
             for image_id in labels:
                 sync(device)
                 start = time.perf_counter()
-                namespace["perform"](0, [[f"{image_id}.jpg"]], args, model, background, foreground, cam)
+                perform(0, [[f"{image_id}.jpg"]], args, self.model, self.background, self.foreground, self.cam)
                 sync(device)
                 seconds.append(time.perf_counter() - start)
             maps = {}
@@ -156,9 +175,7 @@ def time_published(clip_es: Path, weights, root: Path, labels: dict[str, list[in
                 saved = np.load(Path(out) / f"{image_id}.npy", allow_pickle=True).item()
                 order = np.argsort(saved["keys"])  # the published code keeps XML order; ours sorts ids
                 maps[image_id] = saved["attn_highres"][order].astype(np.float32)
-    finally:
-        os.chdir(cwd)
-    return float(np.mean(seconds[1:] or seconds)), maps
+        return float(np.mean(seconds[1:] or seconds)), maps
 
 
 def main() -> None:
@@ -170,25 +187,38 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true", help="ours under bf16 autocast (CUDA)")
     parser.add_argument("--clip-es", type=Path, help="a checkout of the published CLIP-ES repository")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of ours and the published loop")
     args = parser.parse_args()
     device = resolve_device(args.device)
     weights = random_weights()
+    labeler = CamLabeler(
+        create_clip("ViT-B-16-quickgelu", weights, device), VOC, autocast_dtype=torch.bfloat16 if args.bf16 else None
+    )
+    published = Published(args.clip_es, weights, device) if args.clip_es is not None else None
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "VOC2012"
         labels = write_images(root, args.images, args.classes, args.height, args.width)
         print(f"device {device}, torch threads {torch.get_num_threads()}, {args.images} images "
               f"{args.width}x{args.height}, {args.classes} classes, ViT-B/16 random weights")  # fmt: skip
-        ours, our_maps = time_ours(weights, root, labels, device, args.bf16)
-        print(f"ours (CamLabeler per image{', bf16' if args.bf16 else ''}): {ours:.3f} s/image, "
-              f"peak {peak_memory_mb(device):.0f} MB")  # fmt: skip
+        ours_seconds, published_seconds = [], []
+        for round_index in range(1, args.rounds + 1):  # interleaved, so drift on the machine hits both alike
+            ours, our_maps = time_ours(labeler, root, labels, device)
+            ours_seconds.append(ours)
+            line = f"round {round_index}: ours (CamLabeler per image{', bf16' if args.bf16 else ''}) {ours:.3f} s/image"
+            if published is not None:
+                seconds, published_maps = published.time(root, labels)
+                published_seconds.append(seconds)
+                line += f", published CLIP-ES perform loop {seconds:.3f} s/image"
+            print(line)
+        print(f"ours: {np.mean(ours_seconds):.3f} s/image, peak {peak_memory_mb(device):.0f} MB (both tools' models)")
+        if published is not None:
+            difference = max(np.abs(our_maps[i] - published_maps[i]).max() for i in labels)
+            ratio = np.mean(published_seconds) / np.mean(ours_seconds)
+            print(f"published: {np.mean(published_seconds):.3f} s/image; ours runs at {ratio:.2f}x its speed "
+                  f"(its s/image over ours); largest |ours - published| in the maps {difference:.4f}")  # fmt: skip
         for workers in (0, 2):
             print(f"generate --num-workers {workers}: {time_generate(weights, root, args.images, device, workers):.3f}"
                   " s/image (decode, label, write)")  # fmt: skip
-        if args.clip_es is not None:
-            published, published_maps = time_published(args.clip_es, weights, root, labels, device)
-            difference = max(np.abs(our_maps[i] - published_maps[i]).max() for i in labels)
-            print(f"published CLIP-ES perform loop: {published:.3f} s/image; "
-                  f"largest |ours - published| over the saved maps {difference:.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":
