@@ -155,10 +155,16 @@ def test_folder_labels_with_own_names_and_one_folder_per_class(tmp_path: Path) -
         "widget/sub/2": (2,),
     }
     labels = tmp_path / "labels.csv"
-    labels.write_text("loose.jpg,Widget;cat\nwidget/1.jpg,gadget\n")
+    labels.write_text("loose.jpg,Widget;gadget\nwidget/1.jpg,gadget\n")
     own = FolderDataset(images, labels)
-    assert own.class_names == ["background", "cat", "gadget", "Widget"] and own.classes("loose") == (1, 3)
-    assert own.prompts.classes[1].synonyms  # a VOC class keeps its synonyms
+    assert own.class_names == ["background", "gadget", "Widget"] and own.classes("loose") == (1, 2)
+    labels.write_text("loose.jpg,Widget;cat\nwidget/1.jpg,gadget\n")  # a VOC name among them: VOC's list
+    with pytest.raises(ConfigError, match=r"labels\.csv:1: unknown class 'Widget'.*--classes or --prompts"):
+        FolderDataset(images, labels)
+    declared = load_prompts("voc").with_class_names(["Widget", "cat", "gadget"], "classes.txt")
+    mixed = FolderDataset(images, labels, declared)
+    assert mixed.class_names == ["background", "Widget", "cat", "gadget"] and mixed.classes("loose") == (1, 2)
+    assert mixed.prompts.classes[2].synonyms  # a VOC class keeps its synonyms
     labels.write_text("loose.jpg,cat;dog\n")
     assert FolderDataset(images, labels).class_names == load_prompts("voc").class_names  # all VOC names: VOC ids
     with pytest.raises(ConfigError, match="unknown class 'Widget'"):
@@ -189,6 +195,10 @@ def test_folder_dataset_reads_csv_and_json(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("one.jpg,kitten\n", r"labels\.csv:1: unknown class 'kitten'.*synonym of 'cat'"),
+        ("one.jpg,dog\nsub/two.png,cta;person\n", r"labels\.csv:2: unknown class 'cta'.*did you mean 'cat'"),
+        ("one.jpg,cats;horse\n", r"labels\.csv:1: unknown class 'cats'.*did you mean 'cat'"),
+        ("one.jpg,hourse;persn\n", r"labels\.csv:1: unknown class 'hourse'.*did you mean 'horse'"),
+        ("one.jpg,person;Persons\n", r"unknown class 'Persons'.*did you mean 'person'"),
         ("one.jpg,\n", r"labels\.csv:1: one\.jpg has no labels"),
         ("one.jpg,cat\nghost.jpg,dog\nghost2.jpg,dog\n", r"2 listed images are not in .*: ghost\.jpg, ghost2\.jpg"),
         ("one.jpg,cat\none,dog\n", r"image id 'one' is listed more than once"),
@@ -237,3 +247,23 @@ def test_inspect_needs_root() -> None:
     assert result.exit_code == 1
     assert "error: --dataset voc needs --root DIR" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_typo_among_voc_names_stops_and_derived_classes_are_shown(tmp_path: Path) -> None:
+    """``cta`` among VOC names must not become class 1 and renumber person from 15 to 4."""
+    images = _folder(tmp_path)
+    (tmp_path / "typo.csv").write_text("one.jpg,cat\nsub/two.png,cta;person\n")
+    args = ["generate", "--dataset", "folder", "--root", str(images), "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, [*args, "--labels", str(tmp_path / "typo.csv"), "--clip-weights", "random"])
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "typo.csv:2: unknown class 'cta'" in result.output and "did you mean 'cat'" in result.output
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "own.csv").write_text("one.jpg,widget\nsub/two.png,gadget;widget\n")
+    result = runner.invoke(
+        app, ["inspect", "--dataset", "folder", "--root", str(images), "--labels", str(tmp_path / "own.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        f"Class ids (the pixel values of masks), from the classes named in {tmp_path / 'own.csv'}: 1 gadget, 2 widget"
+    )

@@ -159,7 +159,21 @@ class DatasetArgs:
         own_classes = self.dataset is not DatasetName.voc and not given  # from the labels or categories
         prompt_set = None if own_classes else resolve_prompts(self.dataset.value, self.prompts, self.classes)
         build = DATASETS[self.dataset.value]
-        return build(self.root, split or self.split, prompt_set, self.labels, None, self.max_image_pixels)
+        dataset = build(self.root, split or self.split, prompt_set, self.labels, None, self.max_image_pixels)
+        if own_classes and dataset.prompts.dataset == "custom":
+            show_derived_classes(dataset.prompts)
+        return dataset
+
+
+def show_derived_classes(prompts: Any) -> None:
+    """Print the id of each class a dataset took from its own labels (no --classes or --prompts)."""
+    from rich.markup import escape
+
+    from pseudolabel.cli.app import console
+
+    table = ", ".join(f"{index} {escape(name)}" for index, name in enumerate(prompts.class_names) if index)
+    console.print(f"Class ids (the pixel values of masks), from {escape(prompts.source)}: {table}; "
+                  "--classes FILE sets them yourself", soft_wrap=True)  # fmt: skip
 
 
 def parse_scales(text: str, flag: str = "--scales") -> tuple[float, ...]:

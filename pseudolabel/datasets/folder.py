@@ -113,7 +113,13 @@ class FolderDataset(Dataset):
 
     def _class_ids(self, names: list[str], where: str) -> tuple[int, ...]:
         """Sorted class ids of an entry's names; ``background`` is no image label."""
-        class_ids = {self.prompts.class_id(name, where=f"{where}: ") for name in names}
+        try:
+            class_ids = {self.prompts.class_id(name, where=f"{where}: ") for name in names}
+        except ConfigError as error:
+            if self._own_prompts:
+                raise
+            raise ConfigError(f"{error} (the other names are VOC classes; for classes of your own, "
+                              "declare the list with --classes or --prompts)") from None  # fmt: skip
         if 0 in class_ids:
             raise ConfigError(f"{where}: 'background' is not an image label; list the objects in the image")
         return tuple(sorted(class_ids))
@@ -203,16 +209,17 @@ def class_folder_entries(root: Path) -> list[tuple[str, str, list[str]]]:
 
 
 def prompts_for_names(names: list[str], source: str) -> PromptSet:
-    """The VOC prompt set when every name is one of its classes (or one looks like a misspelt VOC
-    class or a VOC synonym, which VOC's error then names); otherwise a prompt set of these names
-    (sorted, VOC's templates and background words; a VOC class keeps its synonyms)."""
+    """The VOC prompt set when any name is one of its classes, a VOC synonym or looks like a
+    misspelt VOC class (then every other name must be a VOC class too, and VOC's error names the
+    closest ones: a typo among VOC names must not become a class of its own and renumber the
+    rest); otherwise a prompt set of these names (sorted, VOC's templates and background words)."""
     voc = load_prompts("voc")
     known = {name_key(name) for name in voc.class_names[1:]}
     synonyms = {name_key(synonym) for entry in voc.classes[1:] for synonym in entry.synonyms}
     keys = {name_key(name): name.strip() for name in names if name.strip()}
     unknown = set(keys) - known - {"background"}
     near_voc = any(key in synonyms or difflib.get_close_matches(key, known, n=1, cutoff=0.8) for key in unknown)
-    if not unknown or near_voc:  # VOC classes, or a VOC class misspelt or named by a synonym: VOC says which
+    if not unknown or near_voc or set(keys) & known:
         return voc
     own = [keys[key] for key in sorted(keys) if key != "background"]
     return voc.with_class_names(own, f"the classes named in {source}")
