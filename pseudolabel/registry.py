@@ -112,6 +112,42 @@ def build_grounded_sam_labeler(hub: ModelHub, prompts: PromptSet, settings: Labe
     return GroundedSamLabeler(detector, hub.sam(), prompts, options, clip, exclusion, hub.settings.autocast_dtype)
 
 
+def check_weights(settings: ModelSettings, models: list[str]) -> None:
+    """Find, or download now, the checkpoint of each model a run will build (hub keys: ``clip``,
+    ``sam``, ``grounding``, ``clipn:<weights>``), before any work; one WeightsError names every
+    missing file. Random weights need none (their warning comes when the model is built)."""
+    from pseudolabel.models.clip_weights import resolve_clip_weights
+    from pseudolabel.models.grounding import detector_checkpoint
+    from pseudolabel.models.sam import sam_checkpoint
+    from pseudolabel.models.weights import RANDOM, check_all, resolve_weights
+
+    locate = {
+        "clip": (settings.clip_weights, lambda: resolve_clip_weights(settings.clip_model, settings.clip_weights)),
+        "sam": (settings.sam_checkpoint, lambda: sam_checkpoint(settings.sam, settings.sam_checkpoint)),
+        "grounding": (
+            settings.detector_weights,
+            lambda: detector_checkpoint(settings.detector, settings.detector_weights),
+        ),
+    }
+    for model in models:
+        if model.startswith("clipn:"):
+            weights = model.removeprefix("clipn:")
+            locate[model] = (weights, lambda weights=weights: resolve_weights(weights, "clipn"))
+    check_all([locate[model][1] for model in dict.fromkeys(models) if locate[model][0] != RANDOM])
+
+
+def labeler_models(method: str, settings: LabelerSettings) -> list[str]:
+    """The hub models (:meth:`ModelHub.check_weights` keys) the labeler ``method`` builds."""
+    exclusion = settings.exclusion
+    clipn = [f"clipn:{exclusion.weights}"] if exclusion.enabled and exclusion.weights != "clip" else []
+    if method == "cam":
+        return ["clip", *clipn]
+    from pseudolabel.labelers.grounded_sam import GroundedSamOptions
+
+    options = GroundedSamOptions(settings.detector, settings.prompting, settings.exclusion, settings.zero_shot)
+    return ["grounding", "sam", *clipn, *(["clip"] if options.needs_clip and not clipn else [])]
+
+
 def build_crf_refiner(hub: ModelHub, settings: RefinerSettings) -> Refiner:
     """DenseCRF (picklable: it can run in worker processes)."""
     from pseudolabel.refiners.crf import CrfRefiner
@@ -135,6 +171,8 @@ REFINERS: dict[str, Callable[[ModelHub, RefinerSettings], Refiner]] = {
     "sam": build_sam_refiner,
 }
 DATASETS: dict[str, Callable[..., Any]] = {name: partial(build_dataset, name) for name in DATASET_NAMES}
+REFINER_MODELS: dict[str, tuple[str, ...]] = {"crf": (), "sam": ("sam",)}
+"""The hub models each refiner builds."""
 CPU_REFINERS = frozenset({"crf"})
 """Refiners that run on the CPU only and pickle, so ``refine`` runs them in worker processes."""
 
@@ -157,6 +195,12 @@ def parse_refiners(text: str | None) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"unknown refiner {unknown[0]!r}; choose from {', '.join(REFINERS)} (comma-separated)")
     return names
+
+
+def run_models(method: str | None, labeler: LabelerSettings | None, refiners: tuple[str, ...]) -> list[str]:
+    """Every hub model a run builds: its labeler's (when it labels) and its refiners'."""
+    models = labeler_models(method, labeler) if method is not None and labeler is not None else []
+    return models + [model for name in refiners for model in REFINER_MODELS.get(name, ())]
 
 
 def create_refiners(names: tuple[str, ...], hub: ModelHub, settings: RefinerSettings) -> list[Refiner]:

@@ -18,6 +18,7 @@ from pseudolabel.errors import ConfigError
 from pseudolabel.images import load_rgb
 from pseudolabel.masks import read_mask
 from pseudolabel.models import clip as clip_module
+from pseudolabel.models.weights import WEIGHTS, cached_path
 from pseudolabel.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def tiny_default_clip(monkeypatch: pytest.MonkeyPatch) -> None:
     """``default`` CLIP weights cannot be downloaded here: the published architecture is swapped
-    for the tiny one with random weights."""
+    for the tiny one with random weights, and a stand-in file sits where the checkpoint would (the
+    command checks that every checkpoint is there before any work)."""
+    placeholder = cached_path(WEIGHTS["clip_vit_b16_openai"])
+    placeholder.parent.mkdir(parents=True, exist_ok=True)
+    placeholder.write_bytes(b"stand-in")
     real = clip_module.build_clip
     monkeypatch.setattr(clip_module, "build_clip", lambda arch, weights, device: real(TINY_CLIP, "random", device))
 

@@ -142,6 +142,23 @@ def test_missing_clip_weights_is_a_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_every_missing_checkpoint_is_named_in_one_message_before_any_work(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 1)
+    args = ["generate", "--dataset", "voc", "--root", str(voc), "--out", str(tmp_path / "m"), "--device", "cpu"]
+    args += ["--method", "grounded-sam", "--sam", "vit_h", "--exclude", "--exclusion-weights", "clipn_vit_b16"]
+    result = runner.invoke(app, [*args, "--refine", "sam"])
+    assert result.exit_code == 1 and result.output.strip().count("\n") == 0, result.output
+    message = result.output.strip()
+    assert message.startswith("error: missing weights groundingdino_swint_ogc.pth, sam_vit_h_4b8939.pth, "
+                              "clipn_vit_b16.pt (the CLIPN project")  # fmt: skip
+    assert "`pseudolabel models download gdino_swint sam_vit_h` fetches them where there is network" in message
+    assert len(message) < 400
+    assert not (tmp_path / "m" / "manifest.jsonl").exists()
+    refine = ["refine", "--dataset", "voc", "--root", str(voc), "--out", str(tmp_path / "r"), "--masks", str(voc)]
+    result = runner.invoke(app, [*refine, "--refine", "crf,sam", "--sam", "vit_l"])
+    assert result.exit_code == 1 and "missing weights sam_vit_l_0b3195.pth: looked for" in result.output
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [("--shard", "2/2", "need 0 <= i < n"), ("--scales", "1,x", "comma-separated"), ("--device", "cuda:7", "CUDA")],

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pseudolabel.cli import app
 from pseudolabel.errors import WeightsError
 from pseudolabel.models import weights
-from pseudolabel.models.weights import WEIGHTS, WeightSpec, cached_path, download_weights, resolve_weights
+from pseudolabel.models.weights import WEIGHTS, WeightSpec, cache_dir, cached_path, download_weights, resolve_weights
 
 runner = CliRunner()
 PAYLOAD = b"pretend checkpoint " * 1000
@@ -81,7 +81,8 @@ def test_missing_weights_offline_is_one_line_with_file_place_and_command() -> No
     assert "sam_vit_b_01ec64.pth" in message
     assert str(cached_path(WEIGHTS["sam_vit_b"])) in message
     assert "pseudolabel models download sam_vit_b" in message
-    assert "dl.fbaipublicfiles.com" in message
+    assert "dl.fbaipublicfiles.com" not in message
+    assert len(message) < 170 + len(str(cached_path(WEIGHTS["sam_vit_b"])))
 
 
 def test_cached_file_is_found_without_network() -> None:
@@ -122,7 +123,15 @@ def test_unreachable_host_is_a_one_line_error(server: str) -> None:
     spec = _spec(f"{server}/absent.pth", "0" * 64)
     with pytest.raises(WeightsError) as caught:
         download_weights(spec)
-    assert "could not download test_ckpt.pth" in str(caught.value) and "\n" not in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith("could not download test_ckpt (") and "\n" not in message
+    assert f"fetch {server}/absent.pth on a machine with network and copy it to {cached_path(spec)}" in message
+    assert "models download" not in message  # the command that just failed is no advice
+
+
+def test_verify_says_when_nothing_is_cached() -> None:
+    result = CliRunner().invoke(app, ["models", "verify"])
+    assert result.exit_code == 0 and result.output.startswith(f"nothing cached in {cache_dir()}")
 
 
 def test_resolve_downloads_on_first_use(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +151,9 @@ def test_models_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     assert verify.exit_code == 1
     assert "sam_vit_b: mismatch" in verify.output and "checksum mismatch: sam_vit_b" in verify.output
     missing = runner.invoke(app, ["models", "download", "clipn_vit_b16"])
-    assert missing.exit_code == 1 and "--exclusion-weights" in missing.output
+    assert missing.exit_code == 1 and "bytes" not in missing.output  # no progress bar for a file without URL
+    assert missing.output.startswith("error: missing weights clipn_vit_b16.pt (the CLIPN project")
+    assert "outside package registries): looked for" in missing.output and "copy it there" in missing.output
     unknown = runner.invoke(app, ["models", "download", "nope"])
     assert unknown.exit_code == 1 and "unknown checkpoint 'nope'" in unknown.output
 

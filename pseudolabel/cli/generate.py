@@ -51,7 +51,7 @@ from pseudolabel.cli.options import (
     SplitOption,
     WorkersOption,
 )  # fmt: skip
-from pseudolabel.cli.settings import labeler_settings, model_settings, refiner_settings
+from pseudolabel.cli.settings import cpu_model_settings, labeler_settings, model_settings, refiner_settings
 from pseudolabel.config import write_run_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_SIDE
@@ -184,7 +184,7 @@ def generate(
     from pseudolabel.cli.running import make_engine, run_with_progress
     from pseudolabel.devices import decode_workers, default_batch_size
     from pseudolabel.pipeline import RunOptions
-    from pseudolabel.registry import LABELERS, ModelHub, create_refiners, parse_refiners
+    from pseudolabel.registry import LABELERS, ModelHub, check_weights, create_refiners, parse_refiners, run_models
     from pseudolabel.stages import ScoreRefineDecode
     from pseudolabel.torchrun import run_shard
 
@@ -195,6 +195,7 @@ def generate(
     labeler = labeler_settings(flags)
     refiner_names = parse_refiners(refine)
     refiners = refiner_settings(flags)
+    check_weights(models or cpu_model_settings(flags), run_models(method.value, labeler, refiner_names))
     if max_side and max_side < 32:
         raise ConfigError(f"--max-side must be 0 (full size) or at least 32 pixels, got {max_side}")
     if save_instances is not None and method is not Method.grounded_sam:

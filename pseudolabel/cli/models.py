@@ -50,8 +50,10 @@ def models_download(
 
 
 def _download_with_progress(spec: Any, allow_unverified: bool) -> Path:
-    from pseudolabel.models.weights import download_weights
+    from pseudolabel.models.weights import MissingWeights, download_weights
 
+    if spec.url is None:
+        raise MissingWeights(spec)
     with Progress(
         TextColumn(spec.name), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=err_console
     ) as progress:
@@ -66,10 +68,12 @@ def models_verify(
     names: Annotated[list[str] | None, typer.Argument(help="Registry names; default: all cached ones.")] = None,
 ) -> None:
     """Check cached checkpoints against their sha256; exit 1 on a mismatch."""
-    from pseudolabel.models.weights import WEIGHTS, verify_weights
+    from pseudolabel.models.weights import WEIGHTS, cache_dir, verify_weights
 
     specs = [_spec(name) for name in names] if names else list(WEIGHTS.values())
     results = [verify_weights(spec) for spec in specs]
+    if not names and all(result.status == "missing" for result in results):
+        console.print(f"nothing cached in {escape(str(cache_dir()))}", highlight=False)
     for result in results:
         if result.status != "missing" or names:
             console.print(

@@ -42,7 +42,7 @@ from pseudolabel.cli.options import (
     SplitOption,
     WorkersOption,
 )  # fmt: skip
-from pseudolabel.cli.settings import model_settings, refiner_settings
+from pseudolabel.cli.settings import cpu_model_settings, model_settings, refiner_settings
 from pseudolabel.config import write_run_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -114,7 +114,7 @@ def refine(
     from pseudolabel.cli.running import make_engine, run_with_progress
     from pseudolabel.devices import default_batch_size
     from pseudolabel.pipeline import RunOptions
-    from pseudolabel.registry import ModelHub, create_refiners, refine_workers
+    from pseudolabel.registry import ModelHub, check_weights, create_refiners, refine_workers, run_models
     from pseudolabel.stages import StoredMaskRefine
     from pseudolabel.torchrun import run_shard
 
@@ -127,6 +127,7 @@ def refine(
     flags = dict(ctx.params)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags)
+    check_weights(models or cpu_model_settings(flags), run_models(None, None, names))
     decoders, in_workers = refine_workers(names, num_workers)
     batch = default_batch_size(batch_size, models.device if models else None)
     shard_here = run_shard(shard)

@@ -33,6 +33,12 @@ def model_settings(flags: dict[str, Any]) -> Any:
     )
 
 
+def cpu_model_settings(flags: dict[str, Any]) -> Any:
+    """ModelSettings as :func:`model_settings` on the CPU in fp32: which models and weights a run
+    uses, for checking its files where the run itself resolves devices elsewhere (Ray actors)."""
+    return model_settings({**flags, "device": "cpu", "precision": None})
+
+
 def labeler_settings(flags: dict[str, Any]) -> Any:
     """LabelerSettings from ``generate``'s labeler flags (zero-shot when ``--labels none``)."""
     from pseudolabel.labelers.options import (

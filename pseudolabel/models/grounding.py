@@ -163,6 +163,21 @@ def input_size(height: int, width: int) -> tuple[int, int]:
     return size, int(size * width / height)
 
 
+def detector_checkpoint(variant: str, weights: str) -> Path | None:
+    """The file or transformers folder of ``weights`` for ``variant`` (downloaded when missing;
+    None for ``random``).
+
+    Raises:
+        ConfigError: ``default`` for a variant without published weights. WeightsError: missing file.
+    """
+    name = weights
+    if weights == DEFAULT_WEIGHTS:
+        if variant not in VARIANTS:
+            raise ConfigError("--detector-weights default needs --detector swint or swinb; give a file or 'random'")
+        name = VARIANTS[variant].registry_name
+    return resolve_weights(name, "grounding-dino", allow_directory=True)
+
+
 def build_grounding_dino(
     variant: str = "swint", weights: str = DEFAULT_WEIGHTS, device: str | torch.device = "cpu"
 ) -> GroundingDino:
@@ -179,12 +194,7 @@ def build_grounding_dino(
     from transformers import GroundingDinoForObjectDetection
 
     config = detector_config(variant)
-    name = weights
-    if weights == DEFAULT_WEIGHTS:
-        if variant not in VARIANTS:
-            raise ConfigError("--detector-weights default needs --detector swint or swinb; give a file or 'random'")
-        name = VARIANTS[variant].registry_name
-    path = resolve_weights(name, "grounding-dino", allow_directory=True)
+    path = detector_checkpoint(variant, weights)
     if path is not None and path.is_dir():
         try:
             model = GroundingDinoForObjectDetection.from_pretrained(str(path), local_files_only=True)

@@ -6,6 +6,7 @@ unpickle without that guard), so the model is built empty and the state dict loa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,17 @@ from pseudolabel.models.weights import resolve_weights
 SAM_VARIANTS = ("vit_b", "vit_l", "vit_h")
 DEFAULT_CHECKPOINT = "default"
 """``--sam-checkpoint default`` means the registry checkpoint of the ``--sam`` variant."""
+
+
+def sam_checkpoint(variant: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path | None:
+    """The file of ``checkpoint`` for ``variant`` (downloaded when missing; None for ``random``).
+
+    Raises:
+        ConfigError: unknown variant. WeightsError: missing file or another kind's checkpoint.
+    """
+    if variant not in SAM_VARIANTS:
+        raise ConfigError(f"--sam must be one of {', '.join(SAM_VARIANTS)}, got {variant!r}")
+    return resolve_weights(f"sam_{variant}" if checkpoint == DEFAULT_CHECKPOINT else checkpoint, "sam")
 
 
 def build_sam(variant: str = "vit_b", checkpoint: str = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu") -> Any:
@@ -32,9 +44,7 @@ def build_sam(variant: str = "vit_b", checkpoint: str = DEFAULT_CHECKPOINT, devi
     """
     from segment_anything import sam_model_registry
 
-    if variant not in SAM_VARIANTS:
-        raise ConfigError(f"--sam must be one of {', '.join(SAM_VARIANTS)}, got {variant!r}")
-    path = resolve_weights(f"sam_{variant}" if checkpoint == DEFAULT_CHECKPOINT else checkpoint, "sam")
+    path = sam_checkpoint(variant, checkpoint)
     sam = sam_model_registry[variant](checkpoint=None)
     if path is not None:
         try:

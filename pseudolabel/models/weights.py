@@ -120,8 +120,7 @@ WEIGHTS: dict[str, WeightSpec] = {
             None,
             600,
             "CLIPN ViT-B/16 'no' text tower (OpenCLIP laion2b based)",
-            manual="the CLIPN project (ICCV 2023) distributes it outside package registries; "
-            "download it there and pass its path with --exclusion-weights",
+            manual="the CLIPN project (ICCV 2023) distributes it outside package registries",
         ),
         WeightSpec(
             "resnet101_imagenet",
@@ -141,7 +140,7 @@ WEIGHTS: dict[str, WeightSpec] = {
             170,
             "DeepLab's COCO-trained Caffe ResNet-101 init (--backbone resnet101-caffe --backbone-weights coco)",
             manual="deeplab-pytorch makes it from the DeepLab authors' init.caffemodel "
-            "(scripts/setup_caffemodels.sh, then python convert.py --dataset coco); pass its path",
+            "(scripts/setup_caffemodels.sh, then python convert.py --dataset coco)",
         ),
         WeightSpec(
             "deeplab_voc12_msc",
@@ -208,7 +207,7 @@ def resolve_weights(value: str, kind: str, download: bool = True, allow_director
         if path.is_file():
             return path
         if not download or offline() or spec.url is None:
-            raise WeightsError(missing_message(spec))
+            raise MissingWeights(spec)
         return download_weights(spec)
     path = Path(value).expanduser()
     if path.is_file() or (allow_directory and path.is_dir()):
@@ -222,15 +221,41 @@ def _names(kind: str) -> str:
     return ", ".join(name for name, spec in WEIGHTS.items() if spec.kind == kind) or "none"
 
 
-def missing_message(spec: WeightSpec) -> str:
-    """One line: which file is missing, where it was looked for, how to get it."""
-    path = cached_path(spec)
-    if spec.url is None:
-        return f"missing weights {spec.filename}: looked for {path}; {spec.manual}, or place it at {path}"
-    return (
-        f"missing weights {spec.filename}: looked for {path}; get it with `pseudolabel models download "
-        f"{spec.name}` or from {spec.url} and place it there (or pass a file path)"
-    )
+class MissingWeights(WeightsError):
+    """A registry checkpoint that is not in the cache and cannot be downloaded here."""
+
+    def __init__(self, spec: WeightSpec) -> None:
+        self.spec = spec
+        super().__init__(missing_message([spec]))
+
+
+def missing_message(specs: list[WeightSpec]) -> str:
+    """One short line: which files are missing, where they were looked for, what puts them there."""
+    several = len(specs) > 1
+    files = ", ".join(spec.filename + (f" ({spec.manual})" if spec.manual else "") for spec in specs)
+    where = f"looked in {cache_dir()}" if several else f"looked for {cached_path(specs[0])}"
+    them = "them" if several else "it"
+    names = " ".join(spec.name for spec in specs if spec.url)
+    fetch = f"`pseudolabel models download {names}` fetches {them} where there is network; " if names else ""
+    return f"missing weights {files}: {where}; {fetch}copy {them} there or pass a path"
+
+
+def check_all(resolvers: list[Callable[[], object]]) -> None:
+    """Run every resolver (a function that finds or downloads one checkpoint) and raise one
+    WeightsError naming every failure, so a run learns of all missing files at once."""
+    missing: list[WeightSpec] = []
+    problems: list[str] = []
+    for resolve in resolvers:
+        try:
+            resolve()
+        except MissingWeights as error:
+            missing.append(error.spec)
+        except WeightsError as error:
+            problems.append(str(error))
+    if missing:
+        problems.insert(0, missing_message(missing))
+    if problems:
+        raise WeightsError("; ".join(problems))
 
 
 def sha256_file(path: Path) -> str:
@@ -263,7 +288,7 @@ def download_weights(
     """
     path = cached_path(spec)
     if spec.url is None:
-        raise WeightsError(missing_message(spec))
+        raise MissingWeights(spec)
     if spec.sha256 is None and not allow_unverified:
         raise WeightsError(
             f"{spec.name} has no published sha256; download it with `pseudolabel models download {spec.name} "
@@ -289,7 +314,8 @@ def download_weights(
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise WeightsError(
-            f"could not download {spec.filename} from {spec.url} ({reason}); {missing_message(spec)}"
+            f"could not download {spec.name} ({reason}): fetch {spec.url} on a machine with network and copy "
+            f"it to {path}, or pass its path"
         ) from error
     return path
 
