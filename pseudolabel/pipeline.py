@@ -99,6 +99,8 @@ class RunSummary:
     interrupted: bool = False
     seconds: float = 0.0
     tallies: dict[str, Counter[str]] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """(image id, one-line cause) of each failed image, in the order they failed."""
 
     @classmethod
     def combined(cls, summaries: list[RunSummary]) -> RunSummary:
@@ -109,6 +111,7 @@ class RunSummary:
             total.already_done += part.already_done
             total.done += part.done
             total.failed += part.failed
+            total.failures += part.failures
             total.interrupted = total.interrupted or part.interrupted
             total.add_tallies(part.tallies)
         return total
@@ -338,6 +341,7 @@ def _finish_item(item: Item, options: RunOptions, manifest: Manifest, summary: R
     if result is None:
         manifest.write({**record, "status": "failed", "error": item.error})
         summary.failed += 1
+        summary.failures.append((item.image_id, str(item.error)))
         return
     try:
         manifest.write({**record, **result.record, "status": "ok"})

@@ -180,3 +180,17 @@ def test_decode_workers_default_to_none_on_the_cpu(monkeypatch: pytest.MonkeyPat
     assert decode_workers(None, torch.device("cuda")) == 4
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert decode_workers(None, torch.device("cuda")) == 1
+
+
+def test_the_summary_names_the_failed_images_and_their_causes(tmp_path: Path) -> None:
+    voc = small_voc(tmp_path, count=8)
+    for index in range(1, 8):
+        (voc / "JPEGImages" / f"im{index}.jpg").write_bytes(b"not a jpeg")
+    result = generate_tiny(voc, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = lines.index("7 images failed (status 'failed' in the manifest):")
+    shown = lines[start + 1 : start + 7]
+    assert [line.split(":")[0] for line in shown[:5]] == ["  im1", "  im2", "  im3", "  im4", "  im5"]
+    assert all("cannot decode image" in line and f"im{i}.jpg" in line for i, line in enumerate(shown[:5], 1))
+    assert shown[5] == "  and 2 more"

@@ -14,6 +14,9 @@ from rich.text import Text
 
 from pseudolabel.cli.app import console, err_console, progress_bar
 
+FAILURES_SHOWN = 5
+"""Failed images named with their causes at the end of a run (the manifest has them all)."""
+
 
 class RateColumn(ProgressColumn):
     """Images per second of a Rich progress task."""
@@ -88,7 +91,11 @@ def print_run_summary(summary: Any, out: Path) -> None:
         soft_wrap=True,
     )
     if summary.failed:
-        err_console.print(f"[yellow]{summary.failed} images failed: see status 'failed' in the manifest[/]")
+        err_console.print(f"[yellow]{summary.failed} images failed (status 'failed' in the manifest):[/]")
+        for image_id, cause in summary.failures[:FAILURES_SHOWN]:
+            err_console.print(f"  {escape(image_id)}: {escape(cause)}", highlight=False, soft_wrap=True)
+        if summary.failed > FAILURES_SHOWN:
+            err_console.print(f"  and {summary.failed - FAILURES_SHOWN} more")
     for title, counts in sorted(summary.tallies.items()):
         table = Table(title=title)
         table.add_column("what")
