@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pseudolabel.config import plain, write_config_document
 from pseudolabel.datasets.base import Dataset, Sample
 from pseudolabel.devices import autocast_dtype, resolve_device
 from pseudolabel.errors import ConfigError
@@ -32,8 +33,12 @@ from pseudolabel.registry import (
     RefinerSettings,
     create_refiners,
 )  # fmt: skip
+from pseudolabel.run_settings import check_and_record
 from pseudolabel.scoremaps import DEFAULT_UNSURE_MARGIN, ScoreMaps
 from pseudolabel.stages import Refiner, ScoreRefineDecode
+
+API_COMMAND = "python-api"
+"""The command name :func:`run` records in its output folder."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,16 @@ class Labeling:
 
 
 class Labeler:
-    """Maps an image and its class names to a :class:`Labeling`; models are built once."""
+    """Maps an image and its class names to a :class:`Labeling`; models are built once.
 
-    def __init__(self, image_function: ScoreRefineDecode, prompts: PromptSet) -> None:
+    ``settings``: what the labeler was made with that changes its outputs (method, prompt set,
+    refiners, model names and weights, labeler and refiner settings), as plain values; :func:`run`
+    records it in its output folder."""
+
+    def __init__(self, image_function: ScoreRefineDecode, prompts: PromptSet, settings: dict[str, Any]) -> None:
         self.image_function = image_function
         self.prompts = prompts
+        self.settings = settings
 
     def __call__(self, image: np.ndarray | str | os.PathLike[str], classes: Sequence[str]) -> Labeling:
         """Label ``image`` (uint8 [H, W, 3] RGB, or an image file) given the names of its classes."""
@@ -88,9 +98,19 @@ def create_labeler(
     overrides ``device`` and ``precision``; ``default`` weights are the published ones."""
     prompt_set = load_prompts(prompts) if isinstance(prompts, str) else prompts
     hub = _hub(device, precision, models)
-    scorer = LABELERS[method](hub, prompt_set, settings or LabelerSettings())
-    refiners = create_refiners(tuple(refine), hub, refiner_settings or RefinerSettings())
-    return Labeler(ScoreRefineDecode(scorer, unsure_margin, refiners, max_side, hub.batch_preparer()), prompt_set)
+    settings, refiner_settings = settings or LabelerSettings(), refiner_settings or RefinerSettings()
+    scorer = LABELERS[method](hub, prompt_set, settings)
+    refiners = create_refiners(tuple(refine), hub, refiner_settings)
+    models_used = asdict(hub.settings)
+    models_used.pop("device")  # where it ran does not change the outputs
+    models_used["autocast_dtype"] = str(models_used["autocast_dtype"] or "fp32")
+    recorded = {
+        "method": method, "prompts": prompt_set.source, "classes": prompt_set.class_names, "refine": list(refine),
+        "unsure_margin": unsure_margin, "max_side": max_side, "models": models_used,
+        "labeler": asdict(settings), "refiners": asdict(refiner_settings),
+    }  # fmt: skip
+    function = ScoreRefineDecode(scorer, unsure_margin, refiners, max_side, hub.batch_preparer())
+    return Labeler(function, prompt_set, plain(recorded, absolute_paths=True))
 
 
 def create_refiner(
@@ -127,9 +147,16 @@ def run(
 ) -> RunSummary:
     """Label a dataset split into ``out`` as ``generate`` does: palette PNGs, ``manifest.jsonl``,
     resume of finished images, optional saved scores; ``batch_size`` images share one SAM
-    encoder pass; ``engine=RayEngine(...)`` labels on Ray actors (the labeler is sent to each)."""
+    encoder pass; ``engine=RayEngine(...)`` labels on Ray actors (the labeler is sent to each).
+
+    Like ``generate``, it records the settings in ``out`` (``.pseudolabel-settings.json``: a resume
+    with another labeler is refused unless ``overwrite``) and writes them to ``config.yaml``, under
+    ``python-api`` in the API's own terms (it documents the run; ``--config`` does not take it)."""
     if dataset.class_names != labeler.prompts.class_names:
         raise ConfigError("the dataset's classes differ from the labeler's prompt set; open both with the same prompts")
     scores_dir = Path(save_scores) if save_scores is not None else None
     options = RunOptions(Path(out), scores_dir, overwrite, limit, shard, num_workers, batch_size=batch_size)
+    recorded = {**labeler.settings, "images": plain(dataset.image_root, absolute_paths=True)}
+    check_and_record(Path(out), {"command": API_COMMAND, "options": recorded}, overwrite, {})
+    write_config_document(Path(out) / "config.yaml", API_COMMAND, recorded)
     return run_images(dataset, lambda: labeler.image_function, options, engine=engine)

@@ -107,18 +107,27 @@ def display_name(ctx: typer.Context, name: str) -> str:
 def resolved_config(ctx: typer.Context) -> dict[str, Any]:
     """The options a command ran with, keyed by flag name, ready to be written as YAML."""
     command = ctx.command.name or ""
-    options = {display_name(ctx, name): plain(value) for name, value in ctx.params.items() if name != "config"}
+    return config_document(command, {display_name(ctx, n): v for n, v in ctx.params.items() if n != "config"})
+
+
+def config_document(command: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``config.yaml``'s content: the records (command, version, time), then ``command``'s options."""
     return {
         "command": command,
         "pseudolabel_version": __version__,
         "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command: options,
+        command: plain(options),
     }
 
 
 def write_resolved_config(path: Path, ctx: typer.Context) -> None:
     """Write the resolved config; the file can be passed back with ``--config`` to rerun."""
     atomic_write_text(path, yaml.safe_dump(resolved_config(ctx), sort_keys=False))
+
+
+def write_config_document(path: Path, command: str, options: dict[str, Any]) -> None:
+    """Write :func:`config_document` of ``command`` and its options (the Python API's runs)."""
+    atomic_write_text(path, yaml.safe_dump(config_document(command, options), sort_keys=False))
 
 
 def write_run_config(out_dir: Path, ctx: typer.Context, overwrite: bool) -> None:

@@ -3,11 +3,13 @@ published weights), and its results equal the command line's."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from helpers import torch_threads
 from tiny_clip import TINY_CLIP
 from typer.testing import CliRunner
@@ -16,6 +18,7 @@ import pseudolabel
 from pseudolabel.cli import app
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import load_rgb
+from pseudolabel.manifest import read_manifest
 from pseudolabel.masks import read_mask
 from pseudolabel.models import clip as clip_module
 from pseudolabel.models.weights import WEIGHTS, cached_path
@@ -91,3 +94,23 @@ def test_api_run_on_a_ray_engine_equals_the_local_run(
     assert local.done == on_ray.done == 2
     for png in (tmp_path / "local").glob("*.png"):
         assert (tmp_path / "ray" / png.name).read_bytes() == png.read_bytes()
+
+
+def test_api_run_records_its_settings_and_refuses_a_resume_with_others(tmp_path: Path, tiny_default_clip: None) -> None:
+    """As ``generate`` does: config.yaml and the resume settings; another labeler into the same
+    folder is refused before any image, the same one resumes."""
+    dataset = pseudolabel.open_dataset("voc", ROOT / "examples" / "voc" / "VOC2012")
+    labeler = pseudolabel.create_labeler("cam", device="cpu", refine=["crf"])
+    assert pseudolabel.run(labeler, dataset, tmp_path / "out", limit=1).done == 1
+    config = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert config["command"] == "python-api"
+    written = config["python-api"]
+    assert written["method"] == "cam" and written["refine"] == ["crf"] and written["unsure_margin"] == 0.05
+    assert written["labeler"]["cam"]["caa_threshold"] == 0.4 and written["refiners"]["crf"]["iterations"] == 10
+    assert written["images"] == str((ROOT / "examples" / "voc" / "VOC2012" / "JPEGImages").resolve())
+    assert json.loads((tmp_path / "out" / ".pseudolabel-settings.json").read_text())["command"] == "python-api"
+    other = pseudolabel.create_labeler("cam", device="cpu", refine=["crf"], unsure_margin=0.2)
+    with pytest.raises(ConfigError, match=r"--unsure-margin was 0\.05, now 0\.2"):
+        pseudolabel.run(other, dataset, tmp_path / "out", limit=2)
+    assert len(read_manifest(tmp_path / "out" / "manifest.jsonl")) == 1
+    assert pseudolabel.run(labeler, dataset, tmp_path / "out", limit=2).already_done == 1
