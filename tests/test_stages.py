@@ -3,6 +3,7 @@ the shared SAM, and the deprecated and short forms of the refine flags."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,15 +157,45 @@ def test_refine_short_form_and_deprecated_method(tmp_path: Path, monkeypatch) ->
     assert none.exit_code == 1 and "name the refiners" in none.output
 
 
-@pytest.mark.parametrize(
-    "command", ["generate", "refine", "score", "inspect", "train-seg", "predict", "overlay", "report", "export"]
-)
-def test_help_fits_an_80_column_terminal_without_cutting_option_names(command: str) -> None:
-    result = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": "80", "TERM": "xterm"})
+HELP_COMMANDS = ["", "generate", "refine", "score", "inspect", "train-seg", "predict", "overlay", "report", "export",
+                 "models", "models list", "models download", "models verify"]  # fmt: skip
+
+
+def _help(command: str, columns: int) -> str:
+    result = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": str(columns), "TERM": "xterm"})
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines and max(len(line) for line in lines) <= 80
-    assert "…" not in result.output, [line for line in lines if "…" in line]
+    return result.output
+
+
+def _words(text: str) -> list[str]:
+    """The words of a help text, a word broken after its hyphen at a line end joined again."""
+    return re.sub(r"-\n\s+", "-", text).split()
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_help_reads_whole_at_80_and_120_columns(command: str, columns: int) -> None:
+    """Every line fits, nothing is cut or split inside a word (the same words as on a wide
+    terminal), descriptions get room, and flags show no type where they take no value."""
+    text = _help(command, columns)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= columns, [line for line in lines if len(line) > columns]
+    body = "\n".join(line for line in lines if not line.startswith("Usage:"))  # [ARGS]... means more may follow
+    assert "…" not in body and "..." not in body
+    assert _words(text) == _words(_help(command, 1000))
+    assert "<bool>" not in text
+    described = [line for line in lines if line.startswith("  --") and "  " in line.strip()]
+    for line in described:  # a description beside its flag starts by column 35 at the latest
+        assert len(line) - len(line.strip().split("  ", 1)[1].lstrip()) <= 35, line
+
+
+def test_the_method_choice_sits_in_its_own_panel_and_bad_choices_read_plainly() -> None:
+    text = _help("generate", 80)
+    assert text.index("Method:\n  --method <cam|grounded-sam>") < text.index("CAM:\n")
+    result = runner.invoke(app, ["generate", "--dataset", "pascal", "--out", "x"], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    assert "Invalid value for '--dataset': 'pascal' is not one of 'voc', 'coco', 'folder'." in result.output
+    assert "Value error" not in result.output
 
 
 def test_the_command_line_starts_without_importing_torch() -> None:

@@ -142,8 +142,9 @@ def test_resolve_downloads_on_first_use(server: str, monkeypatch: pytest.MonkeyP
 
 
 def test_models_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    listing = runner.invoke(app, ["models", "list"])
+    listing = runner.invoke(app, ["models", "list"], env={"COLUMNS": "80"})
     assert listing.exit_code == 0 and "sam_vit_h" in listing.output
+    assert "…" not in listing.output and "--allow-unverified" in listing.output  # folded, never cut
     path = cached_path(WEIGHTS["sam_vit_b"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not the real file")

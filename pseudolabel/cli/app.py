@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 from pathlib import Path
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from pseudolabel import __version__
 from pseudolabel.errors import PseudolabelError
@@ -30,6 +31,36 @@ def remember_output_folder(folder: Path | None) -> None:
     _session["output_folder"] = folder
 
 
+class PanelledCommand(TyperCommand):
+    """Help in Click's plain layout, options grouped under their panels: each description wraps
+    beside its flag, or starts below a long one, so it reads at any terminal width (Rich's table
+    squeezed descriptions into a narrow column at 80 columns)."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                default = "Arguments" if param.param_type_name == "argument" else "Options"
+                panels.setdefault(getattr(param, "rich_help_panel", None) or default, []).append(record)
+        for title, rows in panels.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        """The help's first sentence, whole: the command list wraps it rather than cutting it."""
+        first = inspect.cleandoc(self.help or "").split("\n\n")[0].replace("\n", " ")
+        return first.split(". ")[0].rstrip(".")
+
+
+class PseudolabelTyper(typer.Typer):
+    """A Typer whose commands print their help as :class:`PanelledCommand` does."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", PanelledCommand)
+        return super().command(*args, **kwargs)
+
+
 class PseudolabelGroup(TyperGroup):
     """Prints a user error as one line on stderr and exits 1, without a traceback; an internal
     error (a bug) prints one line too and saves its traceback to ``OUT/error.log``."""
@@ -37,6 +68,9 @@ class PseudolabelGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as error:  # typer's choice check words it as a pydantic error
+            error.message = str(error.message).replace("Value error, ", "")
+            raise
         except PseudolabelError as error:
             err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             ctx.exit(1)
@@ -70,16 +104,19 @@ def report_internal_error(error: Exception) -> None:
     )
 
 
-app = typer.Typer(
+app = PseudolabelTyper(
     cls=PseudolabelGroup,
     help="Image-level labels in, per-pixel pseudo-label masks out: generate, refine and score them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
-models_app = typer.Typer(
-    cls=PseudolabelGroup, help="List, download and verify model checkpoints.", no_args_is_help=True
+models_app = PseudolabelTyper(
+    cls=PseudolabelGroup,
+    help="List, download and verify model checkpoints.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(models_app, name="models")
 

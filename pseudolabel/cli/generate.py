@@ -14,6 +14,7 @@ from pseudolabel.cli.options import (
     DATA,
     EXCLUSION,
     GROUNDED,
+    METHOD,
     REFINEMENT,
     RUN,
     ZERO_SHOT,
@@ -105,7 +106,7 @@ def generate(
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    method: Annotated[Method, _option("Labeler: cam or grounded-sam.", CAM)] = Method.cam,
+    method: Annotated[Method, _option("Labeler: cam or grounded-sam.", METHOD)] = Method.cam,
     clip_model: Annotated[str, _option("open_clip architecture or JSON config.", CAM)] = ModelSettings.clip_model,
     clip_weights: Annotated[str, _option("default (OpenAI's), a file, or random.", CAM)] = (ModelSettings.clip_weights),
     synonyms: Annotated[

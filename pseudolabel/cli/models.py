@@ -20,8 +20,9 @@ def models_list() -> None:
     from pseudolabel.models.weights import WEIGHTS, cache_dir, cached_path
 
     table = Table(title=f"checkpoints (cache: {cache_dir()})")
-    for heading in ("name", "kind", "size", "cached", "description"):
-        table.add_column(heading)
+    for heading in ("name", "kind", "size", "cached"):
+        table.add_column(heading, no_wrap=True)
+    table.add_column("description", overflow="fold")  # long words fold onto the next line, never cut
     for spec in WEIGHTS.values():
         table.add_row(
             spec.name, spec.kind, f"{spec.size_mb} MB", "yes" if cached_path(spec).is_file() else "no", spec.description
@@ -31,7 +32,9 @@ def models_list() -> None:
 
 @models_app.command("download")
 def models_download(
-    names: Annotated[list[str] | None, typer.Argument(help="Registry names (see `pseudolabel models list`).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAMES", help="Registry names (see `pseudolabel models list`).")
+    ] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Download every checkpoint with a URL.")] = False,
     allow_unverified: Annotated[bool, typer.Option(help="Allow checkpoints whose publisher gives no sha256.")] = False,
 ) -> None:
@@ -65,7 +68,9 @@ def _download_with_progress(spec: Any, allow_unverified: bool) -> Path:
 
 @models_app.command("verify")
 def models_verify(
-    names: Annotated[list[str] | None, typer.Argument(help="Registry names; default: all cached ones.")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="NAMES", help="Registry names; default: all cached ones.")
+    ] = None,
 ) -> None:
     """Check cached checkpoints against their sha256; exit 1 on a mismatch."""
     from pseudolabel.models.weights import WEIGHTS, cache_dir, verify_weights

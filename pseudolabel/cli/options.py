@@ -13,8 +13,9 @@ from pseudolabel.config import load_config_file
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
-DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN, SCALE = (
-    "Data", "CAM", "Grounded-SAM", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run", "Scale out"
+METHOD, DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN, SCALE = (
+    "Method", "Data", "CAM", "Grounded-SAM", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run",
+    "Scale out",
 )  # fmt: skip
 
 
