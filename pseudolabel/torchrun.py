@@ -8,7 +8,9 @@ summary of all ranks.
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import time
 from dataclasses import dataclass
 
 from pseudolabel.errors import ConfigError
@@ -42,6 +44,17 @@ def is_main_process() -> bool:
     """True in a single-process run and in rank 0 of a torchrun one."""
     place = torchrun_place()
     return place is None or place.main
+
+
+def tell_torchrun(message: str) -> None:
+    """Hand a failing rank's one-line message to torchrun (its ``TORCHELASTIC_ERROR_FILE``), whose
+    failure report then shows it for the rank instead of a link to its docs."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            # the layout torch's own ``record`` writes; its report shows ``py_callstack`` as the traceback
+            extra = {"py_callstack": message, "timestamp": str(int(time.time()))}
+            json.dump({"message": {"message": message, "extraInfo": extra}}, handle)
 
 
 def run_shard(text: str) -> tuple[int, int]:

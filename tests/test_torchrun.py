@@ -66,3 +66,23 @@ def test_each_rank_takes_its_own_gpu(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert local_device("auto") == "cuda:1"
+
+
+def test_a_user_error_under_torchrun_is_one_line_and_names_itself_in_torchruns_report(tmp_path: Path) -> None:
+    """Trainable batch norm needs SyncBatchNorm, which has no CPU backend: every rank stops with the
+    same user error. Rank 0 prints it once; each rank hands it to torchrun, whose failure report
+    then shows it instead of a link to its docs (torchrun's own traceback is torch's to print)."""
+    voc = Path(__file__).resolve().parents[1] / "examples" / "voc"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port]
+    args = ["train-seg", "--dataset", "voc", "--root", str(voc / "VOC2012"), "--masks", str(voc / "coarse_masks"),
+            "--out", str(tmp_path / "run"), "--backbone", "resnet18", "--backbone-weights", "random", "--iters", "2",
+            "--batch-size", "4", "--crop-size", "48", "--num-workers", "0", "--device", "cpu"]  # fmt: skip
+    done = subprocess.run([*torchrun, "-m", "pseudolabel", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    message = "error: trainable batch norm needs SyncBatchNorm, which runs on GPUs only; use --freeze-bn on the CPU"
+    output = done.stdout + done.stderr
+    assert output.count(f"\n{message}\n") == 1, output
+    assert output.count(f"traceback : {message}") == 2 and "To enable traceback see" not in output

@@ -17,6 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 from pseudolabel import __version__
 from pseudolabel.errors import PseudolabelError
 from pseudolabel.files import atomic_write_text, home_dir
+from pseudolabel.torchrun import is_main_process, tell_torchrun
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,13 +73,21 @@ class PseudolabelGroup(TyperGroup):
             error.message = str(error.message).replace("Value error, ", "")
             raise
         except PseudolabelError as error:
-            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            report_user_error(str(error))
             ctx.exit(1)
         except (typer.TyperException, typer.Exit, typer.Abort):  # usage errors, --help, Ctrl-C: click's own
             raise
         except Exception as error:
             report_internal_error(error)
             ctx.exit(1)
+
+
+def report_user_error(message: str) -> None:
+    """``error: <message>`` on stderr, once: under torchrun rank 0 prints it and every failing rank
+    hands it to torchrun, whose report names it per rank."""
+    tell_torchrun(f"error: {message}")
+    if is_main_process():
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def report_internal_error(error: Exception) -> None:
@@ -95,6 +104,7 @@ def report_internal_error(error: Exception) -> None:
         saved = "the traceback could not be saved"
     if _session["debug"]:
         err_console.print(text, highlight=False, markup=False)
+    tell_torchrun(f"internal error (a bug): {type(error).__name__}: {error}{where}; {saved}")
     err_console.print(
         f"[bold red]error:[/] internal error (a bug): {type(error).__name__}: {escape(str(error))}{where}; "
         f"{escape(saved)}; "
