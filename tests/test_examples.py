@@ -92,3 +92,20 @@ def test_every_subpackage_and_data_file_is_declared_for_wheels() -> None:
     for package, patterns in config["package-data"].items():
         folder = repo / config.get("package-dir", {}).get(package, package.replace(".", "/"))
         assert all(list(folder.glob(pattern)) for pattern in patterns), package
+
+
+def test_readme_try_it_without_downloads_line_runs_as_written(tmp_path: Path) -> None:
+    """The Set up section's random-weights line (real ViT-B/16 size) writes what it promises."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    setup = readme[readme.index("## Set up") : readme.index("## Commands")]
+    line = next(part for part in setup.split("`") if "--clip-weights random" in part)
+    assert line.startswith("pseudolabel generate ")
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    command = [sys.executable, "-m", "pseudolabel", *line.split()[1:]]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "weights are random: the masks mean nothing" in done.stderr
+    out = tmp_path / "out" / "try"
+    assert sorted(path.stem for path in out.glob("*.png")) == VocDataset(VOC_ROOT, "train").ids()
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 4
+    assert (out / "config.yaml").is_file() and (out / "report" / "index.html").stat().st_size > 10_000
