@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from pseudolabel.cli import app
 from pseudolabel.datasets.coco import CocoDataset
+from pseudolabel.errors import ConfigError
 from pseudolabel.masks import read_mask, write_mask
 
 runner = CliRunner()
@@ -110,3 +111,71 @@ def test_score_on_stock_coco_equals_score_on_the_hand_made_masks(tmp_path: Path,
         scores.append(json.loads(out.read_text()))
     for key in ("miou", "mbiou", "coverage", "pixel_accuracy"):
         assert scores[0][key] == pytest.approx(scores[1][key], abs=1e-12), key
+
+
+def _with_bad_annotations(root: Path) -> None:
+    """Adds to the tiny COCO file: a dog annotation with a 2-point polygon, a car with a 1-point
+    one, a cat whose box-shaped polygon has no area (to image a), a person drawn from one good
+    and one 2-point polygon (to image b), and an image c without annotations."""
+    path = root / "annotations" / "instances_train2014.json"
+    data = json.loads(path.read_text())
+    data["annotations"] += [
+        {"id": 5028, "image_id": 1, "category_id": DOG[0], "segmentation": [[30, 40, 90, 100]], "iscrowd": 0},
+        {"id": 5029, "image_id": 2, "category_id": 3, "segmentation": [[30, 4]], "iscrowd": 0},
+        {"id": 5030, "image_id": 1, "category_id": CAT[0], "segmentation": [[1, 1, 9, 1, 9, 1, 1, 1]], "iscrowd": 0},
+        {"id": 5031, "image_id": 2, "category_id": PERSON[0], "iscrowd": 0,
+         "segmentation": [[30.25, 2.25, 37.75, 2.25, 37.75, 5.75, 30.25, 5.75], [3, 3, 4, 4]]},
+    ]  # fmt: skip
+    data["images"].append({"id": 3, "file_name": "c.jpg", "width": 40, "height": 30})
+    Image.new("RGB", (40, 30)).save(root / "train2014" / "c.jpg")
+    path.write_text(json.dumps(data))
+
+
+def test_degenerate_polygons_and_unannotated_images_are_skipped_and_counted(tmp_path: Path) -> None:
+    root, expected = _tiny_coco(tmp_path / "coco")
+    _with_bad_annotations(root)
+    dataset = CocoDataset(root, "train2014")
+    assert dataset.notices == [
+        "instances_train2014.json: 3 annotations skipped, their polygons have fewer than 3 points or no area "
+        "(no label, no GT): ids 5028, 5029, 5030",
+        "instances_train2014.json: 1 image of 3 left out, without annotations (no image-level labels): c.jpg",
+    ]
+    assert dataset.ids() == ["a", "b"] and dataset.classes("b") == (PERSON[1],)  # no car from annotation 5029
+    dataset.prepare_gt()
+    expected["b"][2:6, 30:38] = PERSON[1]  # the good polygon of annotation 5031
+    for image_id, mask in expected.items():
+        np.testing.assert_array_equal(read_mask(dataset.gt_path(image_id)), mask)
+
+
+@pytest.mark.parametrize("command", ["inspect", "score", "generate"])
+def test_commands_on_a_stock_coco_file_with_bad_annotations_say_what_they_skipped(tmp_path: Path, command: str) -> None:
+    from tiny_clip import write_tiny_config
+
+    root, expected = _tiny_coco(tmp_path / "coco")
+    _with_bad_annotations(root)
+    for image_id, mask in expected.items():
+        write_mask(tmp_path / "pred" / f"{image_id}.png", np.where(mask == 255, 0, mask).astype(np.uint8))
+    args = [command, "--dataset", "coco", "--root", str(root), "--split", "train2014"]
+    args += {
+        "inspect": [],
+        "score": ["--pred", str(tmp_path / "pred")],
+        "generate": ["--out", str(tmp_path / "out"), "--clip-weights", "random", "--device", "cpu",
+                     "--clip-model", str(write_tiny_config(tmp_path)), "--num-workers", "0"],
+    }[command]  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "note: instances_train2014.json: 3 annotations skipped" in result.output
+    assert "note: instances_train2014.json: 1 image of 3 left out" in result.output
+    if command == "generate":
+        assert "2 images labelled, 0 failed" in result.output
+
+
+def test_an_unknown_category_id_is_named_with_the_nearest_valid_ones(tmp_path: Path) -> None:
+    root, _ = _tiny_coco(tmp_path / "coco")
+    path = root / "annotations" / "instances_train2014.json"
+    data = json.loads(path.read_text())
+    data["annotations"].append({"id": 5028, "image_id": 1, "category_id": 12, "segmentation": [], "iscrowd": 0})
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"annotation 5028 has category_id 12, which is not a category of the "
+                       r"file; nearest: 11 'fire hydrant', 13 'stop sign', 10 'traffic light'$"):  # fmt: skip
+        CocoDataset(root, "train2014")

@@ -138,7 +138,7 @@ def test_a_coco_file_with_its_own_categories_labels_its_images(tmp_path: Path) -
     assert dataset.class_names == ["background", "gadget", "widget"] and dataset.classes("a") == (1, 2)
     data["annotations"].append({"id": 3, "image_id": 1, "category_id": 99})
     path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="annotation 3 has an unknown category_id"):
+    with pytest.raises(ConfigError, match="annotation 3 has category_id 99, which is not a category of the file"):
         CocoDataset(root, "train")
 
 

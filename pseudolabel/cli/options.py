@@ -163,7 +163,18 @@ class DatasetArgs:
         dataset = build(self.root, split or self.split, prompt_set, self.labels, None, self.max_image_pixels)
         if own_classes and dataset.prompts.dataset == "custom":
             show_derived_classes(dataset.prompts)
+        show_notices(dataset.notices)
         return dataset
+
+
+def show_notices(notices: list[str]) -> None:
+    """Print what reading a dataset left out or changed, before any work."""
+    from rich.markup import escape
+
+    from pseudolabel.cli.app import err_console
+
+    for notice in notices:
+        err_console.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
 
 
 def show_derived_classes(prompts: Any) -> None:

@@ -51,6 +51,8 @@ class Dataset:
         """Images must resolve (symlinks followed) inside this folder."""
         self.rejected: dict[str, str] = {}
         """Refused entries: id -> why."""
+        self.notices: list[str] = []
+        """What reading the split left out or changed, one line each, for the user to see first."""
 
     @property
     def class_names(self) -> list[str]:
@@ -106,6 +108,7 @@ class WithoutLabels(Dataset):
         self.name = inner.name
         self.image_root = inner.image_root
         self.rejected = inner.rejected
+        self.notices = inner.notices
 
     def ids(self) -> list[str]:
         return self.inner.ids()

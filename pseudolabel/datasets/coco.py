@@ -3,7 +3,9 @@
 Class ids are contiguous: 0 = background, then the 80 categories in increasing COCO category
 id (person = 1, ..., toothbrush = 80); ``prompts/coco.yaml`` records each class's ``coco_id``.
 Images without any instance annotation are left out of the split (they carry no image-level
-label). Optional GT masks with contiguous ids are read from SegmentationClass/<split>/<stem>.png.
+label), and annotations whose polygons all have fewer than 3 points or no area give no label;
+``notices`` says how many of each. Optional GT masks with contiguous ids are read from
+SegmentationClass/<split>/<stem>.png.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.datasets.coco_gt import cache_folder, render_cache
+from pseudolabel.datasets.coco_gt import cache_folder, drawable, render_cache
 from pseudolabel.errors import ConfigError
 from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -75,13 +77,37 @@ class CocoDataset(Dataset):
                 )
         files = {str(image["id"]): image["file_name"] for image in data.get("images", [])}
         labels: dict[str, set[int]] = defaultdict(set)
+        degenerate = []
         for annotation in data.get("annotations", []):
-            if annotation.get("category_id") not in contiguous:
-                raise ConfigError(f"{path}: annotation {annotation.get('id')} has an unknown category_id")
-            labels[str(annotation["image_id"])].add(contiguous[annotation["category_id"]])
+            category = annotation.get("category_id")
+            if category not in contiguous:
+                nearest = self._nearest(category, contiguous)
+                raise ConfigError(f"{path}: annotation {annotation.get('id')} has category_id {category!r}, which "
+                                  f"is not a category of the file; nearest: {nearest}")  # fmt: skip
+            if annotation.get("segmentation") and drawable(annotation["segmentation"]) is None:
+                degenerate.append(annotation.get("id"))  # nothing to draw: no label from it either
+                continue
+            labels[str(annotation["image_id"])].add(contiguous[category])
+        if degenerate:
+            self.notices.append(
+                f"{path.name}: {_counted(degenerate, 'annotation')} skipped, their polygons have fewer than 3 points "
+                f"or no area (no label, no GT): ids {_listed(degenerate)}"
+            )
+        unlabelled = [files[key] for key in files if key not in labels]
+        if unlabelled:
+            self.notices.append(
+                f"{path.name}: {_counted(unlabelled, 'image')} of {len(files)} left out, without annotations "
+                f"(no image-level labels): {_listed(unlabelled)}"
+            )
         by_stem_files = {Path(files[key]).stem: files[key] for key in labels if key in files}
         by_stem_labels = {Path(files[key]).stem: tuple(sorted(value)) for key, value in labels.items() if key in files}
         return by_stem_files, by_stem_labels
+
+    def _nearest(self, category: object, contiguous: dict[int, int]) -> str:
+        """The file's three category ids closest to ``category``, with their names."""
+        number = category if isinstance(category, (int, float)) else 0
+        closest = sorted(contiguous, key=lambda known: (abs(known - number), known))[:3]
+        return ", ".join(f"{known} {self.class_names[contiguous[known]]!r}" for known in closest)
 
     def ids(self) -> list[str]:
         return sorted(self._files)
@@ -107,6 +133,16 @@ class CocoDataset(Dataset):
         if (self.root / "SegmentationClass" / self.split).is_dir():
             return
         render_cache(self.instances, self.split, coco_id_to_class_id(self.prompts), on_progress)
+
+
+def _counted(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''}"
+
+
+def _listed(items: list, shown: int = 10) -> str:
+    """The first ``shown`` items, then how many more."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(str(item) for item in items[:shown]) + more
 
 
 def coco_id_to_class_id(prompts: PromptSet) -> dict[int, int]:

@@ -3,7 +3,8 @@ with pycocotools, cached once as palette PNGs.
 
 Convention: the image starts as background; non-crowd instances are painted in the order the
 annotations file lists them (a later instance covers an earlier one where they overlap); crowd
-regions (``iscrowd: 1``) are then painted 255, so they are never scored. The cache lives in
+regions (``iscrowd: 1``) are then painted 255, so they are never scored. Polygons of fewer than
+3 points or of zero area are skipped (the dataset says how many when it opens). The cache lives in
 ``$PSEUDOLABEL_HOME/coco_gt/<split>-<digest>/`` (the digest names the annotations file by path,
 size and modification time) with ``complete.json`` once every image is written; an interrupted
 render resumes where it stopped.
@@ -35,6 +36,27 @@ def cache_folder(instances: Path, split: str) -> Path:
     return home_dir() / "coco_gt" / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def drawable(segmentation: Any) -> Any:
+    """What pycocotools can draw of a segmentation: its polygons of at least 3 points and non-zero
+    area (the others dropped; pycocotools fails on 1- and 2-point ones), or RLE as it is; None
+    when no polygon is left."""
+    if not isinstance(segmentation, list):
+        return segmentation
+    kept = [polygon for polygon in segmentation if _is_area(polygon)]
+    return kept or None
+
+
+def _is_area(polygon: Any) -> bool:
+    """A flat [x0, y0, x1, y1, ...] list of at least 3 points enclosing a non-zero area (shoelace)."""
+    if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+        return False
+    try:
+        xs, ys = np.asarray(polygon[0::2], np.float64), np.asarray(polygon[1::2], np.float64)
+    except (TypeError, ValueError):
+        return False
+    return bool(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) > 0)
+
+
 def instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     """bool [H, W] of one annotation's segmentation: polygons, compressed or uncompressed RLE."""
     from pycocotools import mask as coco_mask
@@ -55,13 +77,15 @@ def render_semantic(annotations: list[dict[str, Any]], height: int, width: int, 
         class_of: COCO category id -> contiguous class id.
     """
     label_map = np.zeros((height, width), np.uint8)
-    drawn = [a for a in annotations if a.get("segmentation")]  # detection-only entries have none
-    for annotation in drawn:
+    # detection-only entries have no segmentation; degenerate polygons are dropped (see drawable)
+    drawn = [(a, drawable(a["segmentation"])) for a in annotations if a.get("segmentation")]
+    drawn = [(annotation, segmentation) for annotation, segmentation in drawn if segmentation is not None]
+    for annotation, segmentation in drawn:
         if not annotation.get("iscrowd"):
-            label_map[instance_mask(annotation["segmentation"], height, width)] = class_of[annotation["category_id"]]
-    for annotation in drawn:
+            label_map[instance_mask(segmentation, height, width)] = class_of[annotation["category_id"]]
+    for annotation, segmentation in drawn:
         if annotation.get("iscrowd"):
-            label_map[instance_mask(annotation["segmentation"], height, width)] = IGNORE_INDEX
+            label_map[instance_mask(segmentation, height, width)] = IGNORE_INDEX
     return label_map
 
 
