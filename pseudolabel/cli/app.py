@@ -54,14 +54,6 @@ class PanelledCommand(TyperCommand):
         return first.split(". ")[0].rstrip(".")
 
 
-class PseudolabelTyper(typer.Typer):
-    """A Typer whose commands print their help as :class:`PanelledCommand` does."""
-
-    def command(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("cls", PanelledCommand)
-        return super().command(*args, **kwargs)
-
-
 class PseudolabelGroup(TyperGroup):
     """Prints a user error as one line on stderr and exits 1, without a traceback; an internal
     error (a bug) prints one line too and saves its traceback to ``OUT/error.log``."""
@@ -114,20 +106,24 @@ def report_internal_error(error: Exception) -> None:
     )
 
 
+class PseudolabelTyper(typer.Typer):
+    """The tool's Typer apps: errors as :class:`PseudolabelGroup` reports them, help as
+    :class:`PanelledCommand` prints it, and the help when called without a command."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=PseudolabelGroup, no_args_is_help=True, rich_markup_mode=None, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", PanelledCommand)
+        return super().command(*args, **kwargs)
+
+
 app = PseudolabelTyper(
-    cls=PseudolabelGroup,
     help="Image-level labels in, per-pixel pseudo-label masks out: generate, refine and score them.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode=None,
 )
-models_app = PseudolabelTyper(
-    cls=PseudolabelGroup,
-    help="List, download and verify model checkpoints.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
+models_app = PseudolabelTyper(help="List, download and verify model checkpoints.")
 app.add_typer(models_app, name="models")
 
 
