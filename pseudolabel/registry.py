@@ -137,7 +137,7 @@ def check_weights(settings: ModelSettings, models: list[str]) -> None:
 
 
 def labeler_models(method: str, settings: LabelerSettings) -> list[str]:
-    """The hub models (:meth:`ModelHub.check_weights` keys) the labeler ``method`` builds."""
+    """The hub models (:func:`check_weights` keys) the labeler ``method`` builds."""
     exclusion = settings.exclusion
     clipn = [f"clipn:{exclusion.weights}"] if exclusion.enabled and exclusion.weights != "clip" else []
     if method == "cam":
