@@ -43,6 +43,7 @@ from pseudolabel.devices import resolve_device
 from pseudolabel.labelers.cam import CamLabeler
 from pseudolabel.models.clip import create_clip
 from pseudolabel.prompts import load_prompts
+from pseudolabel.stage_record import StageRecord
 
 VOC = load_prompts("voc")
 
@@ -93,7 +94,7 @@ def time_ours(labeler: CamLabeler, root: Path, labels: dict[str, list[int]], dev
         rgb = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
         sync(device)
         start = time.perf_counter()
-        result, _ = labeler(Sample(image_id, rgb, tuple(ids), None))
+        result = labeler(Sample(image_id, rgb, tuple(ids), None), StageRecord())
         sync(device)
         seconds.append(time.perf_counter() - start)
         maps[image_id] = result.scores[1:]
