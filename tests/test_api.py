@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import torch_threads
+from helpers import stand_in_checkpoint, torch_threads
 from tiny_clip import TINY_CLIP
 from typer.testing import CliRunner
 
@@ -21,7 +21,6 @@ from pseudolabel.images import load_rgb
 from pseudolabel.manifest import read_manifest
 from pseudolabel.masks import read_mask
 from pseudolabel.models import clip as clip_module
-from pseudolabel.models.weights import WEIGHTS, cached_path
 from pseudolabel.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +31,7 @@ def tiny_default_clip(monkeypatch: pytest.MonkeyPatch) -> None:
     """``default`` CLIP weights cannot be downloaded here: the published architecture is swapped
     for the tiny one with random weights, and a stand-in file sits where the checkpoint would (the
     command checks that every checkpoint is there before any work)."""
-    placeholder = cached_path(WEIGHTS["clip_vit_b16_openai"])
-    placeholder.parent.mkdir(parents=True, exist_ok=True)
-    placeholder.write_bytes(b"stand-in")
+    stand_in_checkpoint("clip_vit_b16_openai")
     real = clip_module.build_clip
     monkeypatch.setattr(clip_module, "build_clip", lambda arch, weights, device: real(TINY_CLIP, "random", device))
 

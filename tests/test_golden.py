@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import torch_threads
+from helpers import stand_in_checkpoint, torch_threads
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
 from tiny_sam import tiny_sam
@@ -171,6 +171,7 @@ def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
     real_load_clipn = clipn.load_clipn
     monkeypatch.setattr(clipn, "load_clipn", lambda weights, device: real_load_clipn("random", device, TINY_CLIP))
+    stand_in_checkpoint("clipn_vit_b16")
 
 
 @pytest.mark.parametrize("name", list(RUNS))

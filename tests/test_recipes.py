@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import stand_in_checkpoint
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
 from tiny_sam import tiny_sam
@@ -121,6 +122,7 @@ def test_recipe_runs_on_the_example_data(path: Path, tmp_path: Path, monkeypatch
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
     real_load_clipn = clipn.load_clipn
     monkeypatch.setattr(clipn, "load_clipn", lambda weights, device: real_load_clipn("random", device, TINY_CLIP))
+    stand_in_checkpoint("clipn_vit_b16")
     sections = yaml.safe_load(path.read_text())
     assert sections, f"{path.name} is empty"
     dataset = ["--dataset", "voc", "--root", str(EXAMPLE_VOC), "--device", "cpu"]

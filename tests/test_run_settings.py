@@ -51,8 +51,11 @@ def test_a_folder_of_another_command_is_refused(tmp_path: Path) -> None:
 
 def test_a_first_run_that_wrote_no_image_may_be_rerun_with_new_settings(tmp_path: Path) -> None:
     voc, out = small_voc(tmp_path, 4), tmp_path / "out"
-    failed = generate_tiny(voc, out, "--clip-weights", str(tmp_path / "missing.pt"))
-    assert failed.exit_code == 1 and (out / SETTINGS_FILE).is_file()
+    missing = generate_tiny(voc, out, "--clip-weights", str(tmp_path / "missing.pt"))
+    assert missing.exit_code == 1 and not out.exists()  # checkpoints are checked before anything is written
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")  # there, so the run starts, but does not load
+    failed = generate_tiny(voc, out, "--clip-weights", str(tmp_path / "corrupt.pt"))
+    assert failed.exit_code == 1 and (out / SETTINGS_FILE).is_file(), failed.output
     assert generate_tiny(voc, out).exit_code == 0
 
 

@@ -196,7 +196,6 @@ def generate(
     labeler = labeler_settings(flags)
     refiner_names = parse_refiners(refine)
     refiners = refiner_settings(flags)
-    check_weights(models or cpu_model_settings(flags), run_models(method.value, labeler, refiner_names))
     if max_side and max_side < 32:
         raise ConfigError(f"--max-side must be 0 (full size) or at least 32 pixels, got {max_side}")
     if save_instances is not None and method is not Method.grounded_sam:
@@ -207,6 +206,8 @@ def generate(
         out, save_scores, overwrite, limit, run_shard(shard), decoders, instances_dir=save_instances, batch_size=batch
     )
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    # the flags and the dataset checked first, then every checkpoint (which may download), before any work
+    check_weights(models or cpu_model_settings(flags), run_models(method.value, labeler, refiner_names))
 
     def make_image_function() -> ScoreRefineDecode:
         hub = ModelHub(models or model_settings(flags))

@@ -127,12 +127,13 @@ def refine(
     flags = dict(ctx.params)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags)
-    check_weights(models or cpu_model_settings(flags), run_models(None, None, names))
     decoders, in_workers = refine_workers(names, num_workers)
     batch = default_batch_size(batch_size, models.device if models else None)
     shard_here = run_shard(shard)
     run = RunOptions(out, None, overwrite, limit, shard_here, decoders, label_in_workers=in_workers, batch_size=batch)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    # the flags and the dataset checked first, then every checkpoint (which may download), before any work
+    check_weights(models or cpu_model_settings(flags), run_models(None, None, names))
 
     def make_image_function() -> StoredMaskRefine:
         hub = ModelHub(models or model_settings(flags))
