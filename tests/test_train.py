@@ -140,11 +140,16 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
     single = [r["loss"] for r in read_manifest(tmp_path / "single" / "metrics.jsonl")]
     ddp = [r["loss"] for r in read_manifest(tmp_path / "ddp" / "metrics.jsonl")]
     assert len(single) == len(ddp) == 4
-    assert ddp == pytest.approx(single, rel=1e-4)
+    # The first loss comes before any update; later ones follow updates whose float sums split
+    # differently over 2 processes, and this high-rate run amplifies that: without vector units
+    # (ATEN_CPU_CAPABILITY=default) the 4th loss moved 8.6e-4 relative and a weight 1.3e-4, on
+    # AVX-512 3e-8 and 6e-8. A wrong reduction (a sum instead of a mean) moves them by tens of percent.
+    assert ddp[0] == pytest.approx(single[0], rel=1e-5)
+    assert ddp == pytest.approx(single, rel=5e-3)
     first = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
     second = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
     for key in first:
-        torch.testing.assert_close(second[key], first[key], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(second[key], first[key], atol=1e-3, rtol=1e-3)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
