@@ -4,6 +4,16 @@ The CLI prints their message as one line and exits with status 1; any other exce
 bug: the CLI prints one line and saves the traceback (``--debug`` prints it).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def listed(items: Sequence[object], shown: int = 10) -> str:
+    """The first ``shown`` items of a message's list, then how many more."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(str(item) for item in items[:shown]) + more
+
 
 class PseudolabelError(Exception):
     """A user error: the message says what is wrong, where, and how to fix it, in one line."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pseudolabel.datasets import Dataset
-from pseudolabel.errors import ConfigError
+from pseudolabel.errors import ConfigError, listed
 from pseudolabel.masks import IGNORE_INDEX, read_mask
 from pseudolabel.metrics import Counts, count_pair, summarize
 
@@ -81,9 +81,8 @@ def _pair(pred_dir: Path, gt_files: dict[str, Path], without_gt: int, allow_miss
     predictions = mask_files(pred_dir)
     missing = [name for name in gt_files if name not in predictions]
     if missing and not allow_missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise ConfigError(
-            f"{len(missing)} of {len(gt_files)} predictions are missing in {pred_dir}: {shown} "
+            f"{len(missing)} of {len(gt_files)} predictions are missing in {pred_dir}: {listed(missing)} "
             "(--allow-missing counts them as all-unsure)"
         )
     pairs = [Pair(name, gt, predictions.get(name)) for name, gt in gt_files.items()]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.datasets.coco_gt import cache_folder, drawable, render_cache
-from pseudolabel.errors import ConfigError
+from pseudolabel.errors import ConfigError, listed
 from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.prompts import PromptSet, load_prompts, name_key
@@ -91,13 +91,13 @@ class CocoDataset(Dataset):
         if degenerate:
             self.notices.append(
                 f"{path.name}: {_counted(degenerate, 'annotation')} skipped, their polygons have fewer than 3 points "
-                f"or no area (no label, no GT): ids {_listed(degenerate)}"
+                f"or no area (no label, no GT): ids {listed(degenerate)}"
             )
         unlabelled = [files[key] for key in files if key not in labels]
         if unlabelled:
             self.notices.append(
                 f"{path.name}: {_counted(unlabelled, 'image')} of {len(files)} left out, without annotations "
-                f"(no image-level labels): {_listed(unlabelled)}"
+                f"(no image-level labels): {listed(unlabelled)}"
             )
         by_stem_files = {Path(files[key]).stem: files[key] for key in labels if key in files}
         by_stem_labels = {Path(files[key]).stem: tuple(sorted(value)) for key, value in labels.items() if key in files}
@@ -137,12 +137,6 @@ class CocoDataset(Dataset):
 
 def _counted(items: list, noun: str) -> str:
     return f"{len(items)} {noun}{'s' if len(items) != 1 else ''}"
-
-
-def _listed(items: list, shown: int = 10) -> str:
-    """The first ``shown`` items, then how many more."""
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(str(item) for item in items[:shown]) + more
 
 
 def coco_id_to_class_id(prompts: PromptSet) -> dict[int, int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, UnsafePathError
+from pseudolabel.errors import ConfigError, UnsafePathError, listed
 from pseudolabel.files import read_user_text
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.prompts import PromptSet, load_prompts, name_key
@@ -108,8 +108,7 @@ class FolderDataset(Dataset):
             self._paths[image_id] = image_path
             self._labels[image_id] = self._class_ids(names, where)
         if missing:
-            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            raise ConfigError(f"{source}: {len(missing)} listed images are not in {self.root}: {shown}")
+            raise ConfigError(f"{source}: {len(missing)} listed images are not in {self.root}: {listed(missing)}")
 
     def _class_ids(self, names: list[str], where: str) -> tuple[int, ...]:
         """Sorted class ids of an entry's names; ``background`` is no image label."""

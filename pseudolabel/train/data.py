@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import MaskError, SampleError
+from pseudolabel.errors import MaskError, SampleError, listed
 from pseudolabel.masks import IGNORE_INDEX, read_mask
 from pseudolabel.models.caffe_resnet import CAFFE_MEAN_BGR
 from pseudolabel.safe_paths import id_path
@@ -137,5 +137,6 @@ def check_masks(dataset: Dataset, masks_dir: Path) -> None:
     """Fail early, listing them, when training masks are missing."""
     missing = [i for i in dataset.ids() if not id_path(masks_dir, i, ".png").is_file()]
     if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise SampleError(f"{len(missing)} of {len(dataset.ids())} training masks are missing in {masks_dir}: {shown}")
+        raise SampleError(
+            f"{len(missing)} of {len(dataset.ids())} training masks are missing in {masks_dir}: {listed(missing)}"
+        )
