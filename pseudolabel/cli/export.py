@@ -1,4 +1,5 @@
-"""``pseudolabel export``: label maps as COCO (RLE or polygons), YOLO-seg or id PNGs."""
+"""``pseudolabel export``: label maps as COCO (RLE or polygons), YOLO-seg, Label Studio tasks, CVAT
+masks or id PNGs."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pseudolabel.cli.options import (
 )
 from pseudolabel.config import write_resolved_config
 from pseudolabel.errors import ConfigError
+from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
@@ -34,6 +36,8 @@ class ExportFormat(str, Enum):
     coco_rle = "coco-rle"
     coco_polygon = "coco-polygon"
     yolo_seg = "yolo-seg"
+    label_studio = "label-studio"
+    cvat_mask = "cvat-mask"
     cityscapes_ids = "cityscapes-ids"
 
 
@@ -59,30 +63,68 @@ def export(
     instances: Annotated[
         Instances, typer.Option(help="regions: one per connected region; none: one per class.", rich_help_panel=RUN)
     ] = Instances.regions,
-    split_name: Annotated[str, typer.Option(help="YOLO-seg: the split folder name.", rich_help_panel=RUN)] = "train",
+    split_name: Annotated[str, typer.Option(help="YOLO-seg: the split's folder name.", rich_help_panel=RUN)] = "train",
+    val_split: Annotated[
+        str | None,
+        typer.Option(help="YOLO-seg: also export this split of the dataset as data.yaml's val.", rich_help_panel=DATA),
+    ] = None,
+    val_masks: Annotated[
+        Path | None,
+        typer.Option(help="Masks of --val-split (default: --masks; e.g. the GT folder).", rich_help_panel=DATA),
+    ] = None,
     instances_dir: Annotated[
         Path | None,
         typer.Option(help="Export the instances of generate --save-instances DIR.", rich_help_panel=RUN),
     ] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            help="generate --save-scores DIR: each region's score is its mean there (else 1).", rich_help_panel=RUN
+        ),
+    ] = None,
+    ids: Annotated[
+        Path | None,
+        typer.Option(
+            help="Export only the ids in this file, one per line (e.g. report's review list).", rich_help_panel=DATA
+        ),
+    ] = None,
+    image_prefix: Annotated[
+        str,
+        typer.Option(
+            help="Label Studio: URL prefix or local folder the task's image path is appended to.", rich_help_panel=RUN
+        ),
+    ] = DEFAULT_IMAGE_PREFIX,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     config: ConfigOption = None,
 ) -> None:
-    """Export masks for other tools: COCO RLE or polygons, Ultralytics YOLO-seg, or id PNGs."""
-    from pseudolabel.export.run import export_masks
+    """Export masks for other tools: COCO RLE or polygons, Ultralytics YOLO-seg, Label Studio tasks,
+    CVAT segmentation masks, or id PNGs."""
+    from pseudolabel.export.run import ExportRequest, ValSplit, export_masks, read_ids_file
+    from pseudolabel.export.yolo_format import VAL_IS_TRAIN_NOTE
 
     coco = format in (ExportFormat.coco_rle, ExportFormat.coco_polygon)
     if coco and out.suffix.lower() != ".json":
         raise ConfigError(f"--format {format.value} writes one JSON file: give --out a .json path, got {out}")
-    if not masks.is_dir():
-        raise ConfigError(f"mask folder {masks} does not exist")
+    if val_split is not None and format is not ExportFormat.yolo_seg:
+        raise ConfigError("--val-split is for --format yolo-seg")
+    for folder_option, name in ((masks, "mask"), (val_masks, "--val-masks"), (scores, "--scores")):
+        if folder_option is not None and not folder_option.is_dir():
+            raise ConfigError(f"{name} folder {folder_option} does not exist")
+    request = ExportRequest(
+        masks, format.value, out, instances.value, instances_dir, scores,
+        read_ids_file(ids) if ids else None, split_name, "val" if val_split else None, image_prefix,
+    )  # fmt: skip
     folder = out.parent if coco else out
     remember_output_folder(folder)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    val = None
+    if val_split is not None:
+        val_source = DatasetArgs(dataset, root, val_split, labels, prompts, classes, max_image_pixels).open()
+        val = ValSplit(val_source, val_masks or masks)
     with progress_bar() as progress:
-        task = progress.add_task("export", total=len(source.ids()))
-        summary = export_masks(
-            source, masks, format.value, out, instances.value, split_name, lambda: progress.advance(task), instances_dir
-        )
+        total = len(request.only_ids or source.ids()) + (len(val.dataset.ids()) if val else 0)
+        task = progress.add_task("export", total=total)
+        summary = export_masks(source, request, lambda: progress.advance(task), val)
     write_resolved_config(folder / f"{out.stem if coco else 'export'}.config.yaml", ctx)
     for image_id, why in summary.skipped:
         err_console.print(f"[yellow]skipped[/] {escape(image_id)}: {escape(why)}", highlight=False, soft_wrap=True)
@@ -92,3 +134,5 @@ def export(
         highlight=False,
         soft_wrap=True,
     )
+    if format is ExportFormat.yolo_seg and val is None:
+        console.print(f"[yellow]note[/]: {VAL_IS_TRAIN_NOTE} (data.yaml says so too)", highlight=False)

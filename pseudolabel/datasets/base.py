@@ -72,6 +72,11 @@ class Dataset:
         """The image file of ``image_id``."""
         raise NotImplementedError
 
+    def numeric_ids(self) -> dict[str, int]:
+        """Each id's stable number for formats that want one (COCO's ``image_id``): its 1-based
+        position in the split list, so every export of one split agrees whatever is missing."""
+        return {image_id: index for index, image_id in enumerate(self.ids(), start=1)}
+
     def classes(self, image_id: str) -> tuple[int, ...]:
         """Sorted class ids present in the image (background excluded)."""
         raise NotImplementedError

@@ -59,6 +59,8 @@ class CocoDataset(Dataset):
         self.instances = instances
         self._gt_cache = cache_folder(instances, split)
         """Where :meth:`prepare_gt` renders GT (named once: a stat and a hash, not one per image)."""
+        self._numbers: dict[str, int] = {}
+        """File stem -> the annotation file's integer ``image_id``."""
         self._files, self._labels = self._read_instances(instances)
 
     def _read_instances(self, path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
@@ -100,6 +102,8 @@ class CocoDataset(Dataset):
                 f"(no image-level labels): {listed(unlabelled)}"
             )
         by_stem_files = {Path(files[key]).stem: files[key] for key in labels if key in files}
+        if all(key.isdigit() for key in labels if key in files):
+            self._numbers = {Path(files[key]).stem: int(key) for key in labels if key in files}
         by_stem_labels = {Path(files[key]).stem: tuple(sorted(value)) for key, value in labels.items() if key in files}
         return by_stem_files, by_stem_labels
 
@@ -114,6 +118,10 @@ class CocoDataset(Dataset):
 
     def image_path(self, image_id: str) -> Path:
         return self.image_dir / self._files[image_id]
+
+    def numeric_ids(self) -> dict[str, int]:
+        """COCO's own ``image_id`` of each image (positions only when the file's ids are not integers)."""
+        return self._numbers if self._numbers else super().numeric_ids()
 
     def classes(self, image_id: str) -> tuple[int, ...]:
         return self._labels[image_id]

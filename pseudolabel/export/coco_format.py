@@ -1,13 +1,17 @@
-"""COCO instance annotations from regions: RLE through pycocotools, or polygons through OpenCV."""
+"""COCO instance annotations: RLE through pycocotools, or polygons with holes joined in."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from pseudolabel.export.item import ExportItem
+from pseudolabel.export.polygons import region_polygons
 from pseudolabel.export.regions import Region
+from pseudolabel.files import atomic_write_text
 from pseudolabel.prompts import PromptSet
 
 COCO_FORMATS = ("coco-rle", "coco-polygon")
@@ -34,25 +38,13 @@ def rle_segmentation(mask: np.ndarray) -> dict[str, Any]:
 
 
 def polygon_segmentation(mask: np.ndarray) -> list[list[float]]:
-    """Outer contours of bool [H, W] ``mask`` as COCO polygons (x, y in pixels, pixel corners at
-    integers); holes are not represented.
-
-    The contour is traced on the mask upsampled 2x, so it runs a quarter pixel inside the region's
-    outer pixel edges: rasterised again (pycocotools, or OpenCV at pixel centres) it gives back the
-    region's pixels, where a contour through boundary pixel centres loses thin parts.
-    """
-    doubled = cv2.resize(mask.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polygons = []
-    for contour in contours:
-        points = (contour.reshape(-1, 2).astype(np.float64) + 0.5) / 2
-        if len(points) >= 3:
-            polygons.append([round(float(v), 2) for v in points.ravel()])
-    return polygons
+    """COCO polygons of bool [H, W] ``mask`` (x, y in pixels, corners at integers), one per outer
+    boundary with its holes joined in (see :mod:`pseudolabel.export.polygons`)."""
+    return [[round(float(v), 2) for v in polygon.ravel()] for polygon in region_polygons(mask)]
 
 
-def annotation(region: Region, image_id: int, annotation_id: int, category: int, fmt: str) -> dict[str, Any] | None:
-    """One COCO annotation (None when a polygon cannot be drawn: a region under 3 contour points)."""
+def annotation(region: Region, image_id: int, annotation_id: int, category: int, fmt: str) -> dict[str, Any]:
+    """One COCO annotation of a scored region: ``area`` is its pixel count, ``bbox`` its extent."""
     rows, columns = np.nonzero(region.mask)
     bbox = [
         int(columns.min()),
@@ -61,9 +53,7 @@ def annotation(region: Region, image_id: int, annotation_id: int, category: int,
         int(rows.max() - rows.min() + 1),
     ]
     segmentation: Any = rle_segmentation(region.mask) if fmt == "coco-rle" else polygon_segmentation(region.mask)
-    if not segmentation:
-        return None
-    entry = {
+    return {
         "id": annotation_id,
         "image_id": image_id,
         "category_id": category,
@@ -71,7 +61,31 @@ def annotation(region: Region, image_id: int, annotation_id: int, category: int,
         "area": len(rows),
         "bbox": bbox,
         "iscrowd": 0,
+        "score": region.score,
     }
-    if region.score is not None:  # a labeler's own instance: its confidence, as detection results carry
-        entry["score"] = round(region.score, 6)
-    return entry
+
+
+class CocoWriter:
+    """Collects images and annotations and writes one COCO instances JSON file at the end."""
+
+    def __init__(self, out: Path, fmt: str, prompts: PromptSet, description: str) -> None:
+        self.out, self.fmt, self.prompts, self.description = out, fmt, prompts, description
+        self.category = category_ids(prompts)
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+
+    def add(self, item: ExportItem) -> None:
+        height, width = item.label_map.shape
+        self.images.append({"id": item.number, "file_name": item.file_name, "width": width, "height": height})
+        for region in item.regions:
+            entry = annotation(region, item.number, len(self.annotations) + 1, self.category[region.class_id], self.fmt)
+            self.annotations.append(entry)
+
+    def finish(self) -> None:
+        document = {
+            "info": {"description": self.description},
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": categories(self.prompts),
+        }
+        atomic_write_text(self.out, json.dumps(document))

@@ -1,22 +1,26 @@
-"""Regions of a semantic label map: one per connected component of each class, or one per class."""
+"""Regions of a semantic label map: one per connected component of each class, or one per class,
+each with the score an export gives it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from pseudolabel.masks import IGNORE_INDEX
+from pseudolabel.scoremaps import ScoreMaps
 
 INSTANCE_MODES = ("regions", "none")
 """``regions``: one region per 8-connected component of a class; ``none``: one per class."""
+DEFAULT_REGION_SCORE = 1.0
+"""A region's score when neither the labeler nor saved score maps give one."""
 
 
 @dataclass(frozen=True)
 class Region:
-    """One exported region: its class id, bool [H, W] mask (never holding 255 or background) and,
-    for a labeler's own instances, its confidence."""
+    """One exported region: its class id, bool [H, W] mask (never holding 255 or background) and
+    its confidence in [0, 1] (None until :func:`scored` sets it, unless a labeler gave one)."""
 
     class_id: int
     mask: np.ndarray
@@ -50,3 +54,17 @@ def instance_regions(masks: np.ndarray, class_ids: np.ndarray, scores: np.ndarra
         for mask, c, score in zip(masks, class_ids, scores, strict=True)
         if mask.any()
     ]
+
+
+def scored(regions: list[Region], maps: ScoreMaps | None) -> list[Region]:
+    """``regions``, each with a score: its own (a labeler's instance), else the mean over its
+    pixels of its class's channel in ``maps`` (0 when the maps have no such channel), else
+    :data:`DEFAULT_REGION_SCORE`. Scores are rounded to 6 decimals."""
+    out = []
+    for region in regions:
+        score = region.score
+        if score is None and maps is not None:
+            channel = maps.class_ids.index(region.class_id) if region.class_id in maps.class_ids else None
+            score = 0.0 if channel is None else float(maps.scores[channel][region.mask].mean())
+        out.append(replace(region, score=round(DEFAULT_REGION_SCORE if score is None else score, 6)))
+    return out

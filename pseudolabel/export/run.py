@@ -2,30 +2,60 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, SampleError
-from pseudolabel.export.coco_format import COCO_FORMATS, annotation, categories, category_ids
-from pseudolabel.export.regions import INSTANCE_MODES, Region, instance_regions, label_regions
-from pseudolabel.export.yolo_format import data_yaml, yolo_lines
-from pseudolabel.files import atomic_write_text, output_errors
-from pseudolabel.images import write_image
+from pseudolabel.errors import ConfigError, MaskError, SampleError, listed
+from pseudolabel.export.coco_format import COCO_FORMATS, CocoWriter
+from pseudolabel.export.cvat_mask import CvatMaskWriter
+from pseudolabel.export.id_pngs import IdPngWriter
+from pseudolabel.export.item import ExportItem, ExportWriter
+from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX, LabelStudioWriter
+from pseudolabel.export.regions import INSTANCE_MODES, Region, instance_regions, label_regions, scored
+from pseudolabel.export.yolo_format import YoloWriter
 from pseudolabel.instances import load_instances
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.safe_paths import id_path, resolve_inside
+from pseudolabel.scoremaps import ScoreMaps, load_scores
 
-EXPORT_FORMATS = (*COCO_FORMATS, "yolo-seg", "cityscapes-ids")
+EXPORT_FORMATS = (*COCO_FORMATS, "yolo-seg", "label-studio", "cvat-mask", "cityscapes-ids")
+FOLDER_FORMATS = EXPORT_FORMATS[2:]
+"""Formats written to a folder (the COCO ones are one JSON file)."""
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export and how.
+
+    Attributes:
+        masks: folder of ``<id>.png`` label maps.
+        fmt: one of :data:`EXPORT_FORMATS`.
+        out: the JSON file (COCO) or the folder (the others).
+        instances: one of :data:`INSTANCE_MODES`.
+        instances_dir: ``generate --save-instances`` folder: export those instances instead.
+        scores_dir: ``generate --save-scores`` folder: each region's score is its mean there.
+        only_ids: export just these ids (None: the whole split).
+        subset: the YOLO-seg folder name of this split.
+        val_subset: YOLO-seg: the folder name of the validation split, when one is exported.
+        image_prefix: Label Studio: URL prefix or local folder of the images.
+    """
+
+    masks: Path
+    fmt: str
+    out: Path
+    instances: str = "regions"
+    instances_dir: Path | None = None
+    scores_dir: Path | None = None
+    only_ids: frozenset[str] | None = None
+    subset: str = "train"
+    val_subset: str | None = None
+    image_prefix: str = DEFAULT_IMAGE_PREFIX
 
 
 @dataclass
@@ -36,6 +66,19 @@ class ExportSummary:
     images: int = 0
     regions: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def open_writer(dataset: Dataset, request: ExportRequest) -> ExportWriter:
+    """The writer of ``request.fmt``."""
+    if request.fmt in COCO_FORMATS:
+        return CocoWriter(request.out, request.fmt, dataset.prompts, f"pseudolabel export of {request.masks}")
+    if request.fmt == "yolo-seg":
+        return YoloWriter(request.out, dataset.class_names, request.subset, request.val_subset)
+    if request.fmt == "label-studio":
+        return LabelStudioWriter(request.out, dataset.class_names, request.image_prefix)
+    if request.fmt == "cvat-mask":
+        return CvatMaskWriter(request.out, dataset.class_names)
+    return IdPngWriter(request.out)
 
 
 def _label_map(dataset: Dataset, masks_dir: Path, image_id: str) -> tuple[np.ndarray, Path]:
@@ -56,93 +99,112 @@ def _label_map(dataset: Dataset, masks_dir: Path, image_id: str) -> tuple[np.nda
     return label_map, image_path
 
 
-def _regions(label_map: np.ndarray, instances: str, instances_dir: Path | None, image_id: str) -> list[Region]:
-    """The label map's regions, or the image's saved instances (checked against its size)."""
-    if instances_dir is None:
-        return label_regions(label_map, instances)
-    path = id_path(instances_dir, image_id, ".npz")
+def _regions(label_map: np.ndarray, request: ExportRequest, image_id: str) -> list[Region]:
+    """The label map's regions, or the image's saved instances (checked against its size), scored."""
+    if request.instances_dir is None:
+        regions = label_regions(label_map, request.instances)
+    else:
+        path = id_path(request.instances_dir, image_id, ".npz")
+        if not path.is_file():
+            raise SampleError(f"no instances {path}")
+        saved = load_instances(path)
+        if saved.masks.shape[1:] != label_map.shape:
+            raise SampleError(f"instances {path} are {saved.masks.shape[1:]} but the mask is {label_map.shape}")
+        regions = instance_regions(saved.masks, saved.class_ids, saved.scores)
+    return scored(regions, _score_maps(request.scores_dir, image_id, label_map.shape))
+
+
+def _score_maps(scores_dir: Path | None, image_id: str, shape: tuple[int, int]) -> ScoreMaps | None:
+    """The image's saved score maps (None without a folder), checked against the mask's size."""
+    if scores_dir is None:
+        return None
+    path = id_path(scores_dir, image_id, ".npz")
     if not path.is_file():
-        raise SampleError(f"no instances {path}")
-    saved = load_instances(path)
-    if saved.masks.shape[1:] != label_map.shape:
-        raise SampleError(f"instances {path} are {saved.masks.shape[1:]} but the mask is {label_map.shape}")
-    return instance_regions(saved.masks, saved.class_ids, saved.scores)
+        raise SampleError(f"no scores {path}")
+    try:
+        maps = load_scores(path)
+    except MaskError as error:
+        raise SampleError(str(error)) from error
+    if maps.scores.shape[1:] != shape:
+        raise SampleError(f"scores {path} are {maps.scores.shape[1:]} but the mask is {shape}")
+    return maps
 
 
-def _place_image(source: Path, target: Path) -> None:
-    """A hard link to the image where the file system allows one, else a copy."""
-    with output_errors(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
+def read_ids_file(path: Path) -> frozenset[str]:
+    """Ids listed one per line (blank lines and ``#`` comments skipped)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read the id list {path}: {error}") from error
+    return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
-def _write_file_formats(
-    fmt: str, out: Path, split: str, image_id: str, image_path: Path, label_map: np.ndarray, regions: list[Region]
-) -> None:
-    """One image's files: YOLO-seg image and label file, or an id PNG."""
-    if fmt == "yolo-seg":
-        _place_image(image_path, id_path(out / "images" / split, image_id, image_path.suffix))
-        lines = yolo_lines(regions, *label_map.shape)
-        atomic_write_text(id_path(out / "labels" / split, image_id, ".txt"), "".join(f"{line}\n" for line in lines))
-        return
-    write_image(id_path(out, image_id, ".png"), label_map)
+def export_ids(dataset: Dataset, only_ids: frozenset[str] | None) -> list[str]:
+    """The split's ids to export, in split order; an id the split lacks is an error naming it."""
+    ids = dataset.ids()
+    if only_ids is None:
+        return ids
+    unknown = sorted(only_ids - set(ids))
+    if unknown:
+        raise ConfigError(f"--ids lists {len(unknown)} id(s) not in the split: {listed(unknown)}")
+    return [image_id for image_id in ids if image_id in only_ids]
 
 
-def export_masks(
+def export_split(
     dataset: Dataset,
-    masks_dir: Path,
-    fmt: str,
-    out: Path,
-    instances: str = "regions",
-    split_name: str = "train",
+    request: ExportRequest,
+    writer: ExportWriter,
+    subset: str,
     on_progress: Callable[[], None] | None = None,
-    instances_dir: Path | None = None,
 ) -> ExportSummary:
-    """Write the split's masks in ``fmt`` to ``out`` (a JSON file for COCO, else a folder).
-
-    With ``instances_dir`` (``generate --save-instances``) the annotations are the labeler's own
-    instances, each with its score, instead of regions of the label map. Images without a usable
-    mask are skipped and listed; 255 pixels never become a class.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
-    if instances not in INSTANCE_MODES:
-        raise ConfigError(f"--instances must be one of {', '.join(INSTANCE_MODES)}")
-    summary = ExportSummary(out)
-    coco: dict[str, list[Any]] = {"images": [], "annotations": []}
-    ids = category_ids(dataset.prompts)
-    for image_id in dataset.ids():
+    """Add the split's images to ``writer`` (filed under ``subset``); images without a usable
+    mask are skipped and listed. 255 pixels never become a class."""
+    summary = ExportSummary(request.out)
+    numbers = dataset.numeric_ids()
+    for image_id in export_ids(dataset, request.only_ids):
         try:
-            label_map, image_path = _label_map(dataset, masks_dir, image_id)
-            regions = _regions(label_map, instances, instances_dir, image_id)
+            label_map, image_path = _label_map(dataset, request.masks, image_id)
+            regions = _regions(label_map, request, image_id)
+            file_name = Path(os.path.relpath(image_path, os.path.realpath(dataset.image_root))).as_posix()
+            writer.add(ExportItem(image_id, numbers[image_id], image_path, file_name, label_map, regions, subset))
         except SampleError as error:
             summary.skipped.append((image_id, str(error)))
             continue
-        height, width = label_map.shape
-        if fmt in COCO_FORMATS:
-            number = len(coco["images"]) + 1
-            file_name = os.path.relpath(image_path, os.path.realpath(dataset.image_root))
-            coco["images"].append({"id": number, "file_name": file_name, "width": width, "height": height})
-            for region in regions:
-                entry = annotation(region, number, len(coco["annotations"]) + 1, ids[region.class_id], fmt)
-                if entry is not None:
-                    coco["annotations"].append(entry)
-        else:
-            _write_file_formats(fmt, out, split_name, image_id, image_path, label_map, regions)
         summary.images += 1
         summary.regions += len(regions)
         if on_progress:
             on_progress()
-    if fmt in COCO_FORMATS:
-        document = {"info": {"description": f"pseudolabel export of {masks_dir}"}, **coco,
-                    "categories": categories(dataset.prompts)}  # fmt: skip
-        atomic_write_text(out, json.dumps(document))
-    elif fmt == "yolo-seg":
-        atomic_write_text(
-            out / "data.yaml", yaml.safe_dump(data_yaml(dataset.class_names, split_name), sort_keys=False)
-        )
+    return summary
+
+
+@dataclass(frozen=True)
+class ValSplit:
+    """YOLO-seg: a second split exported beside the first as its ``val``, with its own masks."""
+
+    dataset: Dataset
+    masks: Path
+
+
+def export_masks(
+    dataset: Dataset,
+    request: ExportRequest,
+    on_progress: Callable[[], None] | None = None,
+    val: ValSplit | None = None,
+) -> ExportSummary:
+    """Write the split's masks (and ``val``'s, YOLO-seg only) in ``request.fmt`` to ``request.out``."""
+    if request.fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
+    if request.instances not in INSTANCE_MODES:
+        raise ConfigError(f"--instances must be one of {', '.join(INSTANCE_MODES)}")
+    if val is not None and (request.fmt != "yolo-seg" or request.val_subset is None):
+        raise ConfigError("--val-split is for --format yolo-seg")
+    writer = open_writer(dataset, request)
+    summary = export_split(dataset, request, writer, request.subset, on_progress)
+    if val is not None and request.val_subset is not None:
+        val_request = replace(request, masks=val.masks, only_ids=None)
+        extra = export_split(val.dataset, val_request, writer, request.val_subset, on_progress)
+        summary.images += extra.images
+        summary.regions += extra.regions
+        summary.skipped += [(f"{request.val_subset}/{image_id}", why) for image_id, why in extra.skipped]
+    writer.finish()
     return summary
