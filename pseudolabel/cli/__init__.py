@@ -3,7 +3,7 @@ settings and calls the library (registries, stages, the run), and prints what it
 
 from __future__ import annotations
 
-from pseudolabel.cli import export, generate, models, overlay, refine, report, score, train  # noqa: F401
+from pseudolabel.cli import export, generate, import_corrections, models, overlay, refine, report, score, train  # noqa: F401
 from pseudolabel.cli.app import app
 
 __all__ = ["app", "main"]
