@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.masks import read_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"
@@ -110,14 +111,18 @@ def test_a_split_without_gt_shows_pictures_and_run_records_only(tmp_path: Path) 
     labels.write_text("".join(f"p{i}.jpg,cat\n" for i in range(3)))
     masks = tmp_path / "masks"
     masks.mkdir()
-    for index in range(3):
-        Image.fromarray(np.full((30, 40), 8, np.uint8)).save(masks / f"p{index}.png")
+    for index, unsure_rows in enumerate((0, 15, 3)):  # p1 is half unsure, p2 a tenth, p0 sure
+        mask = np.full((30, 40), 8, np.uint8)
+        mask[:unsure_rows] = 255
+        Image.fromarray(mask).save(masks / f"p{index}.png")
     args = ["report", "--pred", str(masks), "--dataset", "folder", "--root", str(images), "--labels", str(labels)]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "report")])
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "report"), "--worst", "2"])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "No GT masks for this split" in page and "the first 3 images" in page and "id='images'" not in page
-    assert len(list((tmp_path / "report" / "thumbs" / "0").glob("*.jpg"))) == 3
+    assert "No GT masks for this split" in page and "id='images'" not in page
+    assert "the 2 images with the most unsure pixels" in page
+    assert (tmp_path / "report" / "review.txt").read_text().splitlines()[1:] == ["p1", "p2"]
+    assert len(list((tmp_path / "report" / "thumbs" / "0").glob("*.jpg"))) == 2
 
 
 def test_generate_report_flag_writes_the_runs_report(tmp_path: Path) -> None:
@@ -132,3 +137,40 @@ def test_generate_report_flag_writes_the_runs_report(tmp_path: Path) -> None:
     assert f"report: {out / 'report' / 'index.html'}" in result.output
     assert "<td>cam_s</td>" in page and "POLE: chosen names" in page  # the run's own records
     assert "2 missing predictions" not in page and len(_page_data(page)["rows"]) == 4  # 2 missing count as unsure
+
+
+def test_review_list_limits_report_and_export_to_the_images_to_check_first(tmp_path: Path) -> None:
+    coarse = str(EXAMPLE_VOC.parent / "coarse_masks")
+    args = ["--dataset", "voc", "--root", str(EXAMPLE_VOC)]
+    result = runner.invoke(app, ["report", "--pred", coarse, *args, "--worst", "2",
+                                 "--out", str(tmp_path / "report")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    review = tmp_path / "report" / "review.txt"
+    listed_ids = [line for line in review.read_text().splitlines() if not line.startswith("#")]
+    from reference_metrics import reference_scores
+
+    per_image = {}
+    for gt_path in sorted((EXAMPLE_VOC / "SegmentationClass").glob("*.png")):
+        pair = (read_mask(gt_path), read_mask(EXAMPLE_VOC.parent / "coarse_masks" / gt_path.name))
+        per_image[gt_path.stem] = reference_scores([pair], 21)["miou"]
+    assert listed_ids == sorted(per_image, key=lambda image_id: (per_image[image_id], image_id))[:2]
+
+    limited = runner.invoke(app, ["report", "--pred", coarse, *args, "--ids",
+                                  str(review), "--out", str(tmp_path / "limited")])  # fmt: skip
+    assert limited.exit_code == 0, limited.output
+    page = (tmp_path / "limited" / "index.html").read_text()
+    assert "voc train, 2 images" in page
+    out = tmp_path / "review.json"
+    export = runner.invoke(app, ["export", "--masks", coarse, *args, "--ids", str(review), "--format", "coco-rle",
+                                 "--out", str(out)])  # fmt: skip
+    assert export.exit_code == 0, export.output
+    exported = json.loads((tmp_path / "review.json").read_text())["images"]
+    everything = sorted(p.stem for p in (EXAMPLE_VOC / "JPEGImages").glob("*.jpg"))
+    assert {Path(i["file_name"]).stem: i["id"] for i in exported} == {
+        image_id: everything.index(image_id) + 1 for image_id in listed_ids
+    }  # the whole split's positions
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("2026_000001\nnot_an_image\n")
+    refused = runner.invoke(app, ["export", "--masks", coarse, *args, "--ids",
+                                  str(wrong), "--format", "coco-rle", "--out", str(tmp_path / "no.json")])  # fmt: skip
+    assert refused.exit_code == 1 and "--ids lists 1 id(s) that are not in the split: not_an_image" in refused.output

@@ -99,8 +99,10 @@ def export(
 ) -> None:
     """Export masks for other tools: COCO RLE or polygons, Ultralytics YOLO-seg, Label Studio tasks,
     CVAT segmentation masks, or id PNGs."""
-    from pseudolabel.export.run import ExportRequest, ValSplit, export_masks, read_ids_file
+    from pseudolabel.datasets.base import OnlyIds
+    from pseudolabel.export.run import ExportRequest, ValSplit, export_masks
     from pseudolabel.export.yolo_format import VAL_IS_TRAIN_NOTE
+    from pseudolabel.id_lists import read_id_list
 
     coco = format in (ExportFormat.coco_rle, ExportFormat.coco_polygon)
     if coco and out.suffix.lower() != ".json":
@@ -111,18 +113,20 @@ def export(
         if folder_option is not None and not folder_option.is_dir():
             raise ConfigError(f"{name} folder {folder_option} does not exist")
     request = ExportRequest(
-        masks, format.value, out, instances.value, instances_dir, scores,
-        read_ids_file(ids) if ids else None, split_name, "val" if val_split else None, image_prefix,
+        masks, format.value, out, instances.value, instances_dir, scores, split_name, "val" if val_split else None,
+        image_prefix,
     )  # fmt: skip
     folder = out.parent if coco else out
     remember_output_folder(folder)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    if ids is not None:
+        source = OnlyIds(source, read_id_list(ids))
     val = None
     if val_split is not None:
         val_source = DatasetArgs(dataset, root, val_split, labels, prompts, classes, max_image_pixels).open()
         val = ValSplit(val_source, val_masks or masks)
     with progress_bar() as progress:
-        total = len(request.only_ids or source.ids()) + (len(val.dataset.ids()) if val else 0)
+        total = len(source.ids()) + (len(val.dataset.ids()) if val else 0)
         task = progress.add_task("export", total=total)
         summary = export_masks(source, request, lambda: progress.advance(task), val)
     write_resolved_config(folder / f"{out.stem if coco else 'export'}.config.yaml", ctx)

@@ -39,7 +39,18 @@ def report(
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    worst: Annotated[int, typer.Option(help="Thumbnails of the N lowest-mIoU images.", rich_help_panel=RUN)] = 12,
+    worst: Annotated[
+        int,
+        typer.Option(
+            help="Thumbnails and review.txt: the N lowest-mIoU images (no GT: most unsure).", rich_help_panel=RUN
+        ),
+    ] = 12,
+    ids: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report only the ids in this file, one per line (e.g. an earlier review.txt).", rich_help_panel=DATA
+        ),
+    ] = None,
     allow_missing: Annotated[
         bool, typer.Option(help="Missing predictions count as all-unsure.", rich_help_panel=RUN)
     ] = False,
@@ -50,8 +61,13 @@ def report(
     """Write an HTML report of prediction folders: scores, per-class IoU, confusion, worst images, runs."""
     remember_output_folder(out)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
-    from pseudolabel.report.build import build_report
+    from pseudolabel.datasets.base import OnlyIds
+    from pseudolabel.id_lists import read_id_list
+    from pseudolabel.report.build import REVIEW_LIST, build_report
 
+    if ids is not None:
+        source = OnlyIds(source, read_id_list(ids))
     page = build_report(source, pred, out, worst, allow_missing, workers)
     write_resolved_config(out / "config.yaml", ctx)
     console.print(f"report: {escape(str(page))}", highlight=False, soft_wrap=True)
+    console.print(f"review first: {escape(str(out / REVIEW_LIST))}", highlight=False, soft_wrap=True)

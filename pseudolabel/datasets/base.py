@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudolabel.errors import UnsafePathError
+from pseudolabel.errors import ConfigError, UnsafePathError, listed
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS, load_rgb
 from pseudolabel.prompts import PromptSet
 from pseudolabel.safe_paths import check_id, resolve_inside
@@ -104,13 +104,14 @@ class Dataset:
         return Sample(image_id, rgb, self.classes(image_id), self.gt_path(image_id))
 
 
-class WithoutLabels(Dataset):
-    """Another dataset's split with its image-level labels hidden (zero-shot: ``--labels none``)."""
+class DatasetView(Dataset):
+    """Another dataset's split seen through a change a subclass makes; all else is the inner one's."""
 
     def __init__(self, inner: Dataset) -> None:
         super().__init__(inner.prompts, inner.max_image_pixels)
         self.inner = inner
         self.name = inner.name
+        self.split = getattr(inner, "split", "")
         self.image_root = inner.image_root
         self.rejected = inner.rejected
         self.notices = inner.notices
@@ -121,11 +122,38 @@ class WithoutLabels(Dataset):
     def image_path(self, image_id: str) -> Path:
         return self.inner.image_path(image_id)
 
+    def numeric_ids(self) -> dict[str, int]:
+        return self.inner.numeric_ids()
+
     def classes(self, image_id: str) -> tuple[int, ...]:
-        return ()
+        return self.inner.classes(image_id)
 
     def gt_path(self, image_id: str) -> Path | None:
         return self.inner.gt_path(image_id)
 
     def prepare_gt(self, on_progress: Callable[[int, int], None] | None = None) -> None:
         self.inner.prepare_gt(on_progress)
+
+
+class WithoutLabels(DatasetView):
+    """Another dataset's split with its image-level labels hidden (zero-shot: ``--labels none``)."""
+
+    def classes(self, image_id: str) -> tuple[int, ...]:
+        return ()
+
+
+class OnlyIds(DatasetView):
+    """Another dataset's split limited to listed ids (``--ids FILE``), in split order; numeric ids
+    stay the whole split's, so a partial export agrees with a full one."""
+
+    def __init__(self, inner: Dataset, ids: list[str]) -> None:
+        super().__init__(inner)
+        known = inner.ids()
+        unknown = sorted(set(ids) - set(known))
+        if unknown:
+            raise ConfigError(f"--ids lists {len(unknown)} id(s) that are not in the split: {listed(unknown)}")
+        wanted = set(ids)
+        self._ids = [image_id for image_id in known if image_id in wanted]
+
+    def ids(self) -> list[str]:
+        return self._ids

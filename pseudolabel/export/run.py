@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, MaskError, SampleError, listed
+from pseudolabel.errors import ConfigError, MaskError, SampleError
 from pseudolabel.export.coco_format import COCO_FORMATS, CocoWriter
 from pseudolabel.export.cvat_mask import CvatMaskWriter
 from pseudolabel.export.id_pngs import IdPngWriter
@@ -40,7 +40,6 @@ class ExportRequest:
         instances: one of :data:`INSTANCE_MODES`.
         instances_dir: ``generate --save-instances`` folder: export those instances instead.
         scores_dir: ``generate --save-scores`` folder: each region's score is its mean there.
-        only_ids: export just these ids (None: the whole split).
         subset: the YOLO-seg folder name of this split.
         val_subset: YOLO-seg: the folder name of the validation split, when one is exported.
         image_prefix: Label Studio: URL prefix or local folder of the images.
@@ -52,7 +51,6 @@ class ExportRequest:
     instances: str = "regions"
     instances_dir: Path | None = None
     scores_dir: Path | None = None
-    only_ids: frozenset[str] | None = None
     subset: str = "train"
     val_subset: str | None = None
     image_prefix: str = DEFAULT_IMAGE_PREFIX
@@ -130,26 +128,6 @@ def _score_maps(scores_dir: Path | None, image_id: str, shape: tuple[int, int]) 
     return maps
 
 
-def read_ids_file(path: Path) -> frozenset[str]:
-    """Ids listed one per line (blank lines and ``#`` comments skipped)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read the id list {path}: {error}") from error
-    return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
-
-
-def export_ids(dataset: Dataset, only_ids: frozenset[str] | None) -> list[str]:
-    """The split's ids to export, in split order; an id the split lacks is an error naming it."""
-    ids = dataset.ids()
-    if only_ids is None:
-        return ids
-    unknown = sorted(only_ids - set(ids))
-    if unknown:
-        raise ConfigError(f"--ids lists {len(unknown)} id(s) not in the split: {listed(unknown)}")
-    return [image_id for image_id in ids if image_id in only_ids]
-
-
 def export_split(
     dataset: Dataset,
     request: ExportRequest,
@@ -161,7 +139,7 @@ def export_split(
     mask are skipped and listed. 255 pixels never become a class."""
     summary = ExportSummary(request.out)
     numbers = dataset.numeric_ids()
-    for image_id in export_ids(dataset, request.only_ids):
+    for image_id in dataset.ids():
         try:
             label_map, image_path = _label_map(dataset, request.masks, image_id)
             regions = _regions(label_map, request, image_id)
@@ -201,7 +179,7 @@ def export_masks(
     writer = open_writer(dataset, request)
     summary = export_split(dataset, request, writer, request.subset, on_progress)
     if val is not None and request.val_subset is not None:
-        val_request = replace(request, masks=val.masks, only_ids=None)
+        val_request = replace(request, masks=val.masks)
         extra = export_split(val.dataset, val_request, writer, request.val_subset, on_progress)
         summary.images += extra.images
         summary.regions += extra.regions

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.report.collect import collect
+from pseudolabel.id_lists import write_id_list
+from pseudolabel.report.collect import collect, review_ids
 from pseudolabel.report.page import write_report
 from pseudolabel.run_lock import RunLock
 
@@ -16,14 +17,21 @@ def prediction_names(folders: list[Path]) -> list[str]:
     return [name if names.count(name) == 1 else f"{name} ({index + 1})" for index, name in enumerate(names)]
 
 
+REVIEW_LIST = "review.txt"
+"""The report's list of images to check first (``export --ids`` takes it)."""
+
+
 def build_report(
     dataset: Dataset, folders: list[Path], out: Path, worst: int = 12, allow_missing: bool = False, workers: int = 0
 ) -> Path:
-    """``out/index.html`` for the prediction ``folders`` over ``dataset`` (under ``out``'s lock);
-    returns the page's path. ``workers``: scoring processes, 0 = all cores."""
+    """``out/index.html`` for the prediction ``folders`` over ``dataset`` (under ``out``'s lock),
+    and ``out/review.txt``: the first folder's ``worst`` images to check first; returns the
+    page's path. ``workers``: scoring processes, 0 = all cores."""
     with RunLock(out, (0, 1)):
         facts = [
             collect(folder, dataset, name, allow_missing, workers or None)
             for folder, name in zip(folders, prediction_names(folders), strict=True)
         ]
+        ids, chosen = review_ids(facts[0], dataset, worst)
+        write_id_list(out / REVIEW_LIST, ids, f"{facts[0].folder}: the {len(ids)} images {chosen}, to review first")
         return write_report(out, dataset, facts, worst)

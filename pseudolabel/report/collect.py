@@ -12,8 +12,10 @@ from typing import Any
 import yaml
 
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError
+from pseudolabel.errors import ConfigError, MaskError
 from pseudolabel.manifest import read_manifest
+from pseudolabel.masks import IGNORE_INDEX, read_mask
+from pseudolabel.safe_paths import id_path
 from pseudolabel.score_report import IMAGE_KEYS, build_report, per_image_rows, worst_images
 from pseudolabel.scoring import ImageScore, pair_with_dataset, score_pairs
 
@@ -96,6 +98,28 @@ def table_rows(predictions: list[PredictionFacts]) -> list[dict[str, Any]]:
 def worst_ids(prediction: PredictionFacts, count: int) -> list[str]:
     """Ids of the prediction's ``count`` lowest-mIoU images."""
     return [score.image_id for score in worst_images(prediction.images, count)]
+
+
+def most_unsure_ids(prediction: PredictionFacts, dataset: Dataset, count: int) -> list[str]:
+    """Without GT: ids of the ``count`` masks with the largest share of unsure (255) pixels, ties
+    in split order; images without a readable mask are left out."""
+    shares = []
+    for position, image_id in enumerate(dataset.ids()):
+        path = id_path(prediction.folder, image_id, ".png")
+        try:
+            label_map = read_mask(path)
+        except (MaskError, OSError):
+            continue
+        shares.append((-float((label_map == IGNORE_INDEX).mean()), position, image_id))
+    return [image_id for _, _, image_id in sorted(shares)[:count]]
+
+
+def review_ids(prediction: PredictionFacts, dataset: Dataset, count: int) -> tuple[list[str], str]:
+    """The ``count`` images a person should check first, and how they were chosen: lowest mIoU
+    against GT, else most unsure pixels."""
+    if prediction.scores:
+        return worst_ids(prediction, count), "of lowest mIoU"
+    return most_unsure_ids(prediction, dataset, count), "with the most unsure pixels"
 
 
 def dump_json(value: Any) -> str:

@@ -15,7 +15,7 @@ from pseudolabel.images import write_image
 from pseudolabel.masks import read_mask
 from pseudolabel.overlay import render_panel
 from pseudolabel.report.charts import confusion_heatmap, iou_bars
-from pseudolabel.report.collect import PredictionFacts, dump_json, table_rows, worst_ids
+from pseudolabel.report.collect import PredictionFacts, dump_json, review_ids, table_rows
 from pseudolabel.report.script import PAGE_SCRIPT, PAGE_STYLE
 from pseudolabel.safe_paths import id_path
 from pseudolabel.score_report import percent
@@ -130,8 +130,8 @@ def write_report(out: Path, dataset: Dataset, predictions: list[PredictionFacts]
                        for p in scored)  # fmt: skip
         sections.append(f"<h2>Confusion (rows: GT, share of its pixels)</h2><div class='row'>{maps}</div>")
     for index, prediction in enumerate(predictions):
-        ids = worst_ids(prediction, worst) if prediction.scores else dataset.ids()[:worst]
-        title = f"the {len(ids)} images of lowest mIoU" if prediction.scores else f"the first {len(ids)} images"
+        ids, chosen = review_ids(prediction, dataset, worst)
+        title = f"the {len(ids)} images {chosen}"
         figures = "".join(_thumbnails(out, dataset, prediction, index, ids))
         sections.append(f"<h2>{escape(prediction.name)}: {title}</h2><div class='gallery'>{figures}</div>")
     if scored:
