@@ -8,6 +8,7 @@ named by ``PSEUDOLABEL_DATUMARO_PYTHON``). ``pseudolabel import`` must give ever
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -84,7 +85,8 @@ def _without_unsure(label_map: np.ndarray) -> np.ndarray:
 
 def _ultralytics(data_yaml: Path, out: Path, cwd: Path, *flags: str) -> dict:
     """Run ultralytics_check.py in a subprocess from ``cwd``, offline; its label maps and summary."""
-    pytest.importorskip("ultralytics", reason="install the interop extra: pip install -e '.[interop]'")
+    if importlib.util.find_spec("ultralytics") is None:  # not imported here: it patches PIL.Image.open on import
+        pytest.skip("install the interop extra: pip install -e '.[interop]'")
     env = {**os.environ, "YOLO_CONFIG_DIR": str(out.parent / "ultralytics-settings"), "YOLO_OFFLINE": "true"}
     script = Path(__file__).with_name("ultralytics_check.py")
     completed = subprocess.run([sys.executable, str(script), str(data_yaml), str(out), *flags], cwd=cwd, env=env,

@@ -82,6 +82,14 @@ def report_user_error(message: str) -> None:
         err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def report_skipped(skipped: list[tuple[str, str]], done: str) -> None:
+    """Each skipped image and why (stderr), then the ``done`` line with how many were skipped."""
+    for image_id, why in skipped:
+        err_console.print(f"[yellow]skipped[/] {escape(image_id)}: {escape(why)}", highlight=False, soft_wrap=True)
+    suffix = f"; {len(skipped)} skipped (listed above)" if skipped else ""
+    console.print(escape(done) + suffix, highlight=False, soft_wrap=True)
+
+
 def report_internal_error(error: Exception) -> None:
     """One line naming the error and where it happened, the traceback saved (printed with --debug)."""
     text = "".join(traceback.format_exception(error))

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from pseudolabel.cli.app import app, console, err_console, progress_bar, remember_output_folder
+from pseudolabel.cli.app import app, console, progress_bar, remember_output_folder, report_skipped
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -130,13 +129,8 @@ def export(
         task = progress.add_task("export", total=total)
         summary = export_masks(source, request, lambda: progress.advance(task), val)
     write_resolved_config(folder / f"{out.stem if coco else 'export'}.config.yaml", ctx)
-    for image_id, why in summary.skipped:
-        err_console.print(f"[yellow]skipped[/] {escape(image_id)}: {escape(why)}", highlight=False, soft_wrap=True)
-    console.print(
-        f"{summary.images} images, {summary.regions} regions exported as {format.value} to {escape(str(out))}"
-        + (f"; {len(summary.skipped)} skipped (listed above)" if summary.skipped else ""),
-        highlight=False,
-        soft_wrap=True,
+    report_skipped(
+        summary.skipped, f"{summary.images} images, {summary.regions} regions exported as {format.value} to {out}"
     )
     if format is ExportFormat.yolo_seg and val is None:
         console.print(f"[yellow]note[/]: {VAL_IS_TRAIN_NOTE} (data.yaml says so too)", highlight=False)

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from pseudolabel.cli.app import app, console, err_console, progress_bar, remember_output_folder
+from pseudolabel.cli.app import app, progress_bar, remember_output_folder, report_skipped
 from pseudolabel.cli.options import (
     DATA,
     ClassesOption,
@@ -70,11 +69,4 @@ def import_corrections(
         task = progress.add_task("import", total=None)
         summary = run_import(format.value, source, source_dataset, out, lambda: progress.advance(task))
     write_resolved_config(out / "import.config.yaml", ctx)
-    for image_id, why in summary.skipped:
-        err_console.print(f"[yellow]skipped[/] {escape(image_id)}: {escape(why)}", highlight=False, soft_wrap=True)
-    console.print(
-        f"{len(summary.written)} label maps written to {escape(str(out))} from {format.value}"
-        + (f"; {len(summary.skipped)} skipped (listed above)" if summary.skipped else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
+    report_skipped(summary.skipped, f"{len(summary.written)} label maps written to {out} from {format.value}")
