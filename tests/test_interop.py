@@ -404,3 +404,40 @@ def test_import_names_an_unknown_category_and_suggests_the_class(holey_voc: Path
     assert result.exit_code == 1
     assert "category 8: unknown class 'kat'" in result.output and "did you mean 'cat'" in result.output
     assert not list((tmp_path / "back").glob("*.png"))
+
+
+def test_import_settles_overlaps_two_classes_as_unsure_and_crowds_as_unsure(holey_voc: Path, tmp_path: Path) -> None:
+    def box(x0: int, y0: int, x1: int, y1: int) -> list[list[float]]:
+        return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+    height, width = holey_masks()["ring"].shape
+    annotations = [  # (category, box, crowd): cat and dog overlap; two cats overlap; a crowd of people
+        (CAT, box(0, 0, 20, 20), 0), (DOG, box(10, 10, 30, 30), 0), (CAT, box(40, 0, 50, 10), 0),
+        (CAT, box(45, 5, 55, 15), 0), (PERSON, box(0, 35, 10, 45), 1),
+    ]  # fmt: skip
+    document = {
+        "images": [{"id": 7, "file_name": "ring.jpg", "width": width, "height": height}],
+        "annotations": [
+            {
+                "id": n,
+                "image_id": 7,
+                "category_id": c,
+                "segmentation": s,
+                "iscrowd": crowd,
+                "area": 1,
+                "bbox": [0, 0, 1, 1],
+            }
+            for n, (c, s, crowd) in enumerate(annotations, start=1)
+        ],
+        "categories": [{"id": c, "name": VOC_NAMES[c]} for c in range(1, 21)],
+    }
+    (tmp_path / "corrected.json").write_text(json.dumps(document))
+    _import(holey_voc, "coco", tmp_path / "corrected.json", tmp_path / "back")
+    expected = np.zeros((height, width), np.uint8)
+    expected[0:20, 0:20] = CAT  # pycocotools: a box [x0, x1] covers pixel centres x0 + 0.5 ... x1 - 0.5
+    expected[10:30, 10:30] = DOG
+    expected[10:20, 10:20] = 255
+    expected[0:10, 40:50] = CAT
+    expected[5:15, 45:55] = CAT
+    expected[35:45, 0:10] = 255
+    np.testing.assert_array_equal(read_mask(tmp_path / "back" / "ring.png"), expected)

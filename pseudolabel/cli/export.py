@@ -53,7 +53,15 @@ def export(
     dataset: DatasetOption,
     masks: Annotated[Path, typer.Option(help="Masks to export, <id>.png, from any tool.", rich_help_panel=DATA)],
     out: Annotated[Path, typer.Option(help="COCO: the .json file; others: a folder.", rich_help_panel=DATA)],
-    format: Annotated[ExportFormat, typer.Option("--format", help="Output format.", rich_help_panel=DATA)],
+    format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            metavar="<format>",
+            help="coco-rle, coco-polygon, yolo-seg, label-studio, cvat-mask or cityscapes-ids.",
+            rich_help_panel=DATA,
+        ),
+    ],
     root: RootOption = None,
     split: SplitOption = None,
     labels: LabelsOption = None,
@@ -108,6 +116,8 @@ def export(
         raise ConfigError(f"--format {format.value} writes one JSON file: give --out a .json path, got {out}")
     if val_split is not None and format is not ExportFormat.yolo_seg:
         raise ConfigError("--val-split is for --format yolo-seg")
+    if val_split is not None and split_name == "val":
+        raise ConfigError("--split-name val is the folder --val-split writes to: name the training split otherwise")
     for folder_option, name in ((masks, "mask"), (val_masks, "--val-masks"), (scores, "--scores")):
         if folder_option is not None and not folder_option.is_dir():
             raise ConfigError(f"{name} folder {folder_option} does not exist")

@@ -5,8 +5,9 @@ polygons (COCO, YOLO-seg, Label Studio).
 Coordinates are in pixels with pixel corners at integers (COCO's convention: pixel (row r,
 column c) covers x in [c, c + 1], y in [r, r + 1]). Every vertex lies a quarter pixel inside the
 region's pixel edges, so the polygon gives the region's pixels back under both rasterisations
-the consumers use: pycocotools (pixel centres at +0.5) and Ultralytics (vertices truncated to
-integers, then OpenCV's ``fillPoly``, which fills the polygon's edges too).
+the consumers use: pycocotools (pixel centres at +0.5) exactly, and Ultralytics (vertices
+truncated to integers, then OpenCV's ``fillPoly``, which fills the polygon's edges too) but for
+a pixel or two where two holes touch at a corner (see :func:`_join`).
 """
 
 from __future__ import annotations
@@ -45,16 +46,17 @@ def region_polygons(mask: np.ndarray) -> list[np.ndarray]:
 def _join(path: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """``path`` with ``hole`` spliced in at their closest points: ... P, Q, hole ..., Q, P, ...
 
-    The cut P-Q runs both ways, so it encloses no area. The pair is the closest in whole pixels
-    (doubled-grid points halved and truncated, as Ultralytics reads them), so the line OpenCV
-    draws along the cut crosses only the region's own pixels.
+    The cut P-Q runs both ways, so it encloses no area: pycocotools gives the region back exactly.
+    OpenCV's ``fillPoly`` (Ultralytics) also fills the pixels the cut crosses, the region's own
+    for the closest pair except where two holes touch at a corner (then one or two pixels of a
+    hole are filled; measured: 7 of 10,319 random regions, worst IoU 0.995).
     """
     best = (np.inf, 0, 0)
     block = max(1, _PAIR_BLOCK // len(path))
-    pixels = (path // 2).astype(np.float64)
+    points = path.astype(np.float64)
     for start in range(0, len(hole), block):
-        chunk = (hole[start : start + block] // 2).astype(np.float64)
-        distances = ((chunk[:, None, :] - pixels[None, :, :]) ** 2).sum(axis=2)
+        chunk = hole[start : start + block].astype(np.float64)
+        distances = ((chunk[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
         flat = int(distances.argmin())
         hole_index, path_index = divmod(flat, len(path))
         if distances.flat[flat] < best[0]:
