@@ -26,11 +26,11 @@ from pseudolabel.pipeline import Engine, RunOptions, RunSummary, run_images
 from pseudolabel.prompts import PromptSet, load_prompts
 from pseudolabel.registry import (
     DATASETS,
-    LABELERS,
     LabelerSettings,
     ModelHub,
     ModelSettings,
     RefinerSettings,
+    create_labeler_scorer,
     create_refiners,
 )  # fmt: skip
 from pseudolabel.run_settings import check_and_record
@@ -93,13 +93,14 @@ def create_labeler(
     settings: LabelerSettings | None = None,
     refiner_settings: RefinerSettings | None = None,
 ) -> Labeler:
-    """A labeler from :data:`~pseudolabel.registry.LABELERS` (``cam``, ``grounded-sam``) followed by
-    refiners from :data:`~pseudolabel.registry.REFINERS` in order. ``models`` (which weights, device)
-    overrides ``device`` and ``precision``; ``default`` weights are the published ones."""
+    """A registered labeler (``cam``, ``grounded-sam``, or a plugin's) followed by registered
+    refiners in order. ``models`` (which weights, device) overrides ``device`` and ``precision``;
+    ``default`` weights are the published ones. A plugin's options go in ``settings.components``
+    / ``refiner_settings.components`` by its name (its declared options dataclass)."""
     prompt_set = load_prompts(prompts) if isinstance(prompts, str) else prompts
     hub = _hub(device, precision, models)
     settings, refiner_settings = settings or LabelerSettings(), refiner_settings or RefinerSettings()
-    scorer = LABELERS[method](hub, prompt_set, settings)
+    scorer = create_labeler_scorer(method, hub, prompt_set, settings)
     refiners = create_refiners(tuple(refine), hub, refiner_settings)
     models_used = asdict(hub.settings)
     models_used.pop("device")  # where it ran does not change the outputs

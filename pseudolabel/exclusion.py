@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ from pseudolabel.models.clip import ClipModel
 from pseudolabel.prompts import PromptSet
 from pseudolabel.region_inputs import region_images
 from pseudolabel.stage_record import StageRecord
+
+if TYPE_CHECKING:
+    from pseudolabel.registry import ModelHub
+    from pseudolabel.settings import LabelerSettings
 
 LOGIT_SCALE = 100.0
 EXCLUDED_TALLY = "exclusion: regions dropped, by class"
@@ -210,3 +214,13 @@ class ClassExclusion:
         if result.exclusions:
             record.tally(PAIRS_TALLY, "pairs", len(result.exclusions))
         return result.kept
+
+
+def exclusion_for(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> tuple[Any, ClassExclusion | None]:
+    """(CLIP for the exclusion, exclusion) for a CLIPN checkpoint; (None, None) for plain CLIP,
+    which a labeler builds itself on its own CLIP."""
+    exclusion = settings.exclusion
+    if not exclusion.enabled or exclusion.weights == "clip":
+        return None, None
+    clip, no_tower = hub.clipn(exclusion.weights)
+    return clip, ClassExclusion(clip, prompts, exclusion.threshold, no_tower)

@@ -1,13 +1,13 @@
-"""Registries, the way ``segment_anything.sam_model_registry`` does it: name -> builder.
+"""Building a run's components and models: the :class:`ModelHub`, the weights check before a run,
+and the labeler and refiners by name from :mod:`pseudolabel.components`' registries.
 
-* ``LABELERS[name](hub, prompts, settings)`` -> a Scorer (Sample, StageRecord) -> ScoreMaps.
-* ``REFINERS[name](hub, settings)`` -> a Refiner (rgb, ScoreMaps, StageRecord) -> ScoreMaps.
+* labeler ``name`` -> a Scorer (Sample, StageRecord) -> ScoreMaps.
+* refiner ``name`` -> a Refiner (rgb, ScoreMaps, StageRecord) -> ScoreMaps.
 * ``DATASETS[name](root, split, prompts, labels_file, gt_dir, max_image_pixels)`` -> a Dataset.
 
 A :class:`ModelHub` builds each model once per run on first use and shares it, so
-``generate --method grounded-sam --refine sam`` holds one SAM. Adding a refiner is one entry
-here (``--refine`` reads these keys); a labeler also needs its ``--method`` choice in
-``cli/generate.py``.
+``generate --method grounded-sam --refine sam`` holds one SAM. A component registers itself
+with its declaration (see :mod:`pseudolabel.components`); nothing here names one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pseudolabel.components import Component, component, registry
 from pseudolabel.datasets import DATASET_NAMES, build_dataset
 from pseudolabel.prompts import PromptSet
 from pseudolabel.settings import LabelerSettings, ModelSettings, RefinerSettings
@@ -79,39 +80,6 @@ class ModelHub:
         )
 
 
-def _exclusion(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> tuple[Any, Any]:
-    """(CLIP for the exclusion, exclusion) for a CLIPN checkpoint; (None, None) for plain CLIP,
-    which the labeler builds itself on its own CLIP."""
-    exclusion = settings.exclusion
-    if not exclusion.enabled or exclusion.weights == "clip":
-        return None, None
-    from pseudolabel.exclusion import ClassExclusion
-
-    clip, no_tower = hub.clipn(exclusion.weights)
-    return clip, ClassExclusion(clip, prompts, exclusion.threshold, no_tower)
-
-
-def build_cam_labeler(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> Scorer:
-    """CLIP-ES CAMs on the run's CLIP; a CLIPN exclusion keeps its own CLIP."""
-    from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
-
-    _, exclusion = _exclusion(hub, prompts, settings)
-    options = CamLabelerOptions(settings.prompting, settings.background, settings.exclusion, settings.zero_shot)
-    return CamLabeler(hub.clip(), prompts, settings.cam, options, hub.settings.autocast_dtype, exclusion)
-
-
-def build_grounded_sam_labeler(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> Scorer:
-    """Grounding DINO + SAM; CLIP only when zero-shot, POLE or exclusion need it."""
-    from pseudolabel.labelers.grounded_sam import GroundedSamLabeler, GroundedSamOptions
-
-    options = GroundedSamOptions(settings.detector, settings.prompting, settings.exclusion, settings.zero_shot)
-    clip, exclusion = _exclusion(hub, prompts, settings)
-    if clip is None and options.needs_clip:
-        clip = hub.clip()
-    detector = hub.grounding_dino()
-    return GroundedSamLabeler(detector, hub.sam(), prompts, options, clip, exclusion, hub.settings.autocast_dtype)
-
-
 def check_weights(settings: ModelSettings, models: list[str]) -> None:
     """Find, or download now, the checkpoint of each model a run will build (hub keys: ``clip``,
     ``sam``, ``grounding``, ``clipn:<weights>``), before any work; one WeightsError names every
@@ -137,72 +105,63 @@ def check_weights(settings: ModelSettings, models: list[str]) -> None:
 
 
 def labeler_models(method: str, settings: LabelerSettings) -> list[str]:
-    """The hub models (:func:`check_weights` keys) the labeler ``method`` builds."""
+    """The hub models (:func:`check_weights` keys) the labeler ``method`` builds: its own, a
+    CLIPN checkpoint for the exclusion, and CLIP when zero-shot, POLE or exclusion need one."""
     exclusion = settings.exclusion
+    own = component("labeler", method).models
     clipn = [f"clipn:{exclusion.weights}"] if exclusion.enabled and exclusion.weights != "clip" else []
-    if method == "cam":
-        return ["clip", *clipn]
-    from pseudolabel.labelers.grounded_sam import GroundedSamOptions
-
-    options = GroundedSamOptions(settings.detector, settings.prompting, settings.exclusion, settings.zero_shot)
-    return ["grounding", "sam", *clipn, *(["clip"] if options.needs_clip and not clipn else [])]
+    needs_clip = settings.zero_shot.enabled or settings.prompting.synonyms == "pole" or exclusion.enabled
+    return [*own, *clipn, *(["clip"] if needs_clip and not clipn and "clip" not in own else [])]
 
 
-def build_crf_refiner(hub: ModelHub, settings: RefinerSettings) -> Refiner:
-    """DenseCRF (picklable: it can run in worker processes)."""
-    from pseudolabel.refiners.crf import CrfRefiner
-
-    return CrfRefiner(settings.crf, settings.min_confidence)
-
-
-def build_sam_refiner(hub: ModelHub, settings: RefinerSettings) -> Refiner:
-    """SAM point prompts (CEP) or automatic masks (SEPL) on the run's shared SAM."""
-    from pseudolabel.refiners.sam import SamRefiner
-
-    return SamRefiner(hub.sam(), settings.sam)
+def create_labeler_scorer(method: str, hub: ModelHub, prompts: PromptSet, settings: LabelerSettings) -> Scorer:
+    """The labeler ``method`` from the registry, with its options (a plugin's from ``settings``)."""
+    declared = component("labeler", method)
+    return declared.load()(hub, prompts, settings, _options(declared, settings.components))
 
 
-LABELERS: dict[str, Callable[[ModelHub, PromptSet, LabelerSettings], Scorer]] = {
-    "cam": build_cam_labeler,
-    "grounded-sam": build_grounded_sam_labeler,
-}
-REFINERS: dict[str, Callable[[ModelHub, RefinerSettings], Refiner]] = {
-    "crf": build_crf_refiner,
-    "sam": build_sam_refiner,
-}
+def _options(declared: Component, given: dict[str, Any]) -> Any:
+    """A component's options: those given by its name, else its defaults (None: it has none)."""
+    if declared.name in given:
+        return given[declared.name]
+    return declared.options() if declared.options is not None else None
+
+
 DATASETS: dict[str, Callable[..., Any]] = {name: partial(build_dataset, name) for name in DATASET_NAMES}
-REFINER_MODELS: dict[str, tuple[str, ...]] = {"crf": (), "sam": ("sam",)}
-"""The hub models each refiner builds."""
-CPU_REFINERS = frozenset({"crf"})
-"""Refiners that run on the CPU only and pickle, so ``refine`` runs them in worker processes."""
 
 
 def refine_workers(names: tuple[str, ...], requested: int | None) -> tuple[int, bool]:
     """(worker processes, whether the refiners run inside them) for refining stored masks: a chain
     of CPU refiners runs in every core's process; one with a model (SAM) runs here, with 2
     processes decoding ahead. ``requested`` overrides the count."""
-    on_cpu = set(names) <= CPU_REFINERS
+    on_cpu = all(component("refiner", name).cpu_only for name in names)
     default = (os.cpu_count() or 1) if on_cpu else 2
     return (default if requested is None else requested), on_cpu
 
 
 def parse_refiners(text: str | None) -> tuple[str, ...]:
-    """``"crf,sam"`` -> ("crf", "sam"), in order; each must be in :data:`REFINERS`."""
+    """``"crf,sam"`` -> ("crf", "sam"), in order; each must be a registered refiner."""
     from pseudolabel.errors import ConfigError
 
     names = tuple(part.strip() for part in (text or "").split(",") if part.strip())
-    unknown = [name for name in names if name not in REFINERS]
+    known = registry("refiner")
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise ConfigError(f"unknown refiner {unknown[0]!r}; choose from {', '.join(REFINERS)} (comma-separated)")
+        raise ConfigError(f"unknown refiner {unknown[0]!r}; choose from {', '.join(known)} (comma-separated)")
     return names
 
 
 def run_models(method: str | None, labeler: LabelerSettings | None, refiners: tuple[str, ...]) -> list[str]:
     """Every hub model a run builds: its labeler's (when it labels) and its refiners'."""
     models = labeler_models(method, labeler) if method is not None and labeler is not None else []
-    return models + [model for name in refiners for model in REFINER_MODELS.get(name, ())]
+    return models + [model for name in refiners for model in component("refiner", name).models]
 
 
-def create_refiners(names: tuple[str, ...], hub: ModelHub, settings: RefinerSettings) -> list[Refiner]:
-    """The refiners ``names`` in order, built from the registry."""
-    return [REFINERS[name](hub, settings) for name in names]
+def create_refiners(names: tuple[str, ...], hub: ModelHub | None, settings: RefinerSettings) -> list[Refiner]:
+    """The refiners ``names`` in order, built from the registry with their options (``hub``: None
+    when none of them builds a model)."""
+    built = []
+    for name in names:
+        declared = component("refiner", name)
+        built.append(declared.load()(hub, settings, _options(declared, settings.components)))
+    return built

@@ -4,7 +4,7 @@ settings in groups. Importable without torch, so the command line reads its defa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pseudolabel.labelers.options import (
     BackgroundOptions,
@@ -46,6 +46,8 @@ class LabelerSettings:
     cam: CamOptions = field(default_factory=CamOptions)
     background: BackgroundOptions = field(default_factory=BackgroundOptions)
     detector: DetectorOptions = field(default_factory=DetectorOptions)
+    components: dict[str, Any] = field(default_factory=dict)
+    """A plugin labeler's options by its name (its declared options dataclass)."""
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,5 @@ class RefinerSettings:
     crf: CrfOptions = field(default_factory=CrfOptions)
     min_confidence: float | None = None
     sam: SamRefineOptions = field(default_factory=SamRefineOptions)
+    components: dict[str, Any] = field(default_factory=dict)
+    """Plugin refiners' options by name (each its declared options dataclass)."""

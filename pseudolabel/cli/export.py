@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, console, progress_bar, remember_output_folder, report_skipped
+from pseudolabel.cli.components import choices, component_options, names, with_component_options
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -23,21 +24,14 @@ from pseudolabel.cli.options import (
     RootOption,
     SplitOption,
 )
+from pseudolabel.components import component
 from pseudolabel.config import write_resolved_config
 from pseudolabel.errors import ConfigError
 from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
-
-class ExportFormat(str, Enum):
-    """Export formats."""
-
-    coco_rle = "coco-rle"
-    coco_polygon = "coco-polygon"
-    yolo_seg = "yolo-seg"
-    label_studio = "label-studio"
-    cvat_mask = "cvat-mask"
-    cityscapes_ids = "cityscapes-ids"
+ExportFormat = choices("exporter", "ExportFormat")
+"""The registered export formats ``--format`` takes."""
 
 
 class Instances(str, Enum):
@@ -48,17 +42,18 @@ class Instances(str, Enum):
 
 
 @app.command()
+@with_component_options("exporter")
 def export(
     ctx: typer.Context,
     dataset: DatasetOption,
     masks: Annotated[Path, typer.Option(help="Masks to export, <id>.png, from any tool.", rich_help_panel=DATA)],
-    out: Annotated[Path, typer.Option(help="COCO: the .json file; others: a folder.", rich_help_panel=DATA)],
+    out: Annotated[Path, typer.Option(help="COCO: the .json file; the others: a folder.", rich_help_panel=DATA)],
     format: Annotated[
         ExportFormat,
         typer.Option(
             "--format",
             metavar="<format>",
-            help="coco-rle, coco-polygon, yolo-seg, label-studio, cvat-mask or cityscapes-ids.",
+            help=f"{names('exporter')}.",
             rich_help_panel=DATA,
         ),
     ],
@@ -111,10 +106,14 @@ def export(
     from pseudolabel.export.yolo_format import VAL_IS_TRAIN_NOTE
     from pseudolabel.id_lists import read_id_list
 
-    coco = format in (ExportFormat.coco_rle, ExportFormat.coco_polygon)
-    if coco and out.suffix.lower() != ".json":
-        raise ConfigError(f"--format {format.value} writes one JSON file: give --out a .json path, got {out}")
-    if val_split is not None and format is not ExportFormat.yolo_seg:
+    declared = component("exporter", format.value)
+    one_file = declared.output_suffix is not None
+    if one_file and out.suffix.lower() != declared.output_suffix:
+        raise ConfigError(
+            f"--format {format.value} writes one {declared.output_suffix} file: give --out a "
+            f"{declared.output_suffix} path, got {out}"
+        )
+    if val_split is not None and format.value != "yolo-seg":
         raise ConfigError("--val-split is for --format yolo-seg")
     if val_split is not None and split_name == "val":
         raise ConfigError("--split-name val is the folder --val-split writes to: name the training split otherwise")
@@ -123,9 +122,9 @@ def export(
             raise ConfigError(f"{name} folder {folder_option} does not exist")
     request = ExportRequest(
         masks, format.value, out, instances.value, instances_dir, scores, split_name, "val" if val_split else None,
-        image_prefix,
+        image_prefix, component_options("exporter", format.value, dict(ctx.params)).get(format.value),
     )  # fmt: skip
-    folder = out.parent if coco else out
+    folder = out.parent if one_file else out
     remember_output_folder(folder)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     if ids is not None:
@@ -138,9 +137,9 @@ def export(
         total = len(source.ids()) + (len(val.dataset.ids()) if val else 0)
         task = progress.add_task("export", total=total)
         summary = export_masks(source, request, lambda: progress.advance(task), val)
-    write_resolved_config(folder / f"{out.stem if coco else 'export'}.config.yaml", ctx)
+    write_resolved_config(folder / f"{out.stem if one_file else 'export'}.config.yaml", ctx)
     report_skipped(
         summary.skipped, f"{summary.images} images, {summary.regions} regions exported as {format.value} to {out}"
     )
-    if format is ExportFormat.yolo_seg and val is None:
+    if format.value == "yolo-seg" and val is None:
         console.print(f"[yellow]note[/]: {VAL_IS_TRAIN_NOTE} (data.yaml says so too)", highlight=False)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, remember_output_folder
+from pseudolabel.cli.components import choices, names, with_component_options
 from pseudolabel.cli.options import (
     CAM,
     DATA,
@@ -68,12 +69,8 @@ from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
 from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE, DEFAULT_UNSURE_MARGIN
 from pseudolabel.settings import ModelSettings
 
-
-class Method(str, Enum):
-    """Labelers ``--method`` knows (the keys of ``registry.LABELERS``)."""
-
-    cam = "cam"
-    grounded_sam = "grounded-sam"
+Method = choices("labeler", "Method")
+"""The registered labelers ``--method`` takes."""
 
 
 class Captions(str, Enum):
@@ -97,6 +94,7 @@ def _option(help_text: str, panel: str, *names: str) -> typer.models.OptionInfo:
 
 
 @app.command()
+@with_component_options("labeler", "refiner")
 def generate(
     ctx: typer.Context,
     dataset: DatasetOption,
@@ -106,7 +104,7 @@ def generate(
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    method: Annotated[Method, _option("Labeler: cam or grounded-sam.", METHOD)] = Method.cam,
+    method: Annotated[Method, _option(f"Labeler: {names('labeler')}.", METHOD)] = "cam",  # type: ignore[valid-type]
     clip_model: Annotated[str, _option("open_clip architecture or JSON config.", CAM)] = ModelSettings.clip_model,
     clip_weights: Annotated[str, _option("default (OpenAI's), a file, or random.", CAM)] = (ModelSettings.clip_weights),
     synonyms: Annotated[
@@ -185,7 +183,14 @@ def generate(
     from pseudolabel.cli.running import make_engine, run_with_progress
     from pseudolabel.devices import decode_workers, default_batch_size
     from pseudolabel.pipeline import RunOptions
-    from pseudolabel.registry import LABELERS, ModelHub, check_weights, create_refiners, parse_refiners, run_models
+    from pseudolabel.registry import (
+        ModelHub,
+        check_weights,
+        create_labeler_scorer,
+        create_refiners,
+        parse_refiners,
+        run_models,
+    )
     from pseudolabel.stages import ScoreRefineDecode
     from pseudolabel.torchrun import run_shard
 
@@ -195,10 +200,10 @@ def generate(
     models = model_settings(flags) if ray is None else None
     labeler = labeler_settings(flags)
     refiner_names = parse_refiners(refine)
-    refiners = refiner_settings(flags)
+    refiners = refiner_settings(flags, refiner_names)
     if max_side and max_side < 32:
         raise ConfigError(f"--max-side must be 0 (full size) or at least 32 pixels, got {max_side}")
-    if save_instances is not None and method is not Method.grounded_sam:
+    if save_instances is not None and method.value != "grounded-sam":
         raise ConfigError("--save-instances keeps Grounded-SAM's masks; it needs --method grounded-sam")
     decoders = decode_workers(num_workers, models.device) if models else 0
     batch = default_batch_size(batch_size, models.device if models else None)
@@ -211,7 +216,7 @@ def generate(
 
     def make_image_function() -> ScoreRefineDecode:
         hub = ModelHub(models or model_settings(flags))
-        scorer = LABELERS[method.value](hub, source.prompts, labeler)
+        scorer = create_labeler_scorer(method.value, hub, source.prompts, labeler)
         refiner_chain = create_refiners(refiner_names, hub, refiners)
         return ScoreRefineDecode(scorer, unsure_margin, refiner_chain, max_side or None, hub.batch_preparer())
 

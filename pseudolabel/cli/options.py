@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pseudolabel.components import registry
 from pseudolabel.config import load_config_file
 from pseudolabel.errors import ConfigError
 from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -115,7 +116,11 @@ ReportOption = Annotated[
     bool, typer.Option("--report", help="Write an HTML report into OUT/report at the end.", rich_help_panel=RUN)
 ]
 RefineOption = Annotated[
-    str | None, typer.Option(help="Refiners in order, comma-separated: crf, sam, crf,sam.", rich_help_panel=REFINEMENT)
+    str | None,
+    typer.Option(
+        help=f"Refiners in order, comma-separated ({', '.join(registry('refiner'))}), e.g. crf,sam.",
+        rich_help_panel=REFINEMENT,
+    ),
 ]
 CrfIterationsOption = Annotated[int, typer.Option(help="CRF mean-field iterations.", rich_help_panel=REFINEMENT)]
 LabelConfidenceOption = Annotated[

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, deprecated, remember_output_folder
+from pseudolabel.cli.components import with_component_options
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -70,6 +71,7 @@ def refiner_names(refine: str | None, method: str | None, sam: str | None) -> tu
 
 
 @app.command()
+@with_component_options("refiner")
 def refine(
     ctx: typer.Context,
     dataset: DatasetOption,
@@ -126,7 +128,7 @@ def refine(
         raise ConfigError(f"scores folder {scores} does not exist")
     flags = dict(ctx.params)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
-    models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags)
+    models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags, names)
     decoders, in_workers = refine_workers(names, num_workers)
     batch = default_batch_size(batch_size, models.device if models else None)
     shard_here = run_shard(shard)

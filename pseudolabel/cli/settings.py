@@ -40,7 +40,9 @@ def cpu_model_settings(flags: dict[str, Any]) -> Any:
 
 
 def labeler_settings(flags: dict[str, Any]) -> Any:
-    """LabelerSettings from ``generate``'s labeler flags (zero-shot when ``--labels none``)."""
+    """LabelerSettings from ``generate``'s labeler flags (zero-shot when ``--labels none``), with
+    the chosen labeler's declared options when it has some."""
+    from pseudolabel.cli.components import component_options
     from pseudolabel.labelers.options import (
         BackgroundOptions,
         CamOptions,
@@ -65,15 +67,19 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
             _value(flags["captions"]),
             flags["max_detections"],
         ),
+        components=component_options("labeler", _value(flags["method"]), flags),
     )
 
 
-def refiner_settings(flags: dict[str, Any]) -> Any:
-    """RefinerSettings from the refinement flags ``generate`` and ``refine`` share."""
+def refiner_settings(flags: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """RefinerSettings from the refinement flags ``generate`` and ``refine`` share, with the
+    declared options of the refiners ``names`` that have some."""
+    from pseudolabel.cli.components import component_options
     from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
     from pseudolabel.settings import RefinerSettings
 
     sam = SamRefineOptions(
         _value(flags["sam_mode"]), flags["grid"], flags["iou_threshold"], label_confidence=flags["label_confidence"]
     )
-    return RefinerSettings(CrfOptions(iterations=flags["crf_iterations"]), flags["min_confidence"], sam)
+    components = {key: value for name in names for key, value in component_options("refiner", name, flags).items()}
+    return RefinerSettings(CrfOptions(iterations=flags["crf_iterations"]), flags["min_confidence"], sam, components)

@@ -233,7 +233,8 @@ def predict(
     remember_output_folder(out)
     from pseudolabel.devices import decode_workers, resolve_device
     from pseudolabel.pipeline import RunOptions
-    from pseudolabel.refiners.crf import CrfRefiner
+    from pseudolabel.registry import create_refiners
+    from pseudolabel.settings import RefinerSettings
     from pseudolabel.torchrun import local_device, run_shard
     from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint, resolve_checkpoint
 
@@ -249,7 +250,8 @@ def predict(
     def make_image_function() -> SegmentationPredictor:
         model_device = torch_device or resolve_device(device)
         model = model_from_checkpoint(checkpoint_path, source.num_classes, model_device)
-        return SegmentationPredictor(model, test_scales, flip, CrfRefiner() if crf else None)
+        refiner = create_refiners(("crf",), None, RefinerSettings())[0] if crf else None  # CRF needs no model
+        return SegmentationPredictor(model, test_scales, flip, refiner)
 
     write_run_config(out, ctx, overwrite)
     run_with_progress("predict", source, make_image_function, run, out, report, ray)

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pseudolabel.components import Component
 from pseudolabel.export.item import ExportItem
 from pseudolabel.export.polygons import region_polygons
 from pseudolabel.export.regions import Region
 from pseudolabel.files import atomic_write_text
 from pseudolabel.prompts import PromptSet
 
-COCO_FORMATS = ("coco-rle", "coco-polygon")
+if TYPE_CHECKING:
+    from pseudolabel.datasets.base import Dataset
+    from pseudolabel.export.run import ExportRequest
+
+COCO_RLE = Component(
+    "exporter", "coco-rle", "COCO instances JSON, RLE masks.", "pseudolabel.export.coco_format:build",
+    output_suffix=".json",
+)  # fmt: skip
+COCO_POLYGON = Component(
+    "exporter", "coco-polygon", "COCO instances JSON, polygons (holes joined in).",
+    "pseudolabel.export.coco_format:build", output_suffix=".json",
+)  # fmt: skip
 
 
 def category_ids(prompts: PromptSet) -> dict[int, int]:
@@ -89,3 +101,8 @@ class CocoWriter:
             "categories": categories(self.prompts),
         }
         atomic_write_text(self.out, json.dumps(document))
+
+
+def build(dataset: Dataset, request: ExportRequest, options: None) -> CocoWriter:
+    """The COCO writer of ``request.fmt`` (RLE or polygons)."""
+    return CocoWriter(request.out, request.fmt, dataset.prompts, f"pseudolabel export of {request.masks}")

@@ -6,9 +6,11 @@ Datumaro's VOC importer)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pseudolabel.components import Component
 from pseudolabel.errors import SampleError
 from pseudolabel.export.item import ExportItem
 from pseudolabel.export.label_studio import review_labels
@@ -17,6 +19,14 @@ from pseudolabel.images import write_image
 from pseudolabel.masks import IGNORE_INDEX, VOC_COLORMAP
 from pseudolabel.safe_paths import id_path
 
+if TYPE_CHECKING:
+    from pseudolabel.datasets.base import Dataset
+    from pseudolabel.export.run import ExportRequest
+
+CVAT_MASK = Component(
+    "exporter", "cvat-mask", 'CVAT "Segmentation mask 1.1" folder to upload as annotations.',
+    "pseudolabel.export.cvat_mask:build",
+)  # fmt: skip
 SUBSET = "default"
 MAX_INSTANCES = 254
 """Instance colours of the VOC instance palette (0 is no instance; 255 is not used)."""
@@ -55,3 +65,8 @@ class CvatMaskWriter:
         atomic_write_text(self.out / "labelmap.txt", labelmap_text(self.class_names))
         listing = "".join(f"{image_id}\n" for image_id in self.ids)
         atomic_write_text(self.out / "ImageSets" / "Segmentation" / f"{SUBSET}.txt", listing)
+
+
+def build(dataset: Dataset, request: ExportRequest, options: None) -> CvatMaskWriter:
+    """The CVAT mask writer."""
+    return CvatMaskWriter(request.out, dataset.class_names)

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pseudolabel.components import Component
 from pseudolabel.export.item import ExportItem
 from pseudolabel.images import write_image
 from pseudolabel.safe_paths import id_path
+
+if TYPE_CHECKING:
+    from pseudolabel.datasets.base import Dataset
+    from pseudolabel.export.run import ExportRequest
+
+
+ID_PNGS = Component(
+    "exporter", "cityscapes-ids", "One grey PNG of class ids per image (Cityscapes labelIds style), 255 kept.",
+    "pseudolabel.export.id_pngs:build",
+)  # fmt: skip
 
 
 class IdPngWriter:
@@ -20,3 +32,8 @@ class IdPngWriter:
 
     def finish(self) -> None:
         """Nothing left: every image was written when added."""
+
+
+def build(dataset: Dataset, request: ExportRequest, options: None) -> IdPngWriter:
+    """The id PNG writer."""
+    return IdPngWriter(request.out)

@@ -6,18 +6,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from xml.etree import ElementTree
 
 import numpy as np
 
+from pseudolabel.components import Component
 from pseudolabel.errors import ConfigError
 from pseudolabel.export import brush_rle
 from pseudolabel.export.item import ExportItem
 from pseudolabel.files import atomic_write_text
 from pseudolabel.masks import IGNORE_INDEX, VOC_COLORMAP
 
+if TYPE_CHECKING:
+    from pseudolabel.datasets.base import Dataset
+    from pseudolabel.export.run import ExportRequest
+
+LABEL_STUDIO = Component(
+    "exporter", "label-studio", "Label Studio tasks with brush pre-annotations, and the labeling config.",
+    "pseudolabel.export.label_studio:build",
+)  # fmt: skip
 UNSURE_LABEL = "unsure"
 """The label the 255 pixels carry in Label Studio and CVAT, so a reviewer sees and settles them."""
 BRUSH_TAG, POLYGON_TAG, IMAGE_TAG = "label", "polygon", "image"
@@ -104,3 +113,8 @@ class LabelStudioWriter:
     def finish(self) -> None:
         atomic_write_text(self.out / "labeling-config.xml", labeling_config(self.class_names))
         atomic_write_text(self.out / "tasks.json", json.dumps(self.tasks))
+
+
+def build(dataset: Dataset, request: ExportRequest, options: None) -> LabelStudioWriter:
+    """The Label Studio writer, images located by ``request.image_prefix``."""
+    return LabelStudioWriter(request.out, dataset.class_names, request.image_prefix)

@@ -6,27 +6,21 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from pseudolabel.components import component
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.errors import ConfigError, MaskError, SampleError
-from pseudolabel.export.coco_format import COCO_FORMATS, CocoWriter
-from pseudolabel.export.cvat_mask import CvatMaskWriter
-from pseudolabel.export.id_pngs import IdPngWriter
 from pseudolabel.export.item import ExportItem, ExportWriter
-from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX, LabelStudioWriter
+from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX
 from pseudolabel.export.regions import INSTANCE_MODES, Region, instance_regions, label_regions, scored
-from pseudolabel.export.yolo_format import YoloWriter
 from pseudolabel.instances import load_instances
 from pseudolabel.masks import mask_class_ids, read_mask
 from pseudolabel.safe_paths import id_path, resolve_inside
 from pseudolabel.scoremaps import ScoreMaps, load_scores
-
-EXPORT_FORMATS = (*COCO_FORMATS, "yolo-seg", "label-studio", "cvat-mask", "cityscapes-ids")
-FOLDER_FORMATS = EXPORT_FORMATS[2:]
-"""Formats written to a folder (the COCO ones are one JSON file)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +29,7 @@ class ExportRequest:
 
     Attributes:
         masks: folder of ``<id>.png`` label maps.
-        fmt: one of :data:`EXPORT_FORMATS`.
+        fmt: a registered exporter's name (``--format``).
         out: the JSON file (COCO) or the folder (the others).
         instances: one of :data:`INSTANCE_MODES`.
         instances_dir: ``generate --save-instances`` folder: export those instances instead.
@@ -43,6 +37,7 @@ class ExportRequest:
         subset: the YOLO-seg folder name of this split.
         val_subset: YOLO-seg: the folder name of the validation split, when one is exported.
         image_prefix: Label Studio: URL prefix or local folder of the images.
+        options: a plugin exporter's options (None: its defaults).
     """
 
     masks: Path
@@ -54,6 +49,7 @@ class ExportRequest:
     subset: str = "train"
     val_subset: str | None = None
     image_prefix: str = DEFAULT_IMAGE_PREFIX
+    options: Any = None
 
 
 @dataclass
@@ -67,16 +63,10 @@ class ExportSummary:
 
 
 def open_writer(dataset: Dataset, request: ExportRequest) -> ExportWriter:
-    """The writer of ``request.fmt``."""
-    if request.fmt in COCO_FORMATS:
-        return CocoWriter(request.out, request.fmt, dataset.prompts, f"pseudolabel export of {request.masks}")
-    if request.fmt == "yolo-seg":
-        return YoloWriter(request.out, dataset.class_names, request.subset, request.val_subset)
-    if request.fmt == "label-studio":
-        return LabelStudioWriter(request.out, dataset.class_names, request.image_prefix)
-    if request.fmt == "cvat-mask":
-        return CvatMaskWriter(request.out, dataset.class_names)
-    return IdPngWriter(request.out)
+    """The writer of ``request.fmt``, from the exporter registry with its options."""
+    declared = component("exporter", request.fmt)
+    options = request.options if request.options is not None else (declared.options() if declared.options else None)
+    return declared.load()(dataset, request, options)
 
 
 def _label_map(dataset: Dataset, masks_dir: Path, image_id: str) -> tuple[np.ndarray, Path]:
@@ -170,8 +160,6 @@ def export_masks(
     val: ValSplit | None = None,
 ) -> ExportSummary:
     """Write the split's masks (and ``val``'s, YOLO-seg only) in ``request.fmt`` to ``request.out``."""
-    if request.fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}")
     if request.instances not in INSTANCE_MODES:
         raise ConfigError(f"--instances must be one of {', '.join(INSTANCE_MODES)}")
     if val is not None and (request.fmt != "yolo-seg" or request.val_subset is None):

@@ -7,16 +7,26 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
+from pseudolabel.components import Component
 from pseudolabel.export.item import ExportItem
 from pseudolabel.export.polygons import region_polygons
 from pseudolabel.export.regions import Region
 from pseudolabel.files import atomic_write_text, output_errors
 from pseudolabel.safe_paths import id_path
 
+if TYPE_CHECKING:
+    from pseudolabel.datasets.base import Dataset
+    from pseudolabel.export.run import ExportRequest
+
+YOLO_SEG = Component(
+    "exporter", "yolo-seg", "Ultralytics YOLO-seg folder: images, label files, data.yaml.",
+    "pseudolabel.export.yolo_format:build",
+)  # fmt: skip
 VAL_IS_TRAIN_NOTE = (
     "val points at the training images (no --val-split): Ultralytics' validation figures then "
     "measure agreement with these pseudo-labels, not accuracy"
@@ -74,3 +84,8 @@ class YoloWriter:
 
     def finish(self) -> None:
         atomic_write_text(self.out / "data.yaml", data_yaml(self.out, self.class_names, self.train, self.val))
+
+
+def build(dataset: Dataset, request: ExportRequest, options: None) -> YoloWriter:
+    """The YOLO-seg writer: the split in ``request.subset``, a val split in ``request.val_subset``."""
+    return YoloWriter(request.out, dataset.class_names, request.subset, request.val_subset)

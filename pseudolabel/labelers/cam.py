@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import ClassExclusion, Regions
+from pseudolabel.exclusion import ClassExclusion, Regions, exclusion_for
 from pseudolabel.labelers.clip_es import ClipEsCam, background_score
 from pseudolabel.labelers.options import (
     BackgroundOptions,
@@ -22,6 +23,11 @@ from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 from pseudolabel.stage_record import StageRecord
 from pseudolabel.zero_shot import zero_shot_classes
+
+if TYPE_CHECKING:
+    from pseudolabel.registry import ModelHub
+    from pseudolabel.settings import LabelerSettings
+
 
 CAM_SYNONYM_MODES = ("none", "fuse", "pole")
 
@@ -109,3 +115,10 @@ class CamLabeler:
 
     def _names(self, class_ids: list[int]) -> list[str]:
         return self.prompts.prompt_names(class_ids, self.synonyms)
+
+
+def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: None) -> CamLabeler:
+    """CLIP-ES CAMs on the run's CLIP; a CLIPN exclusion keeps its own CLIP."""
+    _, exclusion = exclusion_for(hub, prompts, settings)
+    cam_options = CamLabelerOptions(settings.prompting, settings.background, settings.exclusion, settings.zero_shot)
+    return CamLabeler(hub.clip(), prompts, settings.cam, cam_options, hub.settings.autocast_dtype, exclusion)

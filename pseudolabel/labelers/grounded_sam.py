@@ -36,13 +36,13 @@ Per image:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import ClassExclusion, Regions
+from pseudolabel.exclusion import ClassExclusion, Regions, exclusion_for
 from pseudolabel.instances import Instances
 from pseudolabel.labelers.detection import detect
 from pseudolabel.labelers.options import (
@@ -61,6 +61,10 @@ from pseudolabel.prompts import PromptSet
 from pseudolabel.scoremaps import ScoreMaps
 from pseudolabel.stage_record import StageRecord
 from pseudolabel.zero_shot import zero_shot_classes
+
+if TYPE_CHECKING:
+    from pseudolabel.registry import ModelHub
+    from pseudolabel.settings import LabelerSettings
 
 
 @dataclass(frozen=True)
@@ -210,3 +214,15 @@ class GroundedSamLabeler:
         regions = Regions(segments.masks.float(), region_classes, names, crop=True)
         kept = self.exclusion.filter(sample.rgb, regions, class_ids, record)
         return segments.select(torch.tensor(kept, device=segments.masks.device))
+
+
+def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: None) -> GroundedSamLabeler:
+    """Grounding DINO + SAM; CLIP only when zero-shot, POLE or exclusion need it."""
+    labeler_options = GroundedSamOptions(settings.detector, settings.prompting, settings.exclusion, settings.zero_shot)
+    clip, exclusion = exclusion_for(hub, prompts, settings)
+    if clip is None and labeler_options.needs_clip:
+        clip = hub.clip()
+    detector = hub.grounding_dino()
+    return GroundedSamLabeler(
+        detector, hub.sam(), prompts, labeler_options, clip, exclusion, hub.settings.autocast_dtype
+    )

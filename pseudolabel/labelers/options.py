@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pseudolabel.components import Component
 from pseudolabel.errors import ConfigError
 
 DEFAULT_POLE_CANDIDATES = 4
@@ -120,3 +121,13 @@ class DetectorOptions:
     nms_threshold: float = 0.7
     captions: str = "joint"
     max_detections: int = 100
+
+
+CAM = Component(
+    "labeler", "cam", "CLIP-ES class activation maps (CLIP ViT), with CAA.",
+    "pseudolabel.labelers.cam:build", models=("clip",),
+)  # fmt: skip
+GROUNDED_SAM = Component(
+    "labeler", "grounded-sam", "Grounding DINO boxes prompting SAM masks.",
+    "pseudolabel.labelers.grounded_sam:build", models=("grounding", "sam"),
+)  # fmt: skip

@@ -9,12 +9,16 @@ not change the result).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pseudolabel.refiners.options import CrfOptions
 from pseudolabel.scoremaps import ScoreMaps, mark_unsure
 from pseudolabel.stage_record import StageRecord
+
+if TYPE_CHECKING:
+    from pseudolabel.settings import RefinerSettings
 
 PROBABILITY_FLOOR = 1e-5
 
@@ -67,3 +71,8 @@ class CrfRefiner:
         with record.timed("crf_s"):
             refined = crf_refine(rgb, replace(maps, unsure=None), self.options)
             return mark_unsure(replace(refined, unsure=None), min_score=self.min_confidence)
+
+
+def build(hub: object, settings: RefinerSettings, options: None) -> CrfRefiner:
+    """DenseCRF with the run's settings (picklable: it can run in worker processes)."""
+    return CrfRefiner(settings.crf, settings.min_confidence)

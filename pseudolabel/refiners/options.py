@@ -1,9 +1,11 @@
-"""Refiner options, importable without torch (the command line reads its defaults here)."""
+"""The refiner declarations and their options, importable without torch (the command line reads
+choices and defaults here; a builder is imported only when a run builds its refiner)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pseudolabel.components import Component
 from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
 
 SAM_MODES = ("points", "auto")
@@ -37,3 +39,13 @@ class SamRefineOptions:
     inside_share: float = 0.5
     region_cover: float = 0.85
     label_confidence: float = DEFAULT_LABEL_CONFIDENCE
+
+
+CRF = Component(
+    "refiner", "crf", "DenseCRF (Kraehenbuehl and Koltun) on the image and the scores.",
+    "pseudolabel.refiners.crf:build", cpu_only=True,
+)  # fmt: skip
+SAM = Component(
+    "refiner", "sam", "SAM: point prompts per region (CEP) or automatic masks voted by class (SEPL).",
+    "pseudolabel.refiners.sam:build", models=("sam",),
+)  # fmt: skip

@@ -17,7 +17,7 @@ the hard-label scores of its new class (``label_confidence``), so refiners chain
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from pseudolabel.models.sam import SamPrompter, channel_maxima
 from pseudolabel.refiners.options import SAM_MODES, SamRefineOptions
 from pseudolabel.scoremaps import ScoreMaps, decode, relabel
 from pseudolabel.stage_record import StageRecord
+
+if TYPE_CHECKING:
+    from pseudolabel.registry import ModelHub
+    from pseudolabel.settings import RefinerSettings
 
 
 @dataclass(frozen=True)
@@ -166,3 +170,8 @@ class SamRefiner:
                 refined, kept = sepl_assign(label_map, [p["segmentation"] for p in proposals], self.options)
             record["sam_masks_kept"] = kept
         return relabel(maps, refined, self.options.label_confidence)
+
+
+def build(hub: ModelHub, settings: RefinerSettings, options: None) -> SamRefiner:
+    """Point prompts (CEP) or automatic masks (SEPL) on the run's shared SAM."""
+    return SamRefiner(hub.sam(), settings.sam)

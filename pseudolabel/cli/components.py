@@ -1,0 +1,80 @@
+"""Command-line faces of the registered components: choice lists (``--method``, ``--format``) and
+one flag per declared option, in a help panel named after its component."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from pseudolabel.components import Component, registry
+from pseudolabel.errors import ConfigError
+
+
+def choices(kind: str, enum_name: str) -> type[Enum]:
+    """A str Enum of the registered ``kind`` names (what Typer offers as the flag's choices)."""
+    return Enum(enum_name, {name.replace("-", "_"): name for name in registry(kind)}, type=str)  # type: ignore[return-value]
+
+
+def names(kind: str) -> str:
+    """The registered ``kind`` names, comma-separated (for help texts)."""
+    return ", ".join(registry(kind))
+
+
+def with_component_options(*kinds: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command one flag per option of every registered component of ``kinds`` (before
+    ``--config``); the command reads them from ``ctx.params`` (see :func:`component_options`).
+
+    A declared flag the command already has is not added; running the command then stops with
+    an error naming the component, so one plugin cannot silently take another option's flag.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        taken = set(signature.parameters)
+        added, clashes = [], []
+        for kind in kinds:
+            for declared in registry(kind).values():
+                for flag in declared.flags():
+                    if flag.param in taken:
+                        clashes.append(f"the {kind} {declared.name!r} declares --{flag.flag}, which is taken")
+                        continue
+                    taken.add(flag.param)
+                    panel = f"{declared.name} ({kind})"
+                    option = typer.Option(f"--{flag.flag}", help=flag.help, rich_help_panel=panel)
+                    added.append(
+                        inspect.Parameter(
+                            flag.param,
+                            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                            default=flag.default,
+                            annotation=Annotated[flag.annotation, option],
+                        )
+                    )
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if clashes:
+                raise ConfigError("; ".join(clashes) + ": rename the plugin's option")
+            for parameter in added:
+                kwargs.pop(parameter.name, None)
+            return command(*args, **kwargs)
+
+        parameters = list(signature.parameters.values())
+        last = [p for p in parameters if p.name == "config"]
+        rest = [p for p in parameters if p.name != "config"]
+        run.__signature__ = signature.replace(parameters=[*rest, *added, *last])  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}  # type: ignore[attr-defined]
+        return run
+
+    return decorate
+
+
+def component_options(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``{name: options}`` for a component with declared options, from a command's parameters;
+    empty for one without (the built-ins read their settings groups)."""
+    declared: Component = registry(kind)[name]
+    return {name: declared.options_from(params)} if declared.options is not None else {}

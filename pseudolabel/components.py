@@ -1,0 +1,159 @@
+"""Components: the labelers, refiners and export formats a run can use, each declared once.
+
+A component's module declares a :class:`Component` (its name, a one-line summary, its options
+as a frozen dataclass of :func:`option` fields, the hub models it builds, and where its builder
+lives) and registers it with one line in a package's entry points::
+
+    [project.entry-points."pseudolabel.refiners"]
+    median = "my_package.median:COMPONENT"
+
+pseudolabel's own components are registered the same way in its ``pyproject.toml``, so a plugin
+installed beside it is a peer: it appears in ``--method`` / ``--refine`` / ``--format``, its
+options become flags (help panel: the component's name) and config-file keys, a resume with
+another value is refused, and the Python API takes it by name. Declarations must import
+without torch (``--help`` reads them); the builder is imported only when a run builds the
+component. Importable without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from pseudolabel.errors import ConfigError
+
+KINDS = {"labeler": "pseudolabel.labelers", "refiner": "pseudolabel.refiners", "exporter": "pseudolabel.exporters"}
+"""Component kind -> its entry-point group."""
+_SPEC = "pseudolabel"
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one option field is offered: help text, and the flag (``--name``) when it differs from
+    the field's name with ``-`` for ``_``; ``flag=""``: not a flag (set from the API only)."""
+
+    help: str
+    flag: str | None = None
+
+
+def option(default: Any, help: str, *, flag: str | None = None) -> Any:
+    """A component option: a dataclass field with its default and how it appears on the command line."""
+    return field(default=default, metadata={_SPEC: OptionSpec(help, flag)})
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a component option: ``param`` is the command's parameter name
+    (and config-file key), ``field`` the options dataclass field."""
+
+    param: str
+    flag: str
+    field: str
+    default: Any
+    annotation: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class Component:
+    """A labeler, refiner or export format.
+
+    Attributes:
+        kind: ``labeler``, ``refiner`` or ``exporter``.
+        name: what ``--method`` / ``--refine`` / ``--format`` take.
+        summary: one line for ``--help``.
+        builder: ``"module:attribute"`` of its builder, imported when a run builds it. Builders:
+            labeler ``(hub, prompts, settings, options) -> Scorer``; refiner ``(hub, settings,
+            options) -> Refiner``; exporter ``(dataset, request, options) -> ExportWriter``.
+        options: a frozen dataclass of :func:`option` fields (None: no options).
+        models: hub models it builds (``clip``, ``sam``, ``grounding``), checked before a run.
+        cpu_only: a refiner that runs on the CPU only and pickles (``refine`` runs it in worker
+            processes).
+        output_suffix: an exporter that writes one file: its suffix (``.json``); None: a folder.
+    """
+
+    kind: str
+    name: str
+    summary: str
+    builder: str
+    options: type | None = None
+    models: tuple[str, ...] = ()
+    cpu_only: bool = False
+    output_suffix: str | None = None
+
+    def load(self) -> Callable[..., Any]:
+        """The builder (imports its module)."""
+        module, _, attribute = self.builder.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def flags(self) -> list[Flag]:
+        """The command-line flags of the options (fields declared with ``flag=""`` left out)."""
+        if self.options is None:
+            return []
+        flags = []
+        hints = _field_types(self.options)
+        for item in dataclasses.fields(self.options):
+            spec = item.metadata.get(_SPEC)
+            if spec is None or spec.flag == "":
+                continue
+            flag = spec.flag or item.name.replace("_", "-")
+            param = flag.replace("-", "_")
+            flags.append(Flag(param, flag, item.name, item.default, hints[item.name], spec.help))
+        return flags
+
+    def options_from(self, params: dict[str, Any]) -> Any:
+        """The options dataclass from a command's parameters (missing ones keep their defaults)."""
+        if self.options is None:
+            return None
+        values = {flag.field: _plain(params[flag.param]) for flag in self.flags() if flag.param in params}
+        return self.options(**values)
+
+
+def _plain(value: Any) -> Any:
+    """An enum choice's value; anything else as it is."""
+    return getattr(value, "value", value)
+
+
+def _field_types(options: type) -> dict[str, Any]:
+    """Field name -> its type (resolving string annotations)."""
+    import typing
+
+    return typing.get_type_hints(options)
+
+
+@cache
+def registry(kind: str) -> dict[str, Component]:
+    """Every registered component of ``kind`` by name, pseudolabel's first, then plugins' by name.
+
+    Raises:
+        ConfigError: an entry point that does not load or is not a Component of this kind, or
+            two components of one name.
+    """
+    found: dict[str, Component] = {}
+    for entry in sorted(
+        entry_points(group=KINDS[kind]), key=lambda e: (not e.value.startswith("pseudolabel."), e.name)
+    ):
+        try:
+            component = entry.load()
+        except Exception as error:  # a broken plugin names itself instead of stopping every command
+            raise ConfigError(f"the {kind} plugin {entry.name!r} ({entry.value}) does not load: {error}") from error
+        if not isinstance(component, Component) or component.kind != kind:
+            raise ConfigError(f"entry point {entry.name!r} ({entry.value}) is not a pseudolabel {kind} Component")
+        if component.name in found:
+            raise ConfigError(f"two {kind}s are named {component.name!r} ({found[component.name].builder}, "
+                              f"{component.builder})")  # fmt: skip
+        found[component.name] = component
+    return found
+
+
+def component(kind: str, name: str) -> Component:
+    """The ``kind`` component ``name``; an unknown name is an error listing the known ones."""
+    known = registry(kind)
+    if name not in known:
+        raise ConfigError(f"unknown {kind} {name!r}; choose from {', '.join(known)}")
+    return known[name]
