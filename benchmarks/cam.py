@@ -38,12 +38,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.devices import resolve_device
+from pseudolabel.core.prompts import load_prompts
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
-from pseudolabel.devices import resolve_device
 from pseudolabel.labelers.cam import CamLabeler
 from pseudolabel.models.clip import create_clip
-from pseudolabel.prompts import load_prompts
-from pseudolabel.stage_record import StageRecord
 
 VOC = load_prompts("voc")
 

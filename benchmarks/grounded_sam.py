@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from pseudolabel.devices import autocast_dtype, resolve_device
+from pseudolabel.core.devices import autocast_dtype, resolve_device
 from pseudolabel.labelers.detection import detect
 from pseudolabel.labelers.options import DetectorOptions
 from pseudolabel.models.grounding import build_grounding_dino

@@ -21,15 +21,15 @@ import cv2
 import numpy as np
 import torch
 
-from pseudolabel.devices import resolve_device
-from pseudolabel.images import load_rgb
-from pseudolabel.masks import read_mask
+from pseudolabel.core.devices import resolve_device
+from pseudolabel.core.images import load_rgb
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.scoremaps import from_label_map
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.models.sam import SamPrompter, build_sam
 from pseudolabel.refiners.crf import CrfRefiner
 from pseudolabel.refiners.options import SamRefineOptions
 from pseudolabel.refiners.sam import paint_candidates, point_candidates
-from pseudolabel.scoremaps import from_label_map
-from pseudolabel.stage_record import StageRecord
 
 HEIGHT, WIDTH = 375, 500
 

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from pseudolabel.core.masks import write_mask
 from pseudolabel.datasets.voc import VocDataset
-from pseudolabel.masks import write_mask
-from pseudolabel.overlay import render_panel
+from pseudolabel.evaluate.overlay import render_panel
 from pseudolabel.report.build import build_report
 
 TRAINAUG = 10_582

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pseudolabel.masks import write_mask
-from pseudolabel.scoring import pair_with_folder, score_pairs
+from pseudolabel.core.masks import write_mask
+from pseudolabel.evaluate.scoring import pair_with_folder, score_pairs
 
 HEIGHT, WIDTH, NUM_CLASSES = 375, 500, 21
 

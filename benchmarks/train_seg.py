@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pseudolabel.devices import autocast_dtype, resolve_device
+from pseudolabel.core.devices import autocast_dtype, resolve_device
 from pseudolabel.models.deeplab import DeepLabV2
 from pseudolabel.train.trainer import MscNetwork, TrainConfig, make_optimizer, training_loss
 

@@ -25,8 +25,8 @@ import skimage.data
 import skimage.io
 from PIL import Image, ImageDraw
 
-from pseudolabel.masks import IGNORE_INDEX, write_mask
-from pseudolabel.prompts import load_prompts
+from pseudolabel.core.masks import IGNORE_INDEX, write_mask
+from pseudolabel.core.prompts import load_prompts
 
 OUT = Path(__file__).resolve().parent / "voc"
 ROOT = OUT / "VOC2012"

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from pseudolabel.config import plain, write_config_document
+from pseudolabel.cli.config_file import write_config_document
+from pseudolabel.core.devices import autocast_dtype, resolve_device
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_SIDE, load_rgb
+from pseudolabel.core.plain import plain
+from pseudolabel.core.prompts import PromptSet, load_prompts
+from pseudolabel.core.scoremaps import DEFAULT_UNSURE_MARGIN, ScoreMaps
 from pseudolabel.datasets.base import Dataset, Sample
-from pseudolabel.devices import autocast_dtype, resolve_device
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_SIDE, load_rgb
-from pseudolabel.pipeline import Engine, RunOptions, RunSummary, run_images
-from pseudolabel.prompts import PromptSet, load_prompts
 from pseudolabel.registry import (
     DATASETS,
     LabelerSettings,
@@ -33,9 +34,9 @@ from pseudolabel.registry import (
     create_labeler_scorer,
     create_refiners,
 )  # fmt: skip
-from pseudolabel.run_settings import check_and_record
-from pseudolabel.scoremaps import DEFAULT_UNSURE_MARGIN, ScoreMaps
-from pseudolabel.stages import Refiner, ScoreRefineDecode
+from pseudolabel.runner.loop import Engine, RunOptions, RunSummary, run_images
+from pseudolabel.runner.per_image import Refiner, ScoreRefineDecode
+from pseudolabel.runner.recorded_settings import check_and_record
 
 API_COMMAND = "python-api"
 """The command name :func:`run` records in its output folder."""

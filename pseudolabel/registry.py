@@ -1,5 +1,5 @@
 """Building a run's components and models: the :class:`ModelHub`, the weights check before a run,
-and the labeler and refiners by name from :mod:`pseudolabel.components`' registries.
+and the labeler and refiners by name from :mod:`pseudolabel.core.components`' registries.
 
 * labeler ``name`` -> a Scorer (Sample, StageRecord) -> ScoreMaps.
 * refiner ``name`` -> a Refiner (rgb, ScoreMaps, StageRecord) -> ScoreMaps.
@@ -7,7 +7,7 @@ and the labeler and refiners by name from :mod:`pseudolabel.components`' registr
 
 A :class:`ModelHub` builds each model once per run on first use and shares it, so
 ``generate --method grounded-sam --refine sam`` holds one SAM. A component registers itself
-with its declaration (see :mod:`pseudolabel.components`); nothing here names one.
+with its declaration (see :mod:`pseudolabel.core.components`); nothing here names one.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from pseudolabel.components import Component, component, registry
+from pseudolabel.core.components import Component, component, registry
+from pseudolabel.core.prompts import PromptSet
 from pseudolabel.datasets import DATASET_NAMES, build_dataset
-from pseudolabel.prompts import PromptSet
+from pseudolabel.runner.per_image import Refiner, Scorer
 from pseudolabel.settings import LabelerSettings, ModelSettings, RefinerSettings
-from pseudolabel.stages import Refiner, Scorer
 
 
 class ModelHub:
@@ -141,7 +141,7 @@ def refine_workers(names: tuple[str, ...], requested: int | None) -> tuple[int, 
 
 def parse_refiners(text: str | None) -> tuple[str, ...]:
     """``"crf,sam"`` -> ("crf", "sam"), in order; each must be a registered refiner."""
-    from pseudolabel.errors import ConfigError
+    from pseudolabel.core.errors import ConfigError
 
     names = tuple(part.strip() for part in (text or "").split(",") if part.strip())
     known = registry("refiner")

@@ -52,10 +52,11 @@ class LabelerSettings:
 
 @dataclass(frozen=True)
 class RefinerSettings:
-    """Settings of every refiner; ``min_confidence``: CRF marks less sure pixels unsure."""
+    """Settings of every refiner; ``min_confidence``: CRF marks less sure pixels unsure;
+    ``sam_refine``: the SAM refiner's (the SAM model itself is ``ModelSettings.sam``)."""
 
     crf: CrfOptions = field(default_factory=CrfOptions)
     min_confidence: float | None = None
-    sam: SamRefineOptions = field(default_factory=SamRefineOptions)
+    sam_refine: SamRefineOptions = field(default_factory=SamRefineOptions)
     components: dict[str, Any] = field(default_factory=dict)
     """Plugin refiners' options by name (each its declared options dataclass)."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pseudolabel.masks import write_mask
+from pseudolabel.core.masks import write_mask
 
 
 def make_voc(root: Path, masks: dict[str, np.ndarray], split: str = "train", folder: str = "SegmentationClass") -> Path:
@@ -63,7 +63,7 @@ def make_coco(root: Path, split: str, images: dict[str, list[int]]) -> Path:
     """A COCO root with images named <stem>.jpg and instances with the given category ids."""
     (root / split).mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    from pseudolabel.prompts import load_prompts
+    from pseudolabel.core.prompts import load_prompts
 
     categories = [{"id": c.coco_id, "name": c.name} for c in load_prompts("coco").classes[1:]]
     entries, annotations = [], []
@@ -78,7 +78,7 @@ def make_coco(root: Path, split: str, images: dict[str, list[int]]) -> Path:
 
 def score_sample(scorer, sample):
     """Run a Scorer on one sample: (ScoreMaps, the StageRecord it filled)."""
-    from pseudolabel.stage_record import StageRecord
+    from pseudolabel.core.stage_record import StageRecord
 
     record = StageRecord()
     return scorer(sample, record), record

@@ -1,4 +1,4 @@
-"""Slow, literal re-implementations of the metrics, written independently of pseudolabel.metrics.
+"""Slow, literal re-implementations of the metrics, written independently of pseudolabel.evaluate.metrics.
 
 Used only by tests: every figure of ``pseudolabel score`` is checked against these.
 """
@@ -28,7 +28,7 @@ def literal_boundary(mask: np.ndarray, ratio: float = 0.02) -> np.ndarray:
 
 
 def reference_scores(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict[str, object]:
-    """Per-pixel loops over every pair; returns the same keys as pseudolabel.metrics.summarize."""
+    """Per-pixel loops over every pair; returns the same keys as pseudolabel.evaluate.metrics.summarize."""
     tp = [0] * num_classes
     fp = [0] * num_classes
     gt_count = [0] * num_classes

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 import pseudolabel
 from pseudolabel.cli import app
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import load_rgb
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import load_rgb
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.prompts import load_prompts
 from pseudolabel.models import clip as clip_module
-from pseudolabel.prompts import load_prompts
+from pseudolabel.runner.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_api_run_on_a_ray_engine_equals_the_local_run(
 ) -> None:
     """Byte-equal with the same torch thread count on both sides (1: the actor inherits it)."""
     pytest.importorskip("ray")
-    from pseudolabel.ray_engine import RayEngine
+    from pseudolabel.runner.ray_engine import RayEngine
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     dataset = pseudolabel.open_dataset("voc", ROOT / "examples" / "voc" / "VOC2012")

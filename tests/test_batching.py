@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from tiny_sam import tiny_sam
 
+from pseudolabel.core.errors import SampleError
 from pseudolabel.datasets.base import Sample
-from pseudolabel.errors import SampleError
 from pseudolabel.models.sam import SamPrompter
-from pseudolabel.pipeline import Item, Labelled, label_batch
+from pseudolabel.runner.loop import ImageResult, Item, label_batch
 
 
 def test_a_batch_embedding_equals_each_image_embedded_alone() -> None:
@@ -48,10 +48,10 @@ class Recording:
     def prepare_batch(self, samples: list[Sample]) -> None:
         self.prepared.append([sample.image_id for sample in samples])
 
-    def __call__(self, sample: Sample) -> Labelled:
+    def __call__(self, sample: Sample) -> ImageResult:
         if sample.image_id == "bad":
             raise SampleError("bad image")
-        return Labelled(np.zeros((2, 2), np.uint8))
+        return ImageResult(np.zeros((2, 2), np.uint8))
 
 
 def _item(image_id: str) -> Item:

@@ -12,6 +12,8 @@ from helpers import score_sample
 from PIL import Image
 from tiny_clip import tiny_clip
 
+from pseudolabel.core.prompts import load_prompts
+from pseudolabel.core.scoremaps import decode, load_scores, save_scores
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.cam import CamLabeler, CamLabelerOptions
 from pseudolabel.labelers.clip_es import (
@@ -23,8 +25,6 @@ from pseudolabel.labelers.clip_es import (
 )
 from pseudolabel.labelers.options import BackgroundOptions, CamOptions, PromptingOptions
 from pseudolabel.models.clip import block_forward, patch_tokens
-from pseudolabel.prompts import load_prompts
-from pseudolabel.scoremaps import decode, load_scores, save_scores
 
 VOC = load_prompts("voc")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_clip import TINY_CLIP, tiny_clip
 
-from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.clip import build_clip, is_torchscript_archive
 
 
@@ -62,7 +62,7 @@ def test_unknown_architecture_name() -> None:
 def test_any_open_clip_architecture_takes_its_own_published_weights_or_tags(tmp_path: Path, monkeypatch) -> None:
     """--clip-model ViT-L-14-quickgelu no longer asks for ViT-B-16.pt: default is its own OpenAI
     release through open_clip, any open_clip tag works, and a placed file is found in the cache."""
-    from pseudolabel.errors import WeightsError
+    from pseudolabel.core.errors import WeightsError
     from pseudolabel.models.clip_weights import resolve_clip_weights
     from pseudolabel.models.weights import cache_dir
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tiny_clip import TINY_CLIP
 
-from pseudolabel.errors import WeightsError
+from pseudolabel.core.errors import WeightsError
 from pseudolabel.models.clipn import ClipnNoTower, load_clipn
 
 TINY_CLIPN = {**TINY_CLIP, "quick_gelu": False}  # CLIPN starts from OpenCLIP laion2b weights (GELU)

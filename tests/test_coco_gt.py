@@ -13,9 +13,9 @@ from pycocotools import mask as coco_mask
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.masks import read_mask, write_mask
 from pseudolabel.datasets.coco import CocoDataset
-from pseudolabel.errors import ConfigError
-from pseudolabel.masks import read_mask, write_mask
 
 runner = CliRunner()
 CAT, DOG, PERSON = (17, 16), (18, 17), (1, 1)  # (COCO category id, contiguous class id)
@@ -64,7 +64,7 @@ def _tiny_coco(root: Path) -> tuple[Path, dict[str, np.ndarray]]:
     (root / "annotations").mkdir()
     for image in images:
         Image.new("RGB", (40, 30), (90, 90, 90)).save(root / "train2014" / image["file_name"])
-    from pseudolabel.prompts import load_prompts
+    from pseudolabel.core.prompts import load_prompts
 
     categories = [{"id": c.coco_id, "name": c.name} for c in load_prompts("coco").classes[1:]]
     data = {"images": images, "annotations": annotations, "categories": categories}

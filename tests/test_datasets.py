@@ -12,12 +12,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.errors import ConfigError, ImageLoadError, MaskError
+from pseudolabel.core.prompts import load_prompts
 from pseudolabel.datasets import build_dataset, resolve_prompts
 from pseudolabel.datasets.coco import CocoDataset
 from pseudolabel.datasets.folder import FolderDataset
 from pseudolabel.datasets.voc import VocDataset
-from pseudolabel.errors import ConfigError, ImageLoadError, MaskError
-from pseudolabel.prompts import load_prompts
 
 runner = CliRunner()
 
@@ -37,7 +37,7 @@ def test_voc_labels_come_from_masks_and_aug_wins(tmp_path: Path) -> None:
     assert dataset.ids() == ["a", "b"]
     assert dataset.classes("a") == (8, 15)
     (voc / "SegmentationClassAug").mkdir()
-    from pseudolabel.masks import write_mask
+    from pseudolabel.core.masks import write_mask
 
     write_mask(voc / "SegmentationClassAug" / "b.png", _mask(3))
     assert dataset.classes("b") == (3,)
@@ -97,7 +97,7 @@ def test_voc_labels_come_from_annotations_before_masks(tmp_path: Path) -> None:
 
 def test_voc_mask_with_non_class_values_is_a_sample_error(tmp_path: Path) -> None:
     voc = make_voc(tmp_path, {"a": _mask(8)})
-    from pseudolabel.masks import write_mask
+    from pseudolabel.core.masks import write_mask
 
     write_mask(voc / "SegmentationClass" / "a.png", _mask(40))
     with pytest.raises(MaskError, match=r"a\.png holds values \[40\]"):

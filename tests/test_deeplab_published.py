@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.errors import WeightsError
-from pseudolabel.masks import read_mask
+from pseudolabel.core.errors import WeightsError
+from pseudolabel.core.masks import read_mask
 from pseudolabel.models.caffe_resnet import from_deeplab_pytorch
 from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
 from pseudolabel.train.predict import model_from_checkpoint, predict_probabilities

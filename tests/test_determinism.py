@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tiny_clip import write_tiny_config
 
-from pseudolabel.manifest import read_manifest
+from pseudolabel.runner.manifest import read_manifest
 
 EXAMPLE_VOC = Path(__file__).resolve().parents[1] / "examples" / "voc" / "VOC2012"
 IDS = ["2026_000001", "2026_000002", "2026_000003", "2026_000004"]

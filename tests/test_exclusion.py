@@ -12,20 +12,20 @@ from tiny_clip import tiny_clip, write_tiny_config
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.prompts import load_prompts
 from pseudolabel.datasets import build_dataset
 from pseudolabel.datasets.folder import FolderDataset
-from pseudolabel.errors import ConfigError
-from pseudolabel.exclusion import (
+from pseudolabel.labelers.exclusion import (
     ClassExclusion,
     clipn_exclusion_probabilities,
     corrected_probabilities,
     inclusion_probabilities,
     vocabulary_exclusion_probabilities,
 )
-from pseudolabel.manifest import read_manifest
-from pseudolabel.prompts import load_prompts
-from pseudolabel.region_inputs import region_images
-from pseudolabel.zero_shot import zero_shot_candidates
+from pseudolabel.labelers.region_inputs import region_images
+from pseudolabel.labelers.zero_shot import zero_shot_candidates
+from pseudolabel.runner.manifest import read_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VOC = load_prompts("voc")
@@ -201,14 +201,14 @@ def test_generate_zero_shot_with_exclusion(tmp_path: Path, dataset: str) -> None
         assert all(e["p_ex"] > 0.0 for e in record["exclusions"])  # threshold 0: every pair is recorded
         assert len(record["exclusions"]) == len(record["candidates"]) ** 2
         assert record["classes"] == []  # P_ex > 0 zeroes everything: no class survives
-    from pseudolabel.masks import read_mask
+    from pseudolabel.core.masks import read_mask
 
     assert set(np.unique(read_mask(tmp_path / "out" / "2026_000001.png"))) <= {0, 255}
 
 
 def test_regions_are_encoded_in_batches_with_the_same_result(monkeypatch) -> None:
     """A detector's hundreds of regions go to CLIP REGION_BATCH at a time; the verdicts do not change."""
-    import pseudolabel.exclusion as exclusion_module
+    import pseudolabel.labelers.exclusion as exclusion_module
 
     clip = tiny_clip()
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)

@@ -18,9 +18,9 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.masks import read_mask, write_mask
+from pseudolabel.core.prompts import load_prompts
 from pseudolabel.export.regions import label_regions
-from pseudolabel.masks import read_mask, write_mask
-from pseudolabel.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"
@@ -126,8 +126,8 @@ def test_grounded_sam_instances_are_saved_and_exported_as_true_instances(tmp_pat
     from tiny_grounding import write_tiny_grounding_config
     from tiny_sam import tiny_sam
 
-    from pseudolabel.instances import load_instances
-    from pseudolabel.manifest import read_manifest
+    from pseudolabel.core.instances import load_instances
+    from pseudolabel.runner.manifest import read_manifest
 
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
     out, saved = tmp_path / "gsam", tmp_path / "instances"

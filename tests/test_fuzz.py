@@ -16,11 +16,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.errors import PseudolabelError
+from pseudolabel.core.images import load_rgb
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.prompts import load_prompts
 from pseudolabel.datasets.folder import FolderDataset
-from pseudolabel.errors import PseudolabelError
-from pseudolabel.images import load_rgb
-from pseudolabel.masks import read_mask
-from pseudolabel.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)

@@ -15,13 +15,13 @@ from tiny_clip import tiny_clip
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.scoremaps import load_scores
 from pseudolabel.datasets.voc import VocDataset
 from pseudolabel.labelers.cam import CamLabeler
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask
-from pseudolabel.pipeline import RunOptions, run_images, select_ids
-from pseudolabel.scoremaps import load_scores
-from pseudolabel.stages import ScoreRefineDecode
+from pseudolabel.runner.loop import RunOptions, run_images, select_ids
+from pseudolabel.runner.manifest import read_manifest
+from pseudolabel.runner.per_image import ScoreRefineDecode
 
 runner = CliRunner()
 
@@ -172,7 +172,7 @@ def test_bad_options_are_user_errors(tmp_path: Path, flag: str, value: str, mess
 def test_decode_workers_default_to_none_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from pseudolabel.devices import decode_workers
+    from pseudolabel.core.devices import decode_workers
 
     assert decode_workers(None, torch.device("cpu")) == 0
     assert decode_workers(3, torch.device("cpu")) == 3

@@ -32,11 +32,11 @@ from tiny_sam import tiny_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.scoremaps import load_scores
 from pseudolabel.models import clipn
 from pseudolabel.models.sam import SamPrompter
-from pseudolabel.scoremaps import load_scores
+from pseudolabel.runner.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"
@@ -234,6 +234,6 @@ def test_the_ray_engine_writes_the_bytes_of_a_local_run(
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # Ray's workers keep a thread count they inherit
     with torch_threads(1):
         local = _run(name, tmp_path / "local")
-    on_ray = _run(name, tmp_path / "ray", "--engine", "ray", "--workers", "1")
+    on_ray = _run(name, tmp_path / "ray", "--engine", "ray", "--ray-workers", "1")
     assert _files(on_ray) == _files(local)
     assert RunOutputs.read(on_ray).records == RunOutputs.read(local).records

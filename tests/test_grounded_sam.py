@@ -19,8 +19,11 @@ from tiny_sam import tiny_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.errors import WeightsError
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.prompts import load_prompts
+from pseudolabel.core.scoremaps import ScoreMaps, decode
 from pseudolabel.datasets.base import Sample
-from pseudolabel.errors import WeightsError
 from pseudolabel.labelers.detection import (
     Detections,
     caption_spans,
@@ -32,8 +35,6 @@ from pseudolabel.labelers.detection import (
 )
 from pseudolabel.labelers.grounded_sam import GroundedSamLabeler, GroundedSamOptions
 from pseudolabel.labelers.options import DetectorOptions, PromptingOptions
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask
 from pseudolabel.models.grounding import (
     VOCAB_FILE,
     bert_tokenizer,
@@ -44,8 +45,7 @@ from pseudolabel.models.grounding import (
 )
 from pseudolabel.models.grounding_convert import convert_original_state_dict
 from pseudolabel.models.sam import merge_by_confidence
-from pseudolabel.prompts import load_prompts
-from pseudolabel.scoremaps import ScoreMaps, decode
+from pseudolabel.runner.manifest import read_manifest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -358,12 +358,12 @@ def test_pole_picks_names_on_detected_regions_and_detects_again(monkeypatch) -> 
     regions_seen: list[torch.Tensor] = []
 
     def fake_choose(clip, rgb, regions, entries, template, count):
-        from pseudolabel.pole import SynonymChoice
+        from pseudolabel.labelers.pole import SynonymChoice
 
         regions_seen.append(regions)
         return [SynonymChoice(entries[0].name, "kitty", ("cat", "kitty"), (0.1, 0.2))]
 
-    monkeypatch.setattr("pseudolabel.pole.choose_synonyms", fake_choose)
+    monkeypatch.setattr("pseudolabel.labelers.pole.choose_synonyms", fake_choose)
     sam = FakeSam([1.0])
     options = GroundedSamOptions(prompting=PromptingOptions(synonyms="pole"))
     labeler = GroundedSamLabeler(object(), sam, VOC, options, clip=tiny_clip())  # type: ignore[arg-type]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pseudolabel.errors import ImageLoadError
-from pseudolabel.images import load_rgb
+from pseudolabel.core.errors import ImageLoadError
+from pseudolabel.core.images import load_rgb
 
 
 def test_grey_image_becomes_three_equal_channels(tmp_path: Path) -> None:

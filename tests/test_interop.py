@@ -22,8 +22,8 @@ from helpers import make_voc
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.masks import read_mask, write_mask
-from pseudolabel.prompts import load_prompts
+from pseudolabel.core.masks import read_mask, write_mask
+from pseudolabel.core.prompts import load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"
@@ -235,7 +235,7 @@ def test_stock_coco_exports_keep_cocos_own_image_ids(tmp_path: Path) -> None:
 
 
 def test_region_scores_are_the_mean_of_saved_score_maps(holey_voc: Path, tmp_path: Path) -> None:
-    from pseudolabel.scoremaps import ScoreMaps, save_scores
+    from pseudolabel.core.scoremaps import ScoreMaps, save_scores
 
     rng = np.random.default_rng(3)
     scores_dir = tmp_path / "scores"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pseudolabel.errors import MaskError
-from pseudolabel.files import atomic_output
-from pseudolabel.masks import VOC_COLORMAP, colours_to_labels, read_mask, write_mask
+from pseudolabel.core.errors import MaskError
+from pseudolabel.core.files import atomic_output
+from pseudolabel.core.masks import VOC_COLORMAP, colours_to_labels, read_mask, write_mask
 
 
 def test_voc_colormap_known_entries() -> None:

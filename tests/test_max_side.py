@@ -12,12 +12,12 @@ from tiny_clip import write_tiny_config
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.instances import Instances
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.scoremaps import ScoreMaps, decode
 from pseudolabel.datasets.base import Sample
-from pseudolabel.instances import Instances
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask
-from pseudolabel.scoremaps import ScoreMaps, decode
-from pseudolabel.stages import ScoreRefineDecode
+from pseudolabel.runner.manifest import read_manifest
+from pseudolabel.runner.per_image import ScoreRefineDecode
 
 
 class SizeRecordingScorer:

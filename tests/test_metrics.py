@@ -7,8 +7,8 @@ import pytest
 from conftest import random_label_pair
 from reference_metrics import literal_boundary, reference_scores
 
-from pseudolabel.errors import MaskError
-from pseudolabel.metrics import Counts, boundary_width, count_pair, mask_boundary, summarize
+from pseudolabel.core.errors import MaskError
+from pseudolabel.evaluate.metrics import Counts, boundary_width, count_pair, mask_boundary, summarize
 
 
 def test_boundary_width_follows_two_percent_of_diagonal() -> None:

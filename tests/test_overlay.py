@@ -10,9 +10,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import VOC_COLORMAP, write_mask
-from pseudolabel.overlay import ALPHA, ERROR_COLOURS, GAP, IGNORED_GT, TITLE_HEIGHT, render_panel
+from pseudolabel.core.masks import VOC_COLORMAP, write_mask
+from pseudolabel.evaluate.overlay import ALPHA, ERROR_COLOURS, GAP, IGNORED_GT, TITLE_HEIGHT, render_panel
+from pseudolabel.runner.manifest import read_manifest
 
 NAMES = ["background", "aeroplane", "bicycle", "bird"] + [f"c{i}" for i in range(4, 21)]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pseudolabel.masks import read_mask
+from pseudolabel.core.masks import read_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"
@@ -88,7 +88,7 @@ def test_a_plugin_flag_that_is_taken_is_refused_by_name(tmp_path: Path) -> None:
     (plugin / "clash_plugin-0.1.dist-info").mkdir(parents=True)
     (plugin / "clash_plugin.py").write_text(
         "from dataclasses import dataclass\n"
-        "from pseudolabel.components import Component, option\n"
+        "from pseudolabel.core.components import Component, option\n"
         "@dataclass(frozen=True)\n"
         "class Options:\n"
         "    grid: int = option(3, 'Takes the SAM refiner flag.')\n"

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from tiny_clip import tiny_clip
 
-from pseudolabel.pole import candidates_of, choose_synonyms, pick_best
-from pseudolabel.prompts import load_prompts
-from pseudolabel.region_inputs import masked_images
+from pseudolabel.core.prompts import load_prompts
+from pseudolabel.labelers.pole import candidates_of, choose_synonyms, pick_best
+from pseudolabel.labelers.region_inputs import masked_images
 
 VOC = load_prompts("voc")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pseudolabel.errors import ConfigError
-from pseudolabel.prompts import load_class_list, load_prompts
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.prompts import load_class_list, load_prompts
 
 VOC_NAMES = [
     "background",

@@ -14,13 +14,13 @@ from tiny_clip import tiny_clip
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.scoremaps import load_scores
 from pseudolabel.datasets.voc import VocDataset
 from pseudolabel.labelers.cam import CamLabeler
-from pseudolabel.manifest import read_manifest
-from pseudolabel.pipeline import RunOptions, run_images
-from pseudolabel.ray_engine import RayEngine
-from pseudolabel.scoremaps import load_scores
-from pseudolabel.stages import ScoreRefineDecode
+from pseudolabel.runner.loop import RunOptions, run_images
+from pseudolabel.runner.manifest import read_manifest
+from pseudolabel.runner.per_image import ScoreRefineDecode
+from pseudolabel.runner.ray_engine import RayEngine
 
 ray = pytest.importorskip("ray")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "voc"
@@ -55,7 +55,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(local_ray, voc: Path, tm
     with torch_threads(1):
         local = generate_tiny(voc, tmp_path / "local", "--synonyms", "pole", "--save-scores", str(tmp_path / "ls"))
     assert local.exit_code == 0, local.output
-    args = ["--engine", "ray", "--workers", "2", "--synonyms", "pole", "--save-scores", str(tmp_path / "rs")]
+    args = ["--engine", "ray", "--ray-workers", "2", "--synonyms", "pole", "--save-scores", str(tmp_path / "rs")]
     first = generate_tiny(voc, tmp_path / "ray", *args, "--limit", "2")
     assert first.exit_code == 0, first.output
     rest = generate_tiny(voc, tmp_path / "ray", *args)
@@ -80,7 +80,7 @@ def test_ray_refine_of_the_example_data_equals_local(local_ray, tmp_path: Path) 
     args += ["--masks", str(EXAMPLES / "coarse_masks")]
     with torch_threads(1):
         local = runner.invoke(app, [*args, "--out", str(tmp_path / "local"), "--num-workers", "0"])
-    on_ray = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"])
+    on_ray = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--ray-workers", "2"])
     assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
     names = sorted(path.name for path in (tmp_path / "local").glob("*.png"))
     assert len(names) == 4
@@ -98,10 +98,13 @@ def test_without_ray_the_engine_is_a_one_line_error(voc: Path, tmp_path: Path, m
 
 
 def test_ray_options_need_the_ray_engine(voc: Path, tmp_path: Path) -> None:
-    result = generate_tiny(voc, tmp_path / "o", "--workers", "2", "--gpus-per-worker", "1")
-    assert result.exit_code == 1 and "--workers, --gpus-per-worker only apply with --engine ray" in result.output
-    result = generate_tiny(voc, tmp_path / "o", "--engine", "ray", "--workers", "0")
-    assert result.exit_code == 1 and "--workers must be at least 1, got 0" in result.output
+    result = generate_tiny(voc, tmp_path / "o", "--ray-workers", "2", "--gpus-per-worker", "1")
+    assert result.exit_code == 1 and "--ray-workers, --gpus-per-worker only apply with --engine ray" in result.output
+    result = generate_tiny(voc, tmp_path / "o", "--engine", "ray", "--ray-workers", "0")
+    assert result.exit_code == 1 and "--ray-workers must be at least 1, got 0" in result.output
+    old = generate_tiny(voc, tmp_path / "o", "--workers", "2")  # the old spelling still means Ray actors
+    assert "--workers (Ray actors) is deprecated; use --ray-workers" in old.output
+    assert old.exit_code == 1 and "--ray-workers only apply with --engine ray" in old.output
     assert not (tmp_path / "o" / "manifest.jsonl").exists()
 
 

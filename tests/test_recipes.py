@@ -17,8 +17,8 @@ from tiny_sam import tiny_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.manifest import read_manifest
 from pseudolabel.models import clipn
+from pseudolabel.runner.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))

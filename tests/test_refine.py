@@ -13,10 +13,11 @@ from tiny_sam import tiny_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.errors import ConfigError, WeightsError
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask, write_mask
-from pseudolabel.metrics import Counts, count_pair, summarize
+from pseudolabel.core.errors import ConfigError, WeightsError
+from pseudolabel.core.masks import read_mask, write_mask
+from pseudolabel.core.scoremaps import ScoreMaps, decode, from_label_map, save_scores
+from pseudolabel.core.stage_record import StageRecord
+from pseudolabel.evaluate.metrics import Counts, count_pair, summarize
 from pseudolabel.models.sam import SamPrompter, build_sam
 from pseudolabel.refiners.crf import CrfRefiner, crf_refine
 from pseudolabel.refiners.sam import (
@@ -29,8 +30,7 @@ from pseudolabel.refiners.sam import (
     points_by_class,
     sepl_assign,
 )
-from pseudolabel.scoremaps import ScoreMaps, decode, from_label_map, save_scores
-from pseudolabel.stage_record import StageRecord
+from pseudolabel.runner.manifest import read_manifest
 
 runner = CliRunner()
 

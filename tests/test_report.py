@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.masks import read_mask
+from pseudolabel.core.masks import read_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"

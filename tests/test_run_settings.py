@@ -8,7 +8,7 @@ from helpers import generate_tiny, small_voc
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.run_settings import RUN_ONLY_OPTIONS, SETTINGS_FILE, differences, output_settings
+from pseudolabel.runner.recorded_settings import RUN_ONLY_OPTIONS, SETTINGS_FILE, differences, output_settings
 
 runner = CliRunner()
 

@@ -18,9 +18,9 @@ from tiny_clip import write_tiny_config
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.errors import UnsafePathError
-from pseudolabel.manifest import read_manifest
-from pseudolabel.safe_paths import check_id, id_path
+from pseudolabel.core.errors import UnsafePathError
+from pseudolabel.core.safe_paths import check_id, id_path
+from pseudolabel.runner.manifest import read_manifest
 
 runner = CliRunner()
 
@@ -137,7 +137,7 @@ def _hold_lock(out: Path, shard: str) -> subprocess.Popen:
     """Another process holding the lock of ``shard`` in ``out`` until it is killed."""
     index, count = shard.split("/")
     code = (
-        "import sys, time, pathlib; from pseudolabel.run_lock import RunLock; "
+        "import sys, time, pathlib; from pseudolabel.runner.lock import RunLock; "
         f"lock = RunLock(pathlib.Path({str(out)!r}), ({index}, {count})).__enter__(); "
         "print('held', flush=True); time.sleep(60)"
     )
@@ -186,8 +186,8 @@ def _no_partial_files(folder: Path) -> None:
 
 @pytest.mark.parametrize("failing", ["png", "npz", "manifest"])
 def test_a_failed_write_stops_with_one_line_and_a_resume_finishes(tmp_path: Path, monkeypatch, failing: str) -> None:
-    import pseudolabel.files
-    import pseudolabel.manifest
+    import pseudolabel.core.files
+    import pseudolabel.runner.manifest
 
     voc, out, scores = _voc(tmp_path, 4), tmp_path / "out", tmp_path / "out" / "scores"
     calls = {"n": 0}
@@ -203,7 +203,7 @@ def test_a_failed_write_stops_with_one_line_and_a_resume_finishes(tmp_path: Path
 
     real = {"replace": os.replace, "dump": json.dumps}
     if failing == "manifest":
-        monkeypatch.setattr(pseudolabel.manifest, "json", SimpleNamespace(dumps=failing_second_time("dump")))
+        monkeypatch.setattr(pseudolabel.runner.manifest, "json", SimpleNamespace(dumps=failing_second_time("dump")))
     else:
         suffix = f".{failing}"
         original = os.replace
@@ -213,7 +213,7 @@ def test_a_failed_write_stops_with_one_line_and_a_resume_finishes(tmp_path: Path
                 return failing_second_time("replace")(source, target)
             return original(source, target)
 
-        monkeypatch.setattr(pseudolabel.files.os, "replace", replace)
+        monkeypatch.setattr(pseudolabel.core.files.os, "replace", replace)
     result = _generate(voc, out, "voc", "--save-scores", str(scores))
     monkeypatch.undo()
     assert result.exit_code == 1

@@ -16,8 +16,8 @@ from reference_metrics import reference_scores
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.masks import VOC_COLORMAP, write_mask
-from pseudolabel.scoring import Pair, score_pairs
+from pseudolabel.core.masks import VOC_COLORMAP, write_mask
+from pseudolabel.evaluate.scoring import Pair, score_pairs
 
 runner = CliRunner()
 NUM_CLASSES = 21

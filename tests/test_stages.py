@@ -16,15 +16,15 @@ from tiny_sam import tiny_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.masks import read_mask, write_mask
+from pseudolabel.core.scoremaps import ScoreMaps, decode, from_label_map, mark_unsure, relabel
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets import build_dataset
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask, write_mask
 from pseudolabel.models.sam import SamPrompter
 from pseudolabel.refiners.crf import CrfRefiner
 from pseudolabel.refiners.options import SamRefineOptions
 from pseudolabel.refiners.sam import SamRefiner
-from pseudolabel.scoremaps import ScoreMaps, decode, from_label_map, mark_unsure, relabel
-from pseudolabel.stage_record import StageRecord
+from pseudolabel.runner.manifest import read_manifest
 
 runner = CliRunner()
 

@@ -13,9 +13,9 @@ import pytest
 from helpers import small_voc
 from tiny_clip import write_tiny_config
 
-from pseudolabel.errors import ConfigError
-from pseudolabel.manifest import read_manifest
-from pseudolabel.torchrun import local_device, run_shard
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.runner.manifest import read_manifest
+from pseudolabel.runner.torchrun import local_device, run_shard
 
 
 def _generate_args(voc: Path, out: Path, config: Path) -> list[str]:

@@ -16,10 +16,10 @@ from train_helpers import calibrated_resnet18, ddp_worker, small_config, synthet
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
+from pseudolabel.core.masks import read_mask
 from pseudolabel.datasets.voc import VocDataset
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import read_mask
 from pseudolabel.models.deeplab import DeepLabV2
+from pseudolabel.runner.manifest import read_manifest
 from pseudolabel.train.data import GlobalSamples, TrainingCrops
 from pseudolabel.train.trainer import (
     TrainingDiverged,

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.errors import WeightsError
+from pseudolabel.core.errors import WeightsError
 from pseudolabel.models import weights
 from pseudolabel.models.weights import WEIGHTS, WeightSpec, cache_dir, cached_path, download_weights, resolve_weights
 

@@ -15,9 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from typer.core import TyperCommand, TyperGroup
 
 from pseudolabel import __version__
-from pseudolabel.errors import PseudolabelError
-from pseudolabel.files import atomic_write_text, home_dir
-from pseudolabel.torchrun import is_main_process, tell_torchrun
+from pseudolabel.core.errors import PseudolabelError
+from pseudolabel.core.files import atomic_write_text, home_dir
+from pseudolabel.runner.torchrun import is_main_process, tell_torchrun
 
 console = Console()
 err_console = Console(stderr=True)

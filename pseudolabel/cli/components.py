@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from pseudolabel.components import Component, registry
-from pseudolabel.errors import ConfigError
+from pseudolabel.core.components import Component, registry
+from pseudolabel.core.errors import ConfigError
 
 
 def choices(kind: str, enum_name: str) -> type[Enum]:

@@ -11,6 +11,7 @@ import typer
 
 from pseudolabel.cli.app import app, console, progress_bar, remember_output_folder, report_skipped
 from pseudolabel.cli.components import choices, component_options, names, with_component_options
+from pseudolabel.cli.config_file import write_resolved_config
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -24,11 +25,10 @@ from pseudolabel.cli.options import (
     RootOption,
     SplitOption,
 )
-from pseudolabel.components import component
-from pseudolabel.config import write_resolved_config
-from pseudolabel.errors import ConfigError
+from pseudolabel.core.components import component
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
 
 ExportFormat = choices("exporter", "ExportFormat")
 """The registered export formats ``--format`` takes."""
@@ -101,10 +101,10 @@ def export(
 ) -> None:
     """Export masks for other tools: COCO RLE or polygons, Ultralytics YOLO-seg, Label Studio tasks,
     CVAT segmentation masks, or id PNGs."""
+    from pseudolabel.core.id_lists import read_id_list
     from pseudolabel.datasets.base import OnlyIds
     from pseudolabel.export.run import ExportRequest, ValSplit, export_masks
     from pseudolabel.export.yolo_format import VAL_IS_TRAIN_NOTE
-    from pseudolabel.id_lists import read_id_list
 
     declared = component("exporter", format.value)
     one_file = declared.output_suffix is not None

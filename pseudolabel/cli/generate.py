@@ -10,6 +10,8 @@ import typer
 
 from pseudolabel.cli.app import app, remember_output_folder
 from pseudolabel.cli.components import choices, names, with_component_options
+from pseudolabel.cli.config_file import write_run_config
+from pseudolabel.cli.flag_values import cpu_model_settings, labeler_settings, model_settings, refiner_settings
 from pseudolabel.cli.options import (
     CAM,
     DATA,
@@ -37,11 +39,13 @@ from pseudolabel.cli.options import (
     LimitOption,
     MaxPixelsOption,
     MinConfidenceOption,
+    OldRayWorkersOption,
     OverwriteOption,
     Precision,
     PrecisionOption,
     PromptsOption,
     RayAddressOption,
+    RayWorkersOption,
     RefineOption,
     ReportOption,
     RootOption,
@@ -51,12 +55,10 @@ from pseudolabel.cli.options import (
     SamOption,
     ShardOption,
     SplitOption,
-    WorkersOption,
 )  # fmt: skip
-from pseudolabel.cli.settings import cpu_model_settings, labeler_settings, model_settings, refiner_settings
-from pseudolabel.config import write_run_config
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_SIDE
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_SIDE
+from pseudolabel.core.scoremaps import DEFAULT_LABEL_CONFIDENCE, DEFAULT_UNSURE_MARGIN
 from pseudolabel.labelers.options import (
     BackgroundOptions,
     CamOptions,
@@ -66,7 +68,6 @@ from pseudolabel.labelers.options import (
     ZeroShotOptions,
 )
 from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
-from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE, DEFAULT_UNSURE_MARGIN
 from pseudolabel.settings import ModelSettings
 
 Method = choices("labeler", "Method")
@@ -172,7 +173,8 @@ def generate(
     ),
     engine: EngineOption = EngineName.local,
     ray_address: RayAddressOption = None,
-    workers: WorkersOption = None,
+    ray_workers: RayWorkersOption = None,
+    workers: OldRayWorkersOption = None,
     gpus_per_worker: GpusPerWorkerOption = None,
     batch_size: BatchSizeOption = None,
     report: ReportOption = False,
@@ -181,8 +183,7 @@ def generate(
     """Generate pseudo-label masks from image-level labels."""
     remember_output_folder(out)
     from pseudolabel.cli.running import make_engine, run_with_progress
-    from pseudolabel.devices import decode_workers, default_batch_size
-    from pseudolabel.pipeline import RunOptions
+    from pseudolabel.core.devices import decode_workers, default_batch_size
     from pseudolabel.registry import (
         ModelHub,
         check_weights,
@@ -191,11 +192,12 @@ def generate(
         parse_refiners,
         run_models,
     )
-    from pseudolabel.stages import ScoreRefineDecode
-    from pseudolabel.torchrun import run_shard
+    from pseudolabel.runner.loop import RunOptions
+    from pseudolabel.runner.per_image import ScoreRefineDecode
+    from pseudolabel.runner.torchrun import run_shard
 
     flags = dict(ctx.params)
-    ray = make_engine(engine, ray_address, workers, gpus_per_worker)
+    ray = make_engine(engine, ray_address, ray_workers, gpus_per_worker, workers)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     models = model_settings(flags) if ray is None else None
     labeler = labeler_settings(flags)

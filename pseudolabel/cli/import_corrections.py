@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, progress_bar, remember_output_folder, report_skipped
+from pseudolabel.cli.config_file import write_resolved_config
 from pseudolabel.cli.options import (
     DATA,
     ClassesOption,
@@ -21,8 +22,7 @@ from pseudolabel.cli.options import (
     RootOption,
     SplitOption,
 )
-from pseudolabel.config import write_resolved_config
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
 class ImportFormat(str, Enum):

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from pseudolabel.cli.app import console, err_console, models_app
-from pseudolabel.errors import ConfigError, PseudolabelError
+from pseudolabel.core.errors import ConfigError, PseudolabelError
 
 
 @models_app.command("list")

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
-from pseudolabel.components import registry
-from pseudolabel.config import load_config_file
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.cli.config_file import load_config_file
+from pseudolabel.core.components import registry
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 METHOD, DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN, SCALE = (
     "Method", "Data", "CAM", "Grounded-SAM", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run",
@@ -103,9 +103,13 @@ EngineOption = Annotated[
 RayAddressOption = Annotated[
     str | None, typer.Option(help="Ray cluster: auto or ray://host:port (default: a new one).", rich_help_panel=SCALE)
 ]
-WorkersOption = Annotated[
+RayWorkersOption = Annotated[
     int | None, typer.Option(help="Ray actors, each with its models (default: one per GPU).", rich_help_panel=SCALE)
 ]
+OldRayWorkersOption = Annotated[
+    int | None, typer.Option("--workers", help="Deprecated: --ray-workers.", hidden=True, rich_help_panel=SCALE)
+]
+"""``--workers`` meant Ray actors in the run commands; it means CPU processes in score and report."""
 GpusPerWorkerOption = Annotated[
     float | None, typer.Option(help="GPUs per Ray actor (default: 1 when the cluster has GPUs).", rich_help_panel=SCALE)
 ]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, remember_output_folder
+from pseudolabel.cli.config_file import write_run_config
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -26,9 +27,8 @@ from pseudolabel.cli.options import (
     SplitOption,
 )
 from pseudolabel.cli.running import run_with_progress
-from pseudolabel.config import write_run_config
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
 @app.command()
@@ -57,9 +57,9 @@ def overlay(
 ) -> None:
     """Draw each image's mask over it (and its GT and errors): image | mask | GT | errors."""
     remember_output_folder(out)
-    from pseudolabel.pipeline import RunOptions
-    from pseudolabel.stages import OverlayPicture
-    from pseudolabel.torchrun import run_shard
+    from pseudolabel.runner.loop import RunOptions
+    from pseudolabel.runner.per_image import OverlayPicture
+    from pseudolabel.runner.torchrun import run_shard
 
     if not masks.is_dir():
         raise ConfigError(f"mask folder {masks} does not exist")

@@ -9,6 +9,8 @@ import typer
 
 from pseudolabel.cli.app import app, deprecated, remember_output_folder
 from pseudolabel.cli.components import with_component_options
+from pseudolabel.cli.config_file import write_run_config
+from pseudolabel.cli.flag_values import cpu_model_settings, model_settings, refiner_settings
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -29,9 +31,11 @@ from pseudolabel.cli.options import (
     LimitOption,
     MaxPixelsOption,
     MinConfidenceOption,
+    OldRayWorkersOption,
     OverwriteOption,
     PromptsOption,
     RayAddressOption,
+    RayWorkersOption,
     RefineOption,
     ReportOption,
     RootOption,
@@ -41,14 +45,11 @@ from pseudolabel.cli.options import (
     SamOption,
     ShardOption,
     SplitOption,
-    WorkersOption,
 )  # fmt: skip
-from pseudolabel.cli.settings import cpu_model_settings, model_settings, refiner_settings
-from pseudolabel.config import write_run_config
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.scoremaps import DEFAULT_LABEL_CONFIDENCE
 from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
-from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
 from pseudolabel.settings import ModelSettings
 
 
@@ -105,7 +106,8 @@ def refine(
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     engine: EngineOption = EngineName.local,
     ray_address: RayAddressOption = None,
-    workers: WorkersOption = None,
+    ray_workers: RayWorkersOption = None,
+    workers: OldRayWorkersOption = None,
     gpus_per_worker: GpusPerWorkerOption = None,
     batch_size: BatchSizeOption = None,
     report: ReportOption = False,
@@ -114,14 +116,14 @@ def refine(
     """Refine existing masks (palette PNGs or soft scores) with DenseCRF, SAM, or a chain of both."""
     remember_output_folder(out)
     from pseudolabel.cli.running import make_engine, run_with_progress
-    from pseudolabel.devices import default_batch_size
-    from pseudolabel.pipeline import RunOptions
+    from pseudolabel.core.devices import default_batch_size
     from pseudolabel.registry import ModelHub, check_weights, create_refiners, refine_workers, run_models
-    from pseudolabel.stages import StoredMaskRefine
-    from pseudolabel.torchrun import run_shard
+    from pseudolabel.runner.loop import RunOptions
+    from pseudolabel.runner.per_image import StoredMaskRefine
+    from pseudolabel.runner.torchrun import run_shard
 
     names = refiner_names(refine, method, sam)
-    ray = make_engine(engine, ray_address, workers, gpus_per_worker)
+    ray = make_engine(engine, ray_address, ray_workers, gpus_per_worker, workers)
     if not masks.is_dir():
         raise ConfigError(f"mask folder {masks} does not exist")
     if scores is not None and not scores.is_dir():

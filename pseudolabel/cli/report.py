@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from pseudolabel.cli.app import app, console, remember_output_folder
+from pseudolabel.cli.config_file import write_resolved_config
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -22,8 +23,7 @@ from pseudolabel.cli.options import (
     RootOption,
     SplitOption,
 )
-from pseudolabel.config import write_resolved_config
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
 @app.command()
@@ -61,8 +61,8 @@ def report(
     """Write an HTML report of prediction folders: scores, per-class IoU, confusion, worst images, runs."""
     remember_output_folder(out)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    from pseudolabel.core.id_lists import read_id_list
     from pseudolabel.datasets.base import OnlyIds
-    from pseudolabel.id_lists import read_id_list
     from pseudolabel.report.build import REVIEW_LIST, build_report
 
     if ids is not None:

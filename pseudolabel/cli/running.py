@@ -25,18 +25,27 @@ class RateColumn(ProgressColumn):
         return Text("-" if task.speed is None else f"{task.speed:.2f} img/s")
 
 
-def make_engine(engine: Any, address: str | None, workers: int | None, gpus_per_worker: float | None) -> Any:
-    """The run's engine: None for the local one, a :class:`~pseudolabel.ray_engine.RayEngine` for
+def make_engine(
+    engine: Any, address: str | None, workers: int | None, gpus_per_worker: float | None, old_workers: int | None = None
+) -> Any:
+    """The run's engine: None for the local one, a :class:`~pseudolabel.runner.ray_engine.RayEngine` for
     ``--engine ray`` (Ray options without it are refused rather than ignored)."""
-    from pseudolabel.errors import ConfigError
+    from pseudolabel.core.errors import ConfigError
 
+    if old_workers is not None:
+        from pseudolabel.cli.app import deprecated
+
+        deprecated("--workers (Ray actors)", "--ray-workers")
+        if workers is not None:
+            raise ConfigError("give --ray-workers only (--workers is its deprecated alias)")
+        workers = old_workers
     if engine == "local":  # EngineName is a str enum
-        given = [flag for flag, value in (("--ray-address", address), ("--workers", workers),
+        given = [flag for flag, value in (("--ray-address", address), ("--ray-workers", workers),
                                           ("--gpus-per-worker", gpus_per_worker)) if value is not None]  # fmt: skip
         if given:
             raise ConfigError(f"{', '.join(given)} only apply with --engine ray")
         return None
-    from pseudolabel.ray_engine import RayEngine, import_ray
+    from pseudolabel.runner.ray_engine import RayEngine, import_ray
 
     import_ray()
     return RayEngine(address, workers, gpus_per_worker)
@@ -54,8 +63,8 @@ def run_with_progress(
     """``run_images`` with a progress bar, then the HTML report of ``out`` when asked; exits 130
     when Ctrl-C stopped the run. Under torchrun, rank 0 alone shows progress and prints the summary
     of every rank (and the report) once all have finished."""
-    from pseudolabel.pipeline import RunSummary, run_images
-    from pseudolabel.torchrun import gather_to_main, is_main_process
+    from pseudolabel.runner.loop import RunSummary, run_images
+    from pseudolabel.runner.torchrun import gather_to_main, is_main_process
 
     main = is_main_process()
     with progress_bar(RateColumn(), disable=not main) as progress:

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pseudolabel.cli.app import app, console, err_console, progress_bar, remember_output_folder
+from pseudolabel.cli.config_file import write_resolved_config
 from pseudolabel.cli.options import (
     DATA,
     ClassesOption,
@@ -24,9 +25,8 @@ from pseudolabel.cli.options import (
     RootOption,
     SplitOption,
 )  # fmt: skip
-from pseudolabel.config import write_resolved_config
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
 @app.command()
@@ -79,17 +79,17 @@ def score(
     first_output = json_path or csv_path or per_image
     remember_output_folder(first_output.parent if first_output else None)
     from pseudolabel.datasets import resolve_prompts
-    from pseudolabel.score_report import (
-        build_report,
+    from pseudolabel.evaluate.scoring import pair_with_dataset, pair_with_folder, score_pairs
+    from pseudolabel.evaluate.summary import (
         per_image_rows,
         report_table,
+        score_summary,
         summary_lines,
         worst_table,
         write_csv,
         write_json,
         write_per_image_csv,
     )  # fmt: skip
-    from pseudolabel.scoring import pair_with_dataset, pair_with_folder, score_pairs
 
     if (gt is None) == (dataset is None):
         raise ConfigError("give exactly one of --gt DIR or --dataset voc|coco (with --root)")
@@ -113,7 +113,7 @@ def score(
         counts, image_scores = score_pairs(
             pair_set.pairs, count, workers or None, lambda n: progress.advance(task, n), boundary_kernel
         )
-    report = build_report(counts, names, pair_set, boundary_kernel)
+    report = score_summary(counts, names, pair_set, boundary_kernel)
     console.print(report_table(report))
     for line in summary_lines(report):
         console.print(line, highlight=False)
@@ -145,7 +145,7 @@ def inspect(
     config: ConfigOption = None,
 ) -> None:
     """Summarise a dataset split: images, labels per class, GT masks, unreadable files."""
-    from pseudolabel.dataset_summary import summarize_dataset
+    from pseudolabel.evaluate.dataset_summary import summarize_dataset
 
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     with progress_bar() as progress:

@@ -10,6 +10,7 @@ import typer
 from rich.progress import TextColumn
 
 from pseudolabel.cli.app import app, console, err_console, progress_bar, remember_output_folder
+from pseudolabel.cli.config_file import write_resolved_config, write_run_config
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -26,22 +27,22 @@ from pseudolabel.cli.options import (
     LabelsOption,
     LimitOption,
     MaxPixelsOption,
+    OldRayWorkersOption,
     OverwriteOption,
     Precision,
     PrecisionOption,
     PromptsOption,
     RayAddressOption,
+    RayWorkersOption,
     ReportOption,
     RootOption,
     ShardOption,
     SplitOption,
-    WorkersOption,
     parse_scales,
 )  # fmt: skip
 from pseudolabel.cli.running import make_engine, run_with_progress
-from pseudolabel.config import write_resolved_config, write_run_config
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
 class Loss(str, Enum):
@@ -144,8 +145,8 @@ def train_seg(
 ) -> None:
     """Train DeepLabV2 on pseudo-label masks (torchrun --nproc-per-node N -m pseudolabel train-seg for DDP)."""
     remember_output_folder(out)
-    from pseudolabel.pipeline import StopRequest
-    from pseudolabel.torchrun import is_main_process
+    from pseudolabel.runner.loop import StopRequest
+    from pseudolabel.runner.torchrun import is_main_process
     from pseudolabel.train.predict import val_miou_evaluator
     from pseudolabel.train.trainer import TrainConfig, train
 
@@ -224,21 +225,22 @@ def predict(
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     engine: EngineOption = EngineName.local,
     ray_address: RayAddressOption = None,
-    workers: WorkersOption = None,
+    ray_workers: RayWorkersOption = None,
+    workers: OldRayWorkersOption = None,
     gpus_per_worker: GpusPerWorkerOption = None,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
     remember_output_folder(out)
-    from pseudolabel.devices import decode_workers, resolve_device
-    from pseudolabel.pipeline import RunOptions
+    from pseudolabel.core.devices import decode_workers, resolve_device
     from pseudolabel.registry import create_refiners
+    from pseudolabel.runner.loop import RunOptions
+    from pseudolabel.runner.torchrun import local_device, run_shard
     from pseudolabel.settings import RefinerSettings
-    from pseudolabel.torchrun import local_device, run_shard
     from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint, resolve_checkpoint
 
-    ray = make_engine(engine, ray_address, workers, gpus_per_worker)
+    ray = make_engine(engine, ray_address, ray_workers, gpus_per_worker, workers)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
     test_scales = parse_scales(scales)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work

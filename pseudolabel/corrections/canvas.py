@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pseudolabel.masks import IGNORE_INDEX
+from pseudolabel.core.masks import IGNORE_INDEX
 
 
 @dataclass

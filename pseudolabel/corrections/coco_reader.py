@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.files import read_user_text
+from pseudolabel.core.masks import IGNORE_INDEX
+from pseudolabel.core.prompts import PromptSet
 from pseudolabel.corrections.canvas import Canvas, Unreadable
 from pseudolabel.datasets.coco_gt import drawable, instance_mask
-from pseudolabel.errors import ConfigError
-from pseudolabel.files import read_user_text
-from pseudolabel.masks import IGNORE_INDEX
-from pseudolabel.prompts import PromptSet
 
 
 def read_coco(path: Path, prompts: PromptSet) -> Iterator[Canvas | Unreadable]:

@@ -11,11 +11,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.masks import IGNORE_INDEX
+from pseudolabel.core.prompts import PromptSet
 from pseudolabel.corrections.canvas import Canvas, Unreadable
-from pseudolabel.errors import ConfigError
 from pseudolabel.export.label_studio import UNSURE_LABEL
-from pseudolabel.masks import IGNORE_INDEX
-from pseudolabel.prompts import PromptSet
 
 CLASS_FOLDER = "SegmentationClass"
 

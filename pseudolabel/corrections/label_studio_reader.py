@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.files import read_user_text
+from pseudolabel.core.masks import IGNORE_INDEX
+from pseudolabel.core.prompts import PromptSet
 from pseudolabel.corrections.canvas import Canvas, Unreadable
 from pseudolabel.datasets.coco_gt import instance_mask
-from pseudolabel.errors import ConfigError
 from pseudolabel.export import brush_rle
 from pseudolabel.export.label_studio import UNSURE_LABEL
-from pseudolabel.files import read_user_text
-from pseudolabel.masks import IGNORE_INDEX
-from pseudolabel.prompts import PromptSet
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 """Label Studio renames uploaded files ``<8 hex digits>-<name>``."""

@@ -9,15 +9,15 @@ from pathlib import Path
 
 from PIL import Image
 
+from pseudolabel.core.errors import ConfigError, SampleError
+from pseudolabel.core.masks import write_mask
+from pseudolabel.core.safe_paths import id_path, resolve_inside
 from pseudolabel.corrections.canvas import Canvas, Unreadable
 from pseudolabel.corrections.coco_reader import read_coco
 from pseudolabel.corrections.cvat_reader import read_cvat
 from pseudolabel.corrections.label_studio_reader import read_label_studio
 from pseudolabel.corrections.yolo_reader import read_yolo
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, SampleError
-from pseudolabel.masks import write_mask
-from pseudolabel.safe_paths import id_path, resolve_inside
 
 IMPORT_FORMATS = ("label-studio", "coco", "yolo-seg", "cvat-mask")
 

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import yaml
 
+from pseudolabel.core.errors import ConfigError, SampleError
+from pseudolabel.core.files import read_user_text
+from pseudolabel.core.prompts import PromptSet
 from pseudolabel.corrections.canvas import Canvas, Unreadable
-from pseudolabel.errors import ConfigError, SampleError
-from pseudolabel.files import read_user_text
-from pseudolabel.prompts import PromptSet
 
 
 def _class_ids(folder: Path, prompts: PromptSet) -> dict[int, int]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.prompts import PromptSet, load_class_list, load_prompts
 from pseudolabel.datasets.base import Dataset, Sample, WithoutLabels
 from pseudolabel.datasets.coco import CocoDataset
 from pseudolabel.datasets.folder import FolderDataset
 from pseudolabel.datasets.voc import VocDataset
-from pseudolabel.errors import ConfigError
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.prompts import PromptSet, load_class_list, load_prompts
 
 DATASET_NAMES = ("voc", "coco", "folder")
 DEFAULT_SPLITS = {"voc": "train", "coco": "train2014"}

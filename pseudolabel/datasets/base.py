@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudolabel.errors import ConfigError, UnsafePathError, listed
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS, load_rgb
-from pseudolabel.prompts import PromptSet
-from pseudolabel.safe_paths import check_id, resolve_inside
+from pseudolabel.core.errors import ConfigError, UnsafePathError, listed
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS, load_rgb
+from pseudolabel.core.prompts import PromptSet
+from pseudolabel.core.safe_paths import check_id, resolve_inside
 
 
 @dataclass(frozen=True)

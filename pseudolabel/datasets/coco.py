@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from pseudolabel.core.errors import ConfigError, listed
+from pseudolabel.core.files import read_user_text
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.prompts import PromptSet, load_prompts, name_key
+from pseudolabel.core.safe_paths import id_path
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.datasets.coco_gt import cache_folder, drawable, render_cache
-from pseudolabel.errors import ConfigError, listed
-from pseudolabel.files import read_user_text
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.prompts import PromptSet, load_prompts, name_key
-from pseudolabel.safe_paths import id_path
 
 
 class CocoDataset(Dataset):

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from pseudolabel.files import atomic_write_text, home_dir, read_user_text
-from pseudolabel.masks import IGNORE_INDEX, write_mask
-from pseudolabel.safe_paths import id_path
+from pseudolabel.core.files import atomic_write_text, home_dir, read_user_text
+from pseudolabel.core.masks import IGNORE_INDEX, write_mask
+from pseudolabel.core.safe_paths import id_path
 
 COMPLETE = "complete.json"
 

@@ -21,12 +21,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pseudolabel.core.errors import ConfigError, UnsafePathError, listed
+from pseudolabel.core.files import read_user_text
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.prompts import PromptSet, load_prompts, name_key
+from pseudolabel.core.safe_paths import check_id, id_path, resolve_inside
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, UnsafePathError, listed
-from pseudolabel.files import read_user_text
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.prompts import PromptSet, load_prompts, name_key
-from pseudolabel.safe_paths import check_id, id_path, resolve_inside
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 HEADER_WORDS = {"image", "file", "filename", "path"}

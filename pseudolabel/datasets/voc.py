@@ -6,13 +6,13 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
 
+from pseudolabel.core.errors import ConfigError, MaskError, UnsafePathError
+from pseudolabel.core.files import read_user_text
+from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.core.masks import mask_class_ids, read_mask
+from pseudolabel.core.prompts import PromptSet, load_prompts
+from pseudolabel.core.safe_paths import check_id, id_path
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, MaskError, UnsafePathError
-from pseudolabel.files import read_user_text
-from pseudolabel.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.masks import mask_class_ids, read_mask
-from pseudolabel.prompts import PromptSet, load_prompts
-from pseudolabel.safe_paths import check_id, id_path
 
 GT_FOLDERS = ("SegmentationClassAug", "SegmentationClass")
 """Where GT masks are looked for, in this order, per image."""

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pseudolabel.components import Component
+from pseudolabel.core.components import Component
+from pseudolabel.core.files import atomic_write_text
+from pseudolabel.core.prompts import PromptSet
 from pseudolabel.export.item import ExportItem
 from pseudolabel.export.polygons import region_polygons
 from pseudolabel.export.regions import Region
-from pseudolabel.files import atomic_write_text
-from pseudolabel.prompts import PromptSet
 
 if TYPE_CHECKING:
     from pseudolabel.datasets.base import Dataset

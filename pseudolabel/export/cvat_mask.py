@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pseudolabel.components import Component
-from pseudolabel.errors import SampleError
+from pseudolabel.core.components import Component
+from pseudolabel.core.errors import SampleError
+from pseudolabel.core.files import atomic_write_text
+from pseudolabel.core.images import write_image
+from pseudolabel.core.masks import IGNORE_INDEX, VOC_COLORMAP
+from pseudolabel.core.safe_paths import id_path
 from pseudolabel.export.item import ExportItem
 from pseudolabel.export.label_studio import review_labels
-from pseudolabel.files import atomic_write_text
-from pseudolabel.images import write_image
-from pseudolabel.masks import IGNORE_INDEX, VOC_COLORMAP
-from pseudolabel.safe_paths import id_path
 
 if TYPE_CHECKING:
     from pseudolabel.datasets.base import Dataset

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pseudolabel.components import Component
+from pseudolabel.core.components import Component
+from pseudolabel.core.images import write_image
+from pseudolabel.core.safe_paths import id_path
 from pseudolabel.export.item import ExportItem
-from pseudolabel.images import write_image
-from pseudolabel.safe_paths import id_path
 
 if TYPE_CHECKING:
     from pseudolabel.datasets.base import Dataset

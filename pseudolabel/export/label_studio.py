@@ -12,12 +12,12 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from pseudolabel.components import Component
-from pseudolabel.errors import ConfigError
+from pseudolabel.core.components import Component
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.files import atomic_write_text
+from pseudolabel.core.masks import IGNORE_INDEX, VOC_COLORMAP
 from pseudolabel.export import brush_rle
 from pseudolabel.export.item import ExportItem
-from pseudolabel.files import atomic_write_text
-from pseudolabel.masks import IGNORE_INDEX, VOC_COLORMAP
 
 if TYPE_CHECKING:
     from pseudolabel.datasets.base import Dataset

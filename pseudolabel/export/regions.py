@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from pseudolabel.masks import IGNORE_INDEX
-from pseudolabel.scoremaps import ScoreMaps
+from pseudolabel.core.masks import IGNORE_INDEX
+from pseudolabel.core.scoremaps import ScoreMaps
 
 INSTANCE_MODES = ("regions", "none")
 """``regions``: one region per 8-connected component of a class; ``none``: one per class."""

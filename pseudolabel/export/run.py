@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pseudolabel.components import component
+from pseudolabel.core.components import component
+from pseudolabel.core.errors import ConfigError, MaskError, SampleError
+from pseudolabel.core.instances import load_instances
+from pseudolabel.core.masks import mask_class_ids, read_mask
+from pseudolabel.core.safe_paths import id_path, resolve_inside
+from pseudolabel.core.scoremaps import ScoreMaps, load_scores
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, MaskError, SampleError
 from pseudolabel.export.item import ExportItem, ExportWriter
 from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX
 from pseudolabel.export.regions import INSTANCE_MODES, Region, instance_regions, label_regions, scored
-from pseudolabel.instances import load_instances
-from pseudolabel.masks import mask_class_ids, read_mask
-from pseudolabel.safe_paths import id_path, resolve_inside
-from pseudolabel.scoremaps import ScoreMaps, load_scores
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 
-from pseudolabel.components import Component
+from pseudolabel.core.components import Component
+from pseudolabel.core.files import atomic_write_text, output_errors
+from pseudolabel.core.safe_paths import id_path
 from pseudolabel.export.item import ExportItem
 from pseudolabel.export.polygons import region_polygons
 from pseudolabel.export.regions import Region
-from pseudolabel.files import atomic_write_text, output_errors
-from pseudolabel.safe_paths import id_path
 
 if TYPE_CHECKING:
     from pseudolabel.datasets.base import Dataset

@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pseudolabel.core.prompts import PromptSet
+from pseudolabel.core.scoremaps import ScoreMaps
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import ClassExclusion, Regions, exclusion_for
 from pseudolabel.labelers.clip_es import ClipEsCam, background_score
+from pseudolabel.labelers.exclusion import ClassExclusion, Regions, exclusion_for
 from pseudolabel.labelers.options import (
     BackgroundOptions,
     CamOptions,
@@ -17,12 +20,9 @@ from pseudolabel.labelers.options import (
     PromptingOptions,
     ZeroShotOptions,
 )
+from pseudolabel.labelers.pole import choose_and_record
+from pseudolabel.labelers.zero_shot import zero_shot_classes
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.pole import choose_and_record
-from pseudolabel.prompts import PromptSet
-from pseudolabel.scoremaps import ScoreMaps
-from pseudolabel.stage_record import StageRecord
-from pseudolabel.zero_shot import zero_shot_classes
 
 if TYPE_CHECKING:
     from pseudolabel.registry import ModelHub

@@ -41,10 +41,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
+from pseudolabel.core.instances import Instances
+from pseudolabel.core.prompts import PromptSet
+from pseudolabel.core.scoremaps import ScoreMaps
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
-from pseudolabel.exclusion import ClassExclusion, Regions, exclusion_for
-from pseudolabel.instances import Instances
 from pseudolabel.labelers.detection import detect
+from pseudolabel.labelers.exclusion import ClassExclusion, Regions, exclusion_for
 from pseudolabel.labelers.options import (
     CAPTION_MODES,
     SYNONYM_MODES,
@@ -53,14 +56,11 @@ from pseudolabel.labelers.options import (
     PromptingOptions,
     ZeroShotOptions,
 )
+from pseudolabel.labelers.pole import choose_and_record
+from pseudolabel.labelers.zero_shot import zero_shot_classes
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.grounding import GroundingDino
 from pseudolabel.models.sam import merge_by_confidence
-from pseudolabel.pole import choose_and_record
-from pseudolabel.prompts import PromptSet
-from pseudolabel.scoremaps import ScoreMaps
-from pseudolabel.stage_record import StageRecord
-from pseudolabel.zero_shot import zero_shot_classes
 
 if TYPE_CHECKING:
     from pseudolabel.registry import ModelHub

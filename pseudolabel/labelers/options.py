@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pseudolabel.components import Component
-from pseudolabel.errors import ConfigError
+from pseudolabel.core.components import Component
+from pseudolabel.core.errors import ConfigError
 
 DEFAULT_POLE_CANDIDATES = 4
 DEFAULT_EXCLUSION_THRESHOLD = 0.2

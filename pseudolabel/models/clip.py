@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.clip_weights import resolve_clip_weights
 
 DEFAULT_ARCH = "ViT-B-16-quickgelu"

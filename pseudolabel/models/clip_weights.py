@@ -9,7 +9,7 @@ from typing import Any
 
 import open_clip
 
-from pseudolabel.errors import WeightsError
+from pseudolabel.core.errors import WeightsError
 from pseudolabel.models.weights import WEIGHTS, cache_dir, offline, resolve_weights
 
 PUBLISHED_WORDS = {"default": "clip_vit_b16_openai", "openai": "clip_vit_b16_openai"}

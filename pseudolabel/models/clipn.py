@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pseudolabel.errors import WeightsError
+from pseudolabel.core.errors import WeightsError
 from pseudolabel.models.clip import ClipModel, create_clip, read_clip_state_dict
 from pseudolabel.models.weights import resolve_weights
 

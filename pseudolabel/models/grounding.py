@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.grounding_convert import convert_original_state_dict, is_original_checkpoint
 from pseudolabel.models.weights import read_state_dict, resolve_weights
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pseudolabel.errors import ConfigError, WeightsError
+from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.weights import resolve_weights
 
 SAM_VARIANTS = ("vit_b", "vit_l", "vit_h")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pseudolabel.errors import WeightsError
-from pseudolabel.files import atomic_output, home_dir
+from pseudolabel.core.errors import WeightsError
+from pseudolabel.core.files import atomic_output, home_dir
 
 RANDOM = "random"
 HASH_CHUNK_BYTES = 1 << 20

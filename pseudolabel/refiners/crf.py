@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pseudolabel.core.scoremaps import ScoreMaps, mark_unsure
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.refiners.options import CrfOptions
-from pseudolabel.scoremaps import ScoreMaps, mark_unsure
-from pseudolabel.stage_record import StageRecord
 
 if TYPE_CHECKING:
     from pseudolabel.settings import RefinerSettings

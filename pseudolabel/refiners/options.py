@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pseudolabel.components import Component
-from pseudolabel.scoremaps import DEFAULT_LABEL_CONFIDENCE
+from pseudolabel.core.components import Component
+from pseudolabel.core.scoremaps import DEFAULT_LABEL_CONFIDENCE
 
 SAM_MODES = ("points", "auto")
 

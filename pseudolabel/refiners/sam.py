@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from pseudolabel.masks import IGNORE_INDEX
+from pseudolabel.core.masks import IGNORE_INDEX
+from pseudolabel.core.scoremaps import ScoreMaps, decode, relabel
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.models.sam import SamPrompter, channel_maxima
 from pseudolabel.refiners.options import SAM_MODES, SamRefineOptions
-from pseudolabel.scoremaps import ScoreMaps, decode, relabel
-from pseudolabel.stage_record import StageRecord
 
 if TYPE_CHECKING:
     from pseudolabel.registry import ModelHub
@@ -174,4 +174,4 @@ class SamRefiner:
 
 def build(hub: ModelHub, settings: RefinerSettings, options: None) -> SamRefiner:
     """Point prompts (CEP) or automatic masks (SEPL) on the run's shared SAM."""
-    return SamRefiner(hub.sam(), settings.sam)
+    return SamRefiner(hub.sam(), settings.sam_refine)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pseudolabel.core.id_lists import write_id_list
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.id_lists import write_id_list
 from pseudolabel.report.collect import collect, review_ids
 from pseudolabel.report.page import write_report
-from pseudolabel.run_lock import RunLock
+from pseudolabel.runner.lock import RunLock
 
 
 def prediction_names(folders: list[Path]) -> list[str]:

@@ -6,7 +6,7 @@ from html import escape
 
 import numpy as np
 
-from pseudolabel.masks import VOC_COLORMAP
+from pseudolabel.core.masks import VOC_COLORMAP
 
 ROW, LABEL_WIDTH, BAR_WIDTH = 14, 110, 260
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import yaml
 
+from pseudolabel.core.errors import ConfigError, MaskError
+from pseudolabel.core.masks import IGNORE_INDEX, read_mask
+from pseudolabel.core.safe_paths import id_path
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError, MaskError
-from pseudolabel.manifest import read_manifest
-from pseudolabel.masks import IGNORE_INDEX, read_mask
-from pseudolabel.safe_paths import id_path
-from pseudolabel.score_report import IMAGE_KEYS, build_report, per_image_rows, worst_images
-from pseudolabel.scoring import ImageScore, pair_with_dataset, score_pairs
+from pseudolabel.evaluate.scoring import ImageScore, pair_with_dataset, score_pairs
+from pseudolabel.evaluate.summary import IMAGE_KEYS, per_image_rows, score_summary, worst_images
+from pseudolabel.runner.manifest import read_manifest
 
 
 @dataclass
@@ -80,7 +80,7 @@ def collect(folder: Path, dataset: Dataset, name: str, allow_missing: bool, work
             raise
         return PredictionFacts(name, folder, None, [], read_run_facts(folder))
     counts, images = score_pairs(pair_set.pairs, dataset.num_classes, workers)
-    scores = build_report(counts, dataset.class_names, pair_set)
+    scores = score_summary(counts, dataset.class_names, pair_set)
     return PredictionFacts(name, folder, scores, images, read_run_facts(folder))
 
 

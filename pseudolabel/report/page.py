@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from pseudolabel import __version__
+from pseudolabel.core.errors import PseudolabelError
+from pseudolabel.core.files import atomic_write_text
+from pseudolabel.core.images import write_image
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.safe_paths import id_path
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import PseudolabelError
-from pseudolabel.files import atomic_write_text
-from pseudolabel.images import write_image
-from pseudolabel.masks import read_mask
-from pseudolabel.overlay import render_panel
+from pseudolabel.evaluate.overlay import render_panel
+from pseudolabel.evaluate.summary import percent
 from pseudolabel.report.charts import confusion_heatmap, iou_bars
 from pseudolabel.report.collect import PredictionFacts, dump_json, review_ids, table_rows
 from pseudolabel.report.script import PAGE_SCRIPT, PAGE_STYLE
-from pseudolabel.safe_paths import id_path
-from pseudolabel.score_report import percent
 
 THUMBNAIL_SIDE = 240
 """Longer side of each panel in a thumbnail, in pixels."""

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pseudolabel.core.errors import MaskError, SampleError, listed
+from pseudolabel.core.masks import IGNORE_INDEX, read_mask
+from pseudolabel.core.safe_paths import id_path
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import MaskError, SampleError, listed
-from pseudolabel.masks import IGNORE_INDEX, read_mask
 from pseudolabel.models.caffe_resnet import CAFFE_MEAN_BGR
-from pseudolabel.safe_paths import id_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -12,16 +12,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pseudolabel.core.errors import ConfigError, WeightsError
+from pseudolabel.core.masks import read_mask
+from pseudolabel.core.scoremaps import ScoreMaps, decode
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Dataset, Sample
-from pseudolabel.errors import ConfigError, WeightsError
-from pseudolabel.masks import read_mask
-from pseudolabel.metrics import Counts, count_pair, summarize
+from pseudolabel.evaluate.metrics import Counts, count_pair, summarize
 from pseudolabel.models.caffe_resnet import from_deeplab_pytorch, is_deeplab_pytorch
 from pseudolabel.models.deeplab import CAFFE_BACKBONE, MSC_SCALES, DeepLabV2, fuse_max
 from pseudolabel.models.weights import resolve_weights
-from pseudolabel.pipeline import Labelled
-from pseudolabel.scoremaps import ScoreMaps, decode
-from pseudolabel.stage_record import StageRecord
+from pseudolabel.runner.loop import ImageResult
 from pseudolabel.train.data import model_input
 from pseudolabel.train.trainer import load_checkpoint
 
@@ -113,11 +113,11 @@ class SegmentationPredictor:
     flip: bool = False
     refiner: Any = None
 
-    def __call__(self, sample: Sample) -> Labelled:
+    def __call__(self, sample: Sample) -> ImageResult:
         record = StageRecord()
         with record.timed("predict_s"):
             probabilities = predict_probabilities(self.model, sample.rgb, self.scales, self.flip).cpu().numpy()
         maps = ScoreMaps(probabilities, tuple(range(self.model.num_classes)))
         if self.refiner is not None:
             maps = self.refiner(sample.rgb, maps, record)
-        return Labelled(decode(maps), None, record)
+        return ImageResult(decode(maps), None, record)

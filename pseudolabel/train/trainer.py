@@ -22,15 +22,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from pseudolabel.core.devices import autocast_dtype, resolve_device
+from pseudolabel.core.errors import ConfigError, PseudolabelError
+from pseudolabel.core.files import atomic_output, output_errors
+from pseudolabel.core.masks import IGNORE_INDEX
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.devices import autocast_dtype, resolve_device
-from pseudolabel.errors import ConfigError, PseudolabelError
-from pseudolabel.files import atomic_output, output_errors
-from pseudolabel.manifest import Manifest
-from pseudolabel.masks import IGNORE_INDEX
 from pseudolabel.models.deeplab import DeepLabV2, load_backbone_weights
-from pseudolabel.run_lock import RunLock
-from pseudolabel.torchrun import Place, torchrun_place
+from pseudolabel.runner.lock import RunLock
+from pseudolabel.runner.manifest import Manifest
+from pseudolabel.runner.torchrun import Place, torchrun_place
 from pseudolabel.train.data import TRAIN_SCALES, GlobalSamples, TrainingCrops, check_masks
 
 LOSSES = ("ce", "balanced")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pseudolabel.components import Component, option
-from pseudolabel.scoremaps import ScoreMaps
+from pseudolabel.core.components import Component, option
+from pseudolabel.core.scoremaps import ScoreMaps
 
 
 @dataclass(frozen=True)

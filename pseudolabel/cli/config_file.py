@@ -9,7 +9,6 @@ file can serve several commands. Every command writes the values it finally used
 from __future__ import annotations
 
 import datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ import typer
 import yaml
 
 from pseudolabel import __version__
-from pseudolabel.errors import ConfigError
-from pseudolabel.files import atomic_write_text, read_user_text
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.files import atomic_write_text, read_user_text
+from pseudolabel.core.plain import plain
 
 METADATA_KEYS = ("command", "pseudolabel_version", "written_at")
 """Keys of a resolved config that are records, not options (so the file can be reused)."""
@@ -65,20 +65,6 @@ def load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Path
             values[name] = item
     ctx.default_map = {**(ctx.default_map or {}), **values}
     return path
-
-
-def plain(value: Any, absolute_paths: bool = False) -> Any:
-    """A YAML-friendly copy of an option value (paths and enums as strings, tuples as lists);
-    ``absolute_paths``: paths expanded and resolved, so that two spellings of one file compare equal."""
-    if isinstance(value, Path):
-        return str(value.expanduser().resolve() if absolute_paths else value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [plain(item, absolute_paths) for item in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v, absolute_paths) for k, v in value.items()}
-    return value
 
 
 def option_names(ctx: typer.Context) -> dict[str, str]:
@@ -132,8 +118,8 @@ def write_config_document(path: Path, command: str, options: dict[str, Any]) -> 
 
 def write_run_config(out_dir: Path, ctx: typer.Context, overwrite: bool) -> None:
     """For a run into ``out_dir``: refuse a resume with other output settings (see
-    :mod:`pseudolabel.run_settings`), record them, and write ``config.yaml``."""
-    from pseudolabel.run_settings import check_and_record, output_settings
+    :mod:`pseudolabel.runner.recorded_settings`), record them, and write ``config.yaml``."""
+    from pseudolabel.runner.recorded_settings import check_and_record, output_settings
 
     flag_names = {name: display_name(ctx, name) for name in ctx.params}
     check_and_record(out_dir, output_settings(ctx.command.name or "", dict(ctx.params)), overwrite, flag_names)

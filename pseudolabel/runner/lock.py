@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pseudolabel.errors import RunLockedError
-from pseudolabel.files import output_errors
+from pseudolabel.core.errors import RunLockedError
+from pseudolabel.core.files import output_errors
 
 LOCK_PREFIX = ".pseudolabel-lock-"
 

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from pseudolabel.errors import ConfigError
+from pseudolabel.core.errors import ConfigError
 
 SUMMARY_TIMEOUT = datetime.timedelta(hours=24)
 """How long a finished rank waits for the slowest one before the combined summary."""
@@ -63,7 +63,7 @@ def run_shard(text: str) -> tuple[int, int]:
     Raises:
         ConfigError: a malformed ``--shard``, or ``--shard`` beside torchrun (both split the images).
     """
-    from pseudolabel.pipeline import parse_shard
+    from pseudolabel.runner.loop import parse_shard
 
     shard = parse_shard(text)
     place = torchrun_place()

@@ -11,14 +11,14 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from pseudolabel.files import atomic_write_text
-from pseudolabel.metrics import CONVENTIONS, Counts, summarize
-from pseudolabel.scoring import ImageScore, PairSet
+from pseudolabel.core.files import atomic_write_text
+from pseudolabel.evaluate.metrics import CONVENTIONS, Counts, summarize
+from pseudolabel.evaluate.scoring import ImageScore, PairSet
 
 PER_CLASS_KEYS = ("iou", "iou_confident", "biou", "precision", "recall")
 
 
-def build_report(
+def score_summary(
     counts: Counts, class_names: list[str], pair_set: PairSet, boundary_kernel: int | None = None
 ) -> dict[str, Any]:
     """The JSON report: top-level figures, per-class lists (by class id), bookkeeping, conventions."""

@@ -14,9 +14,9 @@ def _value(choice: Any) -> Any:
 
 def model_settings(flags: dict[str, Any]) -> Any:
     """ModelSettings from ``--device``, ``--precision``, ``--clip-*``, ``--sam*``, ``--detector*``, ``--seed``."""
-    from pseudolabel.devices import autocast_dtype, resolve_device
+    from pseudolabel.core.devices import autocast_dtype, resolve_device
+    from pseudolabel.runner.torchrun import local_device
     from pseudolabel.settings import ModelSettings
-    from pseudolabel.torchrun import local_device
 
     device = resolve_device(local_device(flags["device"]))
     defaults = ModelSettings()

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pseudolabel.config import plain
-from pseudolabel.errors import ConfigError
-from pseudolabel.files import atomic_write_text, output_errors
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.files import atomic_write_text, output_errors
+from pseudolabel.core.plain import plain
 
 SETTINGS_FILE = ".pseudolabel-settings.json"
 
@@ -32,6 +32,7 @@ RUN_ONLY_OPTIONS = frozenset(
         "engine",
         "ray_address",
         "workers",
+        "ray_workers",
         "gpus_per_worker",
         "batch_size",
         "max_image_pixels",

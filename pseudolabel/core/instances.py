@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pseudolabel.errors import MaskError
-from pseudolabel.files import atomic_write_bytes
+from pseudolabel.core.errors import MaskError
+from pseudolabel.core.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)

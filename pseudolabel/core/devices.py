@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from pseudolabel.errors import ConfigError
+from pseudolabel.core.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

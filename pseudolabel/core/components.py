@@ -25,7 +25,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from pseudolabel.errors import ConfigError
+from pseudolabel.core.errors import ConfigError
 
 KINDS = {"labeler": "pseudolabel.labelers", "refiner": "pseudolabel.refiners", "exporter": "pseudolabel.exporters"}
 """Component kind -> its entry-point group."""

@@ -25,8 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pseudolabel.errors import MaskError
-from pseudolabel.masks import IGNORE_INDEX
+from pseudolabel.core.errors import MaskError
+from pseudolabel.core.masks import IGNORE_INDEX
 
 BOUNDARY_RATIO = 0.02
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pseudolabel.core.prompts import PromptSet
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.labelers.options import DEFAULT_EXCLUSION_THRESHOLD
+from pseudolabel.labelers.region_inputs import region_images
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.prompts import PromptSet
-from pseudolabel.region_inputs import region_images
-from pseudolabel.stage_record import StageRecord
 
 if TYPE_CHECKING:
     from pseudolabel.registry import ModelHub

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pseudolabel.core.errors import SampleError
 from pseudolabel.datasets import Dataset
-from pseudolabel.errors import SampleError
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from pseudolabel.errors import UnsafePathError
+from pseudolabel.core.errors import UnsafePathError
 
 
 def check_id(image_id: str) -> PurePosixPath:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pseudolabel.errors import ConfigError, OutputError
+from pseudolabel.core.errors import ConfigError, OutputError
 
 
 def home_dir() -> Path:
@@ -72,7 +72,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 @contextlib.contextmanager
 def output_errors(path: str | os.PathLike[str], kinds: tuple[type[Exception], ...] = (OSError,)) -> Iterator[None]:
     """Turn an error of ``kinds`` (OSError: disk full, I/O error, permission) while writing
-    ``path`` into an :class:`~pseudolabel.errors.OutputError` naming the file and the cause."""
+    ``path`` into an :class:`~pseudolabel.core.errors.OutputError` naming the file and the cause."""
     try:
         yield
     except kinds as error:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pseudolabel.core.prompts import ClassPrompt, PromptSet
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.labelers.options import DEFAULT_POLE_CANDIDATES
+from pseudolabel.labelers.region_inputs import masked_images
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.prompts import ClassPrompt, PromptSet
-from pseudolabel.region_inputs import masked_images
-from pseudolabel.stage_record import StageRecord
 
 POLE_TALLY = "POLE: how often each name won"
 

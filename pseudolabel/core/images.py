@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from pseudolabel.errors import ImageLoadError
-from pseudolabel.files import atomic_write_bytes
+from pseudolabel.core.errors import ImageLoadError
+from pseudolabel.core.files import atomic_write_bytes
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 """Pillow's default warning limit (about 9,459 x 9,459): larger images need an explicit opt-in."""

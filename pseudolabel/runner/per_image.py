@@ -5,7 +5,7 @@
 
 A Scorer is ``(sample, record) -> ScoreMaps``; a Refiner is ``(rgb uint8 [H, W, 3], ScoreMaps,
 record) -> ScoreMaps``, so refiners chain in any order. Stages write manifest fields and summary
-tallies into the image's :class:`~pseudolabel.stage_record.StageRecord`.
+tallies into the image's :class:`~pseudolabel.core.stage_record.StageRecord`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudolabel.datasets.base import Sample
-from pseudolabel.errors import MaskError
-from pseudolabel.images import downscale
-from pseudolabel.instances import resize_instances
-from pseudolabel.masks import mask_class_ids, read_mask
-from pseudolabel.pipeline import Labelled
-from pseudolabel.safe_paths import id_path
-from pseudolabel.scoremaps import (
+from pseudolabel.core.errors import MaskError
+from pseudolabel.core.images import downscale
+from pseudolabel.core.instances import resize_instances
+from pseudolabel.core.masks import mask_class_ids, read_mask
+from pseudolabel.core.safe_paths import id_path
+from pseudolabel.core.scoremaps import (
     DEFAULT_LABEL_CONFIDENCE,
     ScoreMaps,
     decode,
@@ -33,7 +31,9 @@ from pseudolabel.scoremaps import (
     relabel,
     resize_maps,
 )
-from pseudolabel.stage_record import StageRecord
+from pseudolabel.core.stage_record import StageRecord
+from pseudolabel.datasets.base import Sample
+from pseudolabel.runner.loop import ImageResult
 
 Scorer = Callable[[Sample, StageRecord], ScoreMaps]
 Refiner = Callable[[np.ndarray, ScoreMaps, StageRecord], ScoreMaps]
@@ -75,11 +75,11 @@ class ScoreRefineDecode(BatchPreparing):
     max_side: int | None = None
     prepare_images: ImagePreparer | None = None
 
-    def __call__(self, sample: Sample) -> Labelled:
+    def __call__(self, sample: Sample) -> ImageResult:
         record = StageRecord()
         maps = self._score(sample, record)
         refined = apply_refiners(sample.rgb, mark_unsure(maps, self.unsure_margin), self.refiners, record)
-        return Labelled(decode(refined), maps, record)
+        return ImageResult(decode(refined), maps, record)
 
     def _score(self, sample: Sample, record: StageRecord) -> ScoreMaps:
         """The scorer's maps at the image's size; records ``model_input`` [w, h] when downscaled."""
@@ -113,10 +113,10 @@ class StoredMaskRefine(BatchPreparing):
     label_confidence: float = DEFAULT_LABEL_CONFIDENCE
     prepare_images: ImagePreparer | None = None
 
-    def __call__(self, sample: Sample) -> Labelled:
+    def __call__(self, sample: Sample) -> ImageResult:
         record = StageRecord()
         maps, record["input"] = self._input(sample)
-        return Labelled(decode(apply_refiners(sample.rgb, maps, self.refiners, record)), None, record)
+        return ImageResult(decode(apply_refiners(sample.rgb, maps, self.refiners, record)), None, record)
 
     def _input(self, sample: Sample) -> tuple[ScoreMaps, str]:
         """The stored scores (``"scores"``) or the mask's (``"mask"``) as ScoreMaps."""
@@ -161,8 +161,8 @@ class OverlayPicture:
     with_gt: bool = True
     max_side: int = 512
 
-    def __call__(self, sample: Sample) -> Labelled:
-        from pseudolabel.overlay import render_panel
+    def __call__(self, sample: Sample) -> ImageResult:
+        from pseudolabel.evaluate.overlay import render_panel
 
         label_map, _ = read_stored_mask(self.masks_dir, sample)
         gt = read_mask(sample.gt_path) if self.with_gt and sample.gt_path is not None else None
@@ -171,4 +171,4 @@ class OverlayPicture:
         record = StageRecord(gt=gt is not None)
         with record.timed("render_s"):
             picture = render_panel(sample.rgb, label_map, gt, self.class_names, self.max_side)
-        return Labelled(None, None, record, picture=picture)
+        return ImageResult(None, None, record, picture=picture)

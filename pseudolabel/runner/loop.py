@@ -6,7 +6,7 @@ redone by a resume).
 
 One image is a pure function of its id, so ``--shard i/n`` runs can go on different GPUs or
 machines over the same output folder; an engine (:func:`local_engine`, or
-:class:`~pseudolabel.ray_engine.RayEngine`) decides where images are labelled.
+:class:`~pseudolabel.runner.ray_engine.RayEngine`) decides where images are labelled.
 """
 
 from __future__ import annotations
@@ -24,20 +24,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pseudolabel.core.errors import ConfigError, OutputError, SampleError, UnsafePathError
+from pseudolabel.core.images import write_image
+from pseudolabel.core.instances import save_instances
+from pseudolabel.core.masks import write_mask
+from pseudolabel.core.safe_paths import id_path
+from pseudolabel.core.scoremaps import ScoreMaps, save_scores
+from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Dataset, Sample
-from pseudolabel.errors import ConfigError, OutputError, SampleError, UnsafePathError
-from pseudolabel.images import write_image
-from pseudolabel.instances import save_instances
-from pseudolabel.manifest import Manifest, manifest_name
-from pseudolabel.masks import write_mask
-from pseudolabel.run_lock import RunLock
-from pseudolabel.safe_paths import id_path
-from pseudolabel.scoremaps import ScoreMaps, save_scores
-from pseudolabel.stage_record import StageRecord
+from pseudolabel.runner.lock import RunLock
+from pseudolabel.runner.manifest import Manifest, manifest_name
 
 
 @dataclass(frozen=True)
-class Labelled:
+class ImageResult:
     """What labelling one image gives: the label map to write, scores to save, and what the stages
     reported.
 
@@ -54,7 +54,7 @@ class Labelled:
     picture: np.ndarray | None = None
 
 
-ImageFunction = Callable[[Sample], Labelled]
+ImageFunction = Callable[[Sample], ImageResult]
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class Item:
     image_id: str
     classes: tuple[int, ...] = ()
     sample: Sample | None = None
-    result: Labelled | None = None
+    result: ImageResult | None = None
     error: str | None = None
     seconds: StageRecord = field(default_factory=StageRecord)
 
@@ -358,7 +358,7 @@ def _remove(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def _write_outputs(image_id: str, result: Labelled, options: RunOptions) -> list[Path]:
+def _write_outputs(image_id: str, result: ImageResult, options: RunOptions) -> list[Path]:
     """Write the image's instances (when kept), its PNG and its scores (when asked for); the paths
     written. A failed write removes the ones before it and re-raises."""
     writes: list[tuple[Path, Callable[[Path], None]]] = []

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from pseudolabel.files import output_errors
+from pseudolabel.core.files import output_errors
 
 
 def manifest_name(shard: tuple[int, int]) -> str:

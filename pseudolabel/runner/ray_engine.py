@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from pseudolabel.core.errors import ConfigError
 from pseudolabel.datasets.base import Dataset
-from pseudolabel.errors import ConfigError
-from pseudolabel.pipeline import ImageFunction, Item, RunOptions, SampleSource, label_batch
+from pseudolabel.runner.loop import ImageFunction, Item, RunOptions, SampleSource, label_batch
 
 INSTALL_HINT = "pip install 'pseudolabel[ray]'"
 
@@ -50,7 +50,7 @@ class LabelActor:
 
 @dataclass(frozen=True)
 class RayEngine:
-    """Label on a Ray cluster (a :data:`~pseudolabel.pipeline.Engine`).
+    """Label on a Ray cluster (a :data:`~pseudolabel.runner.loop.Engine`).
 
     Attributes:
         address: ``None`` starts a Ray instance on this machine; ``auto`` or ``ray://host:port``
@@ -67,7 +67,7 @@ class RayEngine:
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+            raise ConfigError(f"--ray-workers must be at least 1, got {self.workers}")
         if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
             raise ConfigError(f"--gpus-per-worker must not be negative, got {self.gpus_per_worker:g}")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pseudolabel.errors import ConfigError
-from pseudolabel.files import atomic_write_text
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.files import atomic_write_text
 
 
 def read_id_list(path: Path) -> list[str]:

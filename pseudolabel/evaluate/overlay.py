@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pseudolabel.images import downscale, fitted_size
-from pseudolabel.masks import IGNORE_INDEX, VOC_COLORMAP
+from pseudolabel.core.images import downscale, fitted_size
+from pseudolabel.core.masks import IGNORE_INDEX, VOC_COLORMAP
 
 ALPHA = 0.5
 """Weight of a class colour over the image in the pseudo-label panel."""

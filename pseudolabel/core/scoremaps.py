@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pseudolabel.errors import MaskError
-from pseudolabel.files import atomic_write_bytes
-from pseudolabel.masks import IGNORE_INDEX
+from pseudolabel.core.errors import MaskError
+from pseudolabel.core.files import atomic_write_bytes
+from pseudolabel.core.masks import IGNORE_INDEX
 
 DEFAULT_LABEL_CONFIDENCE = 0.7
 """Probability a hard label's class gets when a label map becomes scores."""

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from pseudolabel.errors import ConfigError
-from pseudolabel.files import read_user_text
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.files import read_user_text
 
 BUILTIN_PROMPT_SETS = ("voc", "coco")
 MIN_SYNONYMS = 3

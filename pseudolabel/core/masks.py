@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pseudolabel.errors import MaskError
-from pseudolabel.files import atomic_write_bytes
+from pseudolabel.core.errors import MaskError
+from pseudolabel.core.files import atomic_write_bytes
 
 IGNORE_INDEX = 255
 """Label value for pixels that are ignored in ground truth or unsure in pseudo-labels."""

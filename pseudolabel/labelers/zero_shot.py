@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pseudolabel.exclusion import LOGIT_SCALE, prompt_embeddings
+from pseudolabel.core.prompts import PromptSet
+from pseudolabel.labelers.exclusion import LOGIT_SCALE, prompt_embeddings
+from pseudolabel.labelers.region_inputs import masked_images
 from pseudolabel.models.clip import ClipModel
-from pseudolabel.prompts import PromptSet
-from pseudolabel.region_inputs import masked_images
 
 
 def zero_shot_classes(

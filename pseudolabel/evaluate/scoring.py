@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pseudolabel.core.errors import ConfigError, listed
+from pseudolabel.core.masks import IGNORE_INDEX, read_mask
 from pseudolabel.datasets import Dataset
-from pseudolabel.errors import ConfigError, listed
-from pseudolabel.masks import IGNORE_INDEX, read_mask
-from pseudolabel.metrics import Counts, count_pair, summarize
+from pseudolabel.evaluate.metrics import Counts, count_pair, summarize
 
 CHUNK_SIZE = 32
 IN_PROCESS_LIMIT = 64
