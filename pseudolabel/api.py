@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from pseudolabel.registry import (
     RefinerSettings,
     create_labeler_scorer,
     create_refiners,
+    effective_options,
 )  # fmt: skip
 from pseudolabel.runner.loop import Engine, RunOptions, RunSummary, run_images
 from pseudolabel.runner.per_image import Refiner, ScoreRefineDecode
@@ -101,6 +102,9 @@ def create_labeler(
     prompt_set = load_prompts(prompts) if isinstance(prompts, str) else prompts
     hub = _hub(device, precision, models)
     settings, refiner_settings = settings or LabelerSettings(), refiner_settings or RefinerSettings()
+    refiner_settings = replace(  # recorded with every refiner's options, defaults included
+        refiner_settings, components=effective_options("refiner", tuple(refine), refiner_settings.components)
+    )
     scorer = create_labeler_scorer(method, hub, prompt_set, settings)
     refiners = create_refiners(tuple(refine), hub, refiner_settings)
     models_used = asdict(hub.settings)

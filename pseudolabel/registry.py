@@ -120,6 +120,13 @@ def create_labeler_scorer(method: str, hub: ModelHub, prompts: PromptSet, settin
     return declared.load()(hub, prompts, settings, _options(declared, settings.components))
 
 
+def effective_options(kind: str, names: tuple[str, ...], given: dict[str, Any]) -> dict[str, Any]:
+    """Each of the ``kind`` components ``names`` that has options -> the options it runs with
+    (given, else its defaults): what a run records."""
+    chosen = {name: _options(component(kind, name), given) for name in names}
+    return {name: options for name, options in chosen.items() if options is not None}
+
+
 def _options(declared: Component, given: dict[str, Any]) -> Any:
     """A component's options: those given by its name, else its defaults (None: it has none)."""
     if declared.name in given:

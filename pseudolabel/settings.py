@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pseudolabel.core.scoremaps import DEFAULT_LABEL_CONFIDENCE
 from pseudolabel.labelers.options import (
     BackgroundOptions,
     CamOptions,
@@ -14,7 +15,6 @@ from pseudolabel.labelers.options import (
     PromptingOptions,
     ZeroShotOptions,
 )
-from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
 
 if TYPE_CHECKING:
     import torch
@@ -52,11 +52,12 @@ class LabelerSettings:
 
 @dataclass(frozen=True)
 class RefinerSettings:
-    """Settings of every refiner; ``min_confidence``: CRF marks less sure pixels unsure;
-    ``sam_refine``: the SAM refiner's (the SAM model itself is ``ModelSettings.sam``)."""
+    """What every refiner of a run shares, and each refiner's own options by name.
 
-    crf: CrfOptions = field(default_factory=CrfOptions)
-    min_confidence: float | None = None
-    sam_refine: SamRefineOptions = field(default_factory=SamRefineOptions)
+    Attributes:
+        label_confidence: the score a hard label's class gets (input masks, SAM repaints).
+        components: refiner name -> its declared options (a missing one: its defaults).
+    """
+
+    label_confidence: float = DEFAULT_LABEL_CONFIDENCE
     components: dict[str, Any] = field(default_factory=dict)
-    """Plugin refiners' options by name (each its declared options dataclass)."""

@@ -103,7 +103,10 @@ def test_api_run_records_its_settings_and_refuses_a_resume_with_others(tmp_path:
     assert config["command"] == "python-api"
     written = config["python-api"]
     assert written["method"] == "cam" and written["refine"] == ["crf"] and written["unsure_margin"] == 0.05
-    assert written["labeler"]["cam"]["caa_threshold"] == 0.4 and written["refiners"]["crf"]["iterations"] == 10
+    assert (
+        written["labeler"]["cam"]["caa_threshold"] == 0.4
+        and written["refiners"]["components"]["crf"]["iterations"] == 10
+    )
     assert written["images"] == str((ROOT / "examples" / "voc" / "VOC2012" / "JPEGImages").resolve())
     assert json.loads((tmp_path / "out" / ".pseudolabel-settings.json").read_text())["command"] == "python-api"
     other = pseudolabel.create_labeler("cam", device="cpu", refine=["crf"], unsure_margin=0.2)

@@ -20,6 +20,7 @@ from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.evaluate.metrics import Counts, count_pair, summarize
 from pseudolabel.models.sam import SamPrompter, build_sam
 from pseudolabel.refiners.crf import CrfRefiner, crf_refine
+from pseudolabel.refiners.options import CrfOptions
 from pseudolabel.refiners.sam import (
     Candidates,
     SamRefineOptions,
@@ -87,7 +88,7 @@ def test_unsure_input_pixels_are_unknown_not_a_class() -> None:
     refined = decode(crf_refine(rgb, maps))
     assert not (refined == 255).any()  # every unknown pixel gets a class...
     assert (refined[band] == gt[band]).mean() > 0.95  # ...the right one, from the image edges
-    strict = refine_to_labels(CrfRefiner(min_confidence=0.999999), rgb, maps)[0]
+    strict = refine_to_labels(CrfRefiner(CrfOptions(min_confidence=0.999999)), rgb, maps)[0]
     assert (strict == 255).any()
 
 
@@ -383,7 +384,7 @@ def test_crf_refiner_equals_clip_es_crf_with_its_published_parameters() -> None:
     probmap = np.concatenate([1 - cams.max(axis=0, keepdims=True), cams])  # CLIP-ES: bg = (1 - max) ** 1
     expected = _clip_es_crf_labels(rgb, probmap)
     maps = ScoreMaps(probmap, (0, 8, 12))
-    got = refine_to_labels(CrfRefiner(min_confidence=0.95), rgb, maps)[0]
+    got = refine_to_labels(CrfRefiner(CrfOptions(min_confidence=0.95)), rgb, maps)[0]
     ids = np.array([0, 8, 12, 255], dtype=np.uint8)
     np.testing.assert_array_equal(got, ids[np.where(expected == 255, 3, expected)])
     assert {0, 8, 12, 255} <= set(np.unique(got).tolist())  # every outcome occurs, the edge is contested

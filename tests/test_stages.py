@@ -22,7 +22,7 @@ from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets import build_dataset
 from pseudolabel.models.sam import SamPrompter
 from pseudolabel.refiners.crf import CrfRefiner
-from pseudolabel.refiners.options import SamRefineOptions
+from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
 from pseudolabel.refiners.sam import SamRefiner
 from pseudolabel.runner.manifest import read_manifest
 
@@ -69,7 +69,7 @@ def test_refine_chain_equals_the_refiners_applied_in_that_order(tmp_path: Path, 
 
     sample = build_dataset("voc", voc, "train").load("im0")
     stages = {
-        "crf": CrfRefiner(min_confidence=0.6),
+        "crf": CrfRefiner(CrfOptions(min_confidence=0.6)),
         "sam": SamRefiner(SamPrompter(tiny_sam()), SamRefineOptions(grid=8, iou_threshold=0.1)),
     }
     maps, record = from_label_map(dilate(gt, 4), (0, 8, 15)), StageRecord()

@@ -46,12 +46,15 @@ def with_component_options(*kinds: str) -> Callable[[Callable[..., Any]], Callab
                     taken.add(flag.param)
                     panel = f"{declared.name} ({kind})"
                     option = typer.Option(f"--{flag.flag}", help=flag.help, rich_help_panel=panel)
+                    annotation = flag.annotation
+                    if flag.choices:  # Typer offers an Enum's values as the flag's choices
+                        annotation = Enum(flag.param, {c.replace("-", "_"): c for c in flag.choices}, type=str)
                     added.append(
                         inspect.Parameter(
                             flag.param,
                             inspect.Parameter.POSITIONAL_OR_KEYWORD,
                             default=flag.default,
-                            annotation=Annotated[flag.annotation, option],
+                            annotation=Annotated[annotation, option],
                         )
                     )
 

@@ -28,7 +28,6 @@ from pseudolabel.cli.options import (
 from pseudolabel.core.components import component
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
-from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX
 
 ExportFormat = choices("exporter", "ExportFormat")
 """The registered export formats ``--format`` takes."""
@@ -90,12 +89,6 @@ def export(
             help="Export only the ids in this file, one per line (e.g. report's review list).", rich_help_panel=DATA
         ),
     ] = None,
-    image_prefix: Annotated[
-        str,
-        typer.Option(
-            help="Label Studio: URL prefix or local folder the task's image path is appended to.", rich_help_panel=RUN
-        ),
-    ] = DEFAULT_IMAGE_PREFIX,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     config: ConfigOption = None,
 ) -> None:
@@ -122,7 +115,7 @@ def export(
             raise ConfigError(f"{name} folder {folder_option} does not exist")
     request = ExportRequest(
         masks, format.value, out, instances.value, instances_dir, scores, split_name, "val" if val_split else None,
-        image_prefix, component_options("exporter", format.value, dict(ctx.params)).get(format.value),
+        component_options("exporter", format.value, dict(ctx.params)).get(format.value),
     )  # fmt: skip
     folder = out.parent if one_file else out
     remember_output_folder(folder)

@@ -72,14 +72,10 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
 
 
 def refiner_settings(flags: dict[str, Any], names: tuple[str, ...]) -> Any:
-    """RefinerSettings from the refinement flags ``generate`` and ``refine`` share, with the
-    declared options of the refiners ``names`` that have some."""
+    """RefinerSettings from the flags: the shared ``--label-confidence`` and the declared options
+    of the refiners ``names``."""
     from pseudolabel.cli.components import component_options
-    from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
     from pseudolabel.settings import RefinerSettings
 
-    sam = SamRefineOptions(
-        _value(flags["sam_mode"]), flags["grid"], flags["iou_threshold"], label_confidence=flags["label_confidence"]
-    )
     components = {key: value for name in names for key, value in component_options("refiner", name, flags).items()}
-    return RefinerSettings(CrfOptions(iterations=flags["crf_iterations"]), flags["min_confidence"], sam, components)
+    return RefinerSettings(flags["label_confidence"], components)

@@ -24,7 +24,6 @@ from pseudolabel.cli.options import (
     BatchSizeOption,
     ClassesOption,
     ConfigOption,
-    CrfIterationsOption,
     DatasetArgs,
     DatasetOption,
     DecodeWorkersOption,
@@ -32,13 +31,10 @@ from pseudolabel.cli.options import (
     EngineName,
     EngineOption,
     GpusPerWorkerOption,
-    GridOption,
-    IouThresholdOption,
     LabelConfidenceOption,
     LabelsOption,
     LimitOption,
     MaxPixelsOption,
-    MinConfidenceOption,
     OldRayWorkersOption,
     OverwriteOption,
     Precision,
@@ -50,8 +46,6 @@ from pseudolabel.cli.options import (
     ReportOption,
     RootOption,
     SamCheckpointOption,
-    SamMode,
-    SamModeOption,
     SamOption,
     ShardOption,
     SplitOption,
@@ -67,7 +61,6 @@ from pseudolabel.labelers.options import (
     PromptingOptions,
     ZeroShotOptions,
 )
-from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
 from pseudolabel.settings import ModelSettings
 
 Method = choices("labeler", "Method")
@@ -148,14 +141,9 @@ def generate(
         DEFAULT_UNSURE_MARGIN
     ),
     refine: RefineOption = None,
-    crf_iterations: CrfIterationsOption = CrfOptions.iterations,
     label_confidence: LabelConfidenceOption = DEFAULT_LABEL_CONFIDENCE,
-    min_confidence: MinConfidenceOption = None,
     sam: SamOption = None,
     sam_checkpoint: SamCheckpointOption = ModelSettings.sam_checkpoint,
-    sam_mode: SamModeOption = SamMode.points,
-    grid: GridOption = SamRefineOptions.grid,
-    iou_threshold: IouThresholdOption = SamRefineOptions.iou_threshold,
     save_scores: Annotated[Path | None, _option("Also save float16 scores <id>.npz here.", RUN)] = None,
     save_instances: Annotated[
         Path | None, _option("grounded-sam: also save its SAM masks <id>.npz here (for export).", RUN)

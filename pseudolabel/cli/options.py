@@ -45,13 +45,6 @@ class SamVariant(str, Enum):
     vit_h = "vit_h"
 
 
-class SamMode(str, Enum):
-    """SAM refinement modes."""
-
-    points = "points"
-    auto = "auto"
-
-
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -126,23 +119,14 @@ RefineOption = Annotated[
         rich_help_panel=REFINEMENT,
     ),
 ]
-CrfIterationsOption = Annotated[int, typer.Option(help="CRF mean-field iterations.", rich_help_panel=REFINEMENT)]
 LabelConfidenceOption = Annotated[
     float, typer.Option(help="Score of a hard label's class (input masks, SAM repaints).", rich_help_panel=REFINEMENT)
-]
-MinConfidenceOption = Annotated[
-    float | None, typer.Option(help="CRF: 255 below this probability (CLIP-ES 0.95).", rich_help_panel=REFINEMENT)
 ]
 SamOption = Annotated[
     SamVariant | None, typer.Option("--sam", help="SAM size (default vit_b).", rich_help_panel=REFINEMENT)
 ]
 SamCheckpointOption = Annotated[
     str, typer.Option(help="default (published), registry name, file, or random.", rich_help_panel=REFINEMENT)
-]
-SamModeOption = Annotated[SamMode, typer.Option(help="points (CEP) or auto (SEPL).", rich_help_panel=REFINEMENT)]
-GridOption = Annotated[int, typer.Option(help="SAM points: N x N grid.", rich_help_panel=REFINEMENT)]
-IouThresholdOption = Annotated[
-    float, typer.Option(help="SAM points: keep masks with region IoU >= this.", rich_help_panel=REFINEMENT)
 ]
 
 

@@ -17,20 +17,16 @@ from pseudolabel.cli.options import (
     BatchSizeOption,
     ClassesOption,
     ConfigOption,
-    CrfIterationsOption,
     DatasetArgs,
     DatasetOption,
     DeviceOption,
     EngineName,
     EngineOption,
     GpusPerWorkerOption,
-    GridOption,
-    IouThresholdOption,
     LabelConfidenceOption,
     LabelsOption,
     LimitOption,
     MaxPixelsOption,
-    MinConfidenceOption,
     OldRayWorkersOption,
     OverwriteOption,
     PromptsOption,
@@ -40,8 +36,6 @@ from pseudolabel.cli.options import (
     ReportOption,
     RootOption,
     SamCheckpointOption,
-    SamMode,
-    SamModeOption,
     SamOption,
     ShardOption,
     SplitOption,
@@ -49,7 +43,6 @@ from pseudolabel.cli.options import (
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.core.scoremaps import DEFAULT_LABEL_CONFIDENCE
-from pseudolabel.refiners.options import CrfOptions, SamRefineOptions
 from pseudolabel.settings import ModelSettings
 
 
@@ -88,14 +81,9 @@ def refine(
     labels: LabelsOption = None,
     prompts: PromptsOption = None,
     classes: ClassesOption = None,
-    crf_iterations: CrfIterationsOption = CrfOptions.iterations,
     label_confidence: LabelConfidenceOption = DEFAULT_LABEL_CONFIDENCE,
-    min_confidence: MinConfidenceOption = None,
     sam: SamOption = None,
     sam_checkpoint: SamCheckpointOption = ModelSettings.sam_checkpoint,
-    sam_mode: SamModeOption = SamMode.points,
-    grid: GridOption = SamRefineOptions.grid,
-    iou_threshold: IouThresholdOption = SamRefineOptions.iou_threshold,
     device: DeviceOption = "auto",
     limit: LimitOption = None,
     shard: ShardOption = "0/1",

@@ -39,11 +39,13 @@ class OptionSpec:
 
     help: str
     flag: str | None = None
+    choices: tuple[str, ...] | None = None
 
 
-def option(default: Any, help: str, *, flag: str | None = None) -> Any:
-    """A component option: a dataclass field with its default and how it appears on the command line."""
-    return field(default=default, metadata={_SPEC: OptionSpec(help, flag)})
+def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A component option: a dataclass field with its default and how it appears on the command
+    line (``choices``: the only values a str option takes)."""
+    return field(default=default, metadata={_SPEC: OptionSpec(help, flag, choices)})
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Flag:
     default: Any
     annotation: Any
     help: str
+    choices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class Component:
                 continue
             flag = spec.flag or item.name.replace("_", "-")
             param = flag.replace("-", "_")
-            flags.append(Flag(param, flag, item.name, item.default, hints[item.name], spec.help))
+            flags.append(Flag(param, flag, item.name, item.default, hints[item.name], spec.help, spec.choices))
         return flags
 
     def options_from(self, params: dict[str, Any]) -> Any:

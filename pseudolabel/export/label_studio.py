@@ -5,6 +5,7 @@ project with, so a person reviews and corrects the pseudo-labels."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -12,7 +13,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from pseudolabel.core.components import Component
+from pseudolabel.core.components import Component, option
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.files import atomic_write_text
 from pseudolabel.core.masks import IGNORE_INDEX, VOC_COLORMAP
@@ -23,16 +24,28 @@ if TYPE_CHECKING:
     from pseudolabel.datasets.base import Dataset
     from pseudolabel.export.run import ExportRequest
 
-LABEL_STUDIO = Component(
-    "exporter", "label-studio", "Label Studio tasks with brush pre-annotations, and the labeling config.",
-    "pseudolabel.export.label_studio:build",
-)  # fmt: skip
 UNSURE_LABEL = "unsure"
 """The label the 255 pixels carry in Label Studio and CVAT, so a reviewer sees and settles them."""
 BRUSH_TAG, POLYGON_TAG, IMAGE_TAG = "label", "polygon", "image"
 DEFAULT_IMAGE_PREFIX = "/data/local-files/?d="
 """Label Studio's local-files URL: serve the dataset's image folder as its document root."""
 MODEL_VERSION = "pseudolabel"
+
+
+@dataclass(frozen=True)
+class LabelStudioOptions:
+    """How tasks point at their images."""
+
+    image_prefix: str = option(
+        DEFAULT_IMAGE_PREFIX,
+        "URL prefix or local folder the task's image path (under the image folder) is appended to.",
+    )
+
+
+LABEL_STUDIO = Component(
+    "exporter", "label-studio", "Label Studio tasks with brush pre-annotations, and the labeling config.",
+    "pseudolabel.export.label_studio:build", options=LabelStudioOptions,
+)  # fmt: skip
 
 
 def review_labels(class_names: list[str]) -> list[str]:
@@ -115,6 +128,6 @@ class LabelStudioWriter:
         atomic_write_text(self.out / "tasks.json", json.dumps(self.tasks))
 
 
-def build(dataset: Dataset, request: ExportRequest, options: None) -> LabelStudioWriter:
-    """The Label Studio writer, images located by ``request.image_prefix``."""
-    return LabelStudioWriter(request.out, dataset.class_names, request.image_prefix)
+def build(dataset: Dataset, request: ExportRequest, options: LabelStudioOptions) -> LabelStudioWriter:
+    """The Label Studio writer, images located by ``options.image_prefix``."""
+    return LabelStudioWriter(request.out, dataset.class_names, options.image_prefix)

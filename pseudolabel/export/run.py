@@ -19,7 +19,6 @@ from pseudolabel.core.safe_paths import id_path, resolve_inside
 from pseudolabel.core.scoremaps import ScoreMaps, load_scores
 from pseudolabel.datasets.base import Dataset
 from pseudolabel.export.item import ExportItem, ExportWriter
-from pseudolabel.export.label_studio import DEFAULT_IMAGE_PREFIX
 from pseudolabel.export.regions import INSTANCE_MODES, Region, instance_regions, label_regions, scored
 
 
@@ -36,8 +35,7 @@ class ExportRequest:
         scores_dir: ``generate --save-scores`` folder: each region's score is its mean there.
         subset: the YOLO-seg folder name of this split.
         val_subset: YOLO-seg: the folder name of the validation split, when one is exported.
-        image_prefix: Label Studio: URL prefix or local folder of the images.
-        options: a plugin exporter's options (None: its defaults).
+        options: the exporter's declared options (None: its defaults).
     """
 
     masks: Path
@@ -48,7 +46,6 @@ class ExportRequest:
     scores_dir: Path | None = None
     subset: str = "train"
     val_subset: str | None = None
-    image_prefix: str = DEFAULT_IMAGE_PREFIX
     options: Any = None
 
 

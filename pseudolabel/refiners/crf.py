@@ -58,21 +58,20 @@ def crf_refine(rgb: np.ndarray, maps: ScoreMaps, options: CrfOptions | None = No
 @dataclass(frozen=True)
 class CrfRefiner:
     """Refiner stage: DenseCRF marginals from the scores (the input's unsure pixels play no part);
-    ``min_confidence`` marks pixels whose best marginal is below it unsure.
+    ``options.min_confidence`` marks pixels whose best marginal is below it unsure.
 
     CLIP-ES uses ``min_confidence=0.95``. Small and picklable, so it can run in worker processes.
     """
 
     options: CrfOptions = field(default_factory=CrfOptions)
-    min_confidence: float | None = None
 
     def __call__(self, rgb: np.ndarray, maps: ScoreMaps, record: StageRecord) -> ScoreMaps:
         """Refined scores of uint8 [H, W, 3] ``rgb``; records ``crf_s``."""
         with record.timed("crf_s"):
             refined = crf_refine(rgb, replace(maps, unsure=None), self.options)
-            return mark_unsure(replace(refined, unsure=None), min_score=self.min_confidence)
+            return mark_unsure(replace(refined, unsure=None), min_score=self.options.min_confidence)
 
 
-def build(hub: object, settings: RefinerSettings, options: None) -> CrfRefiner:
-    """DenseCRF with the run's settings (picklable: it can run in worker processes)."""
-    return CrfRefiner(settings.crf, settings.min_confidence)
+def build(hub: object, settings: RefinerSettings, options: CrfOptions) -> CrfRefiner:
+    """DenseCRF with its options (picklable: it can run in worker processes)."""
+    return CrfRefiner(options)

@@ -16,7 +16,7 @@ the hard-label scores of its new class (``label_confidence``), so refiners chain
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -172,6 +172,7 @@ class SamRefiner:
         return relabel(maps, refined, self.options.label_confidence)
 
 
-def build(hub: ModelHub, settings: RefinerSettings, options: None) -> SamRefiner:
-    """Point prompts (CEP) or automatic masks (SEPL) on the run's shared SAM."""
-    return SamRefiner(hub.sam(), settings.sam_refine)
+def build(hub: ModelHub, settings: RefinerSettings, options: SamRefineOptions) -> SamRefiner:
+    """Point prompts (CEP) or automatic masks (SEPL) on the run's shared SAM; a repainted pixel
+    scores the run's ``label_confidence``."""
+    return SamRefiner(hub.sam(), replace(options, label_confidence=settings.label_confidence))
