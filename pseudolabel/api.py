@@ -102,7 +102,9 @@ def create_labeler(
     prompt_set = load_prompts(prompts) if isinstance(prompts, str) else prompts
     hub = _hub(device, precision, models)
     settings, refiner_settings = settings or LabelerSettings(), refiner_settings or RefinerSettings()
-    refiner_settings = replace(  # recorded with every refiner's options, defaults included
+    # recorded with the labeler's and every refiner's options, defaults included
+    settings = replace(settings, components=effective_options("labeler", (method,), settings.components))
+    refiner_settings = replace(
         refiner_settings, components=effective_options("refiner", tuple(refine), refiner_settings.components)
     )
     scorer = create_labeler_scorer(method, hub, prompt_set, settings)

@@ -7,14 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pseudolabel.core.scoremaps import DEFAULT_LABEL_CONFIDENCE
-from pseudolabel.labelers.options import (
-    BackgroundOptions,
-    CamOptions,
-    DetectorOptions,
-    ExclusionOptions,
-    PromptingOptions,
-    ZeroShotOptions,
-)
+from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
 
 if TYPE_CHECKING:
     import torch
@@ -38,16 +31,13 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class LabelerSettings:
-    """Settings of every labeler, in groups; a labeler reads the groups it uses."""
+    """What every labeler shares (prompting, exclusion, zero-shot), and each labeler's own
+    options by name (``components``; a missing one: its defaults)."""
 
     prompting: PromptingOptions = field(default_factory=PromptingOptions)
     exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
     zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
-    cam: CamOptions = field(default_factory=CamOptions)
-    background: BackgroundOptions = field(default_factory=BackgroundOptions)
-    detector: DetectorOptions = field(default_factory=DetectorOptions)
     components: dict[str, Any] = field(default_factory=dict)
-    """A plugin labeler's options by its name (its declared options dataclass)."""
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def test_api_run_records_its_settings_and_refuses_a_resume_with_others(tmp_path:
     written = config["python-api"]
     assert written["method"] == "cam" and written["refine"] == ["crf"] and written["unsure_margin"] == 0.05
     assert (
-        written["labeler"]["cam"]["caa_threshold"] == 0.4
+        written["labeler"]["components"]["cam"]["caa_threshold"] == 0.4
         and written["refiners"]["components"]["crf"]["iterations"] == 10
     )
     assert written["images"] == str((ROOT / "examples" / "voc" / "VOC2012" / "JPEGImages").resolve())

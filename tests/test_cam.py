@@ -23,7 +23,7 @@ from pseudolabel.labelers.clip_es import (
     refine_with_affinity,
     region_box_mask,
 )
-from pseudolabel.labelers.options import BackgroundOptions, CamOptions, PromptingOptions
+from pseudolabel.labelers.options import CamOptions, PromptingOptions
 from pseudolabel.models.clip import block_forward, patch_tokens
 
 VOC = load_prompts("voc")
@@ -330,9 +330,7 @@ def test_labels_of_decoded_masks_are_background_unsure_or_image_labels(clip) -> 
 
 def test_background_threshold_makes_a_constant_channel(clip) -> None:
     sample = Sample("x", _image(), (8,), None)
-    maps, _ = score_sample(
-        CamLabeler(clip, VOC, options=CamLabelerOptions(background=BackgroundOptions(threshold=0.3))), sample
-    )
+    maps, _ = score_sample(CamLabeler(clip, VOC, CamOptions(bg_threshold=0.3)), sample)
     assert np.all(maps.scores[0] == np.float32(0.3))
     labels = decode(maps)
     np.testing.assert_array_equal(labels == 8, maps.scores[1] > 0.3)

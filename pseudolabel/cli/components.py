@@ -45,7 +45,8 @@ def with_component_options(*kinds: str) -> Callable[[Callable[..., Any]], Callab
                         continue
                     taken.add(flag.param)
                     panel = f"{declared.name} ({kind})"
-                    option = typer.Option(f"--{flag.flag}", help=flag.help, rich_help_panel=panel)
+                    names = f"--{flag.flag}/--no-{flag.flag}" if flag.annotation is bool else f"--{flag.flag}"
+                    option = typer.Option(names, help=flag.help, rich_help_panel=panel)
                     annotation = flag.annotation
                     if flag.choices:  # Typer offers an Enum's values as the flag's choices
                         annotation = Enum(flag.param, {c.replace("-", "_"): c for c in flag.choices}, type=str)

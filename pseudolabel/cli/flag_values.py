@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pseudolabel.cli.options import parse_scales
-
 
 def _value(choice: Any) -> Any:
     """An enum choice's value (None stays None)."""
@@ -43,14 +41,7 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
     """LabelerSettings from ``generate``'s labeler flags (zero-shot when ``--labels none``), with
     the chosen labeler's declared options when it has some."""
     from pseudolabel.cli.components import component_options
-    from pseudolabel.labelers.options import (
-        BackgroundOptions,
-        CamOptions,
-        DetectorOptions,
-        ExclusionOptions,
-        PromptingOptions,
-        ZeroShotOptions,
-    )
+    from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
     from pseudolabel.settings import LabelerSettings
 
     zero_shot = flags["labels"] is not None and str(flags["labels"]) == "none"
@@ -58,15 +49,6 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
         prompting=PromptingOptions(_value(flags["synonyms"]), flags["pole_candidates"]),
         exclusion=ExclusionOptions(flags["exclude"], flags["exclusion_threshold"], flags["exclusion_weights"]),
         zero_shot=ZeroShotOptions(zero_shot, flags["zero_shot_top_k"], flags["zero_shot_min_probability"]),
-        cam=CamOptions(parse_scales(flags["scales"]), flags["flip"], flags["caa"], flags["caa_threshold"]),
-        background=BackgroundOptions(flags["bg_alpha"], flags["bg_threshold"]),
-        detector=DetectorOptions(
-            flags["box_threshold"],
-            flags["text_threshold"],
-            flags["nms_threshold"],
-            _value(flags["captions"]),
-            flags["max_detections"],
-        ),
         components=component_options("labeler", _value(flags["method"]), flags),
     )
 

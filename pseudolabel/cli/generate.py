@@ -54,9 +54,6 @@ from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_SIDE
 from pseudolabel.core.scoremaps import DEFAULT_LABEL_CONFIDENCE, DEFAULT_UNSURE_MARGIN
 from pseudolabel.labelers.options import (
-    BackgroundOptions,
-    CamOptions,
-    DetectorOptions,
     ExclusionOptions,
     PromptingOptions,
     ZeroShotOptions,
@@ -65,13 +62,6 @@ from pseudolabel.settings import ModelSettings
 
 Method = choices("labeler", "Method")
 """The registered labelers ``--method`` takes."""
-
-
-class Captions(str, Enum):
-    """How Grounding DINO is asked for the classes."""
-
-    joint = "joint"
-    per_class = "per-class"
 
 
 class Synonyms(str, Enum):
@@ -105,28 +95,11 @@ def generate(
         Synonyms | None, _option("none, fuse, detector or pole (default: cam fuse, grounded-sam none).", CAM)
     ] = None,
     pole_candidates: Annotated[int, _option("POLE: names per class.", CAM)] = PromptingOptions.pole_candidates,
-    scales: Annotated[str, _option("Image scales, e.g. 1.0,0.75,1.25.", CAM)] = ",".join(map(str, CamOptions.scales)),
-    flip: Annotated[bool, _option("Add a flipped view per scale.", CAM)] = False,
-    caa: Annotated[bool, _option("Class-aware attention affinity.", CAM)] = True,
-    caa_threshold: Annotated[float, _option("CAA box threshold (share of max).", CAM)] = CamOptions.caa_threshold,
-    bg_alpha: Annotated[float, _option("Background = (1 - max CAM) ** alpha.", CAM)] = BackgroundOptions.alpha,
-    bg_threshold: Annotated[float | None, _option("Constant background score instead.", CAM)] = None,
     detector: Annotated[str, _option("Grounding DINO swint, swinb, or config .json.", GROUNDED)] = (
         ModelSettings.detector
     ),
     detector_weights: Annotated[str, _option("default, registry name, file, folder, random.", GROUNDED)] = (
         ModelSettings.detector_weights
-    ),
-    captions: Annotated[Captions, _option("joint (one pass) or per-class (SAM_WSSS).", GROUNDED)] = Captions.joint,
-    box_threshold: Annotated[float, _option("Keep boxes above this.", GROUNDED)] = DetectorOptions.box_threshold,
-    text_threshold: Annotated[float, _option("Joint: class tokens above this.", GROUNDED)] = (
-        DetectorOptions.text_threshold
-    ),
-    nms_threshold: Annotated[float, _option("Per-class NMS IoU (1: keep all).", GROUNDED)] = (
-        DetectorOptions.nms_threshold
-    ),
-    max_detections: Annotated[int, _option("Boxes kept per image, best first (0: all).", GROUNDED)] = (
-        DetectorOptions.max_detections
     ),
     exclude: Annotated[bool, _option("ELSE-style exclusion of impossible classes.", EXCLUSION)] = False,
     exclusion_threshold: Annotated[float, _option("Exclude when P_ex > this.", EXCLUSION)] = (

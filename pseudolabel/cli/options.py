@@ -179,14 +179,3 @@ def show_derived_classes(prompts: Any) -> None:
     table = ", ".join(f"{index} {escape(name)}" for index, name in enumerate(prompts.class_names) if index)
     console.print(f"Class ids (the pixel values of masks), from {escape(prompts.source)}: {table}; "
                   "--classes FILE sets them yourself", soft_wrap=True)  # fmt: skip
-
-
-def parse_scales(text: str, flag: str = "--scales") -> tuple[float, ...]:
-    """``"1.0,0.75"`` -> (1.0, 0.75); positive numbers only."""
-    try:
-        scales = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise ConfigError(f"{flag} must be comma-separated numbers, got {text!r}") from error
-    if not scales or any(scale <= 0 for scale in scales):
-        raise ConfigError(f"{flag} must be positive numbers, got {text!r}")
-    return scales

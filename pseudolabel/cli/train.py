@@ -38,11 +38,11 @@ from pseudolabel.cli.options import (
     RootOption,
     ShardOption,
     SplitOption,
-    parse_scales,
 )  # fmt: skip
 from pseudolabel.cli.running import make_engine, run_with_progress
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
+from pseudolabel.labelers.options import parse_scales
 
 
 class Loss(str, Enum):

@@ -40,12 +40,23 @@ class OptionSpec:
     help: str
     flag: str | None = None
     choices: tuple[str, ...] | None = None
+    parse: Callable[[str], Any] | None = None
+    show: Callable[[Any], str] | None = None
 
 
-def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    parse: Callable[[str], Any] | None = None,
+    show: Callable[[Any], str] | None = None,
+) -> Any:
     """A component option: a dataclass field with its default and how it appears on the command
-    line (``choices``: the only values a str option takes)."""
-    return field(default=default, metadata={_SPEC: OptionSpec(help, flag, choices)})
+    line. ``choices``: the only values a str option takes; ``parse``: the flag is text that this
+    turns into the field's value (``show`` writes the default as that text)."""
+    return field(default=default, metadata={_SPEC: OptionSpec(help, flag, choices, parse, show)})
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Flag:
     annotation: Any
     help: str
     choices: tuple[str, ...] | None = None
+    parse: Callable[[str], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,14 +118,21 @@ class Component:
                 continue
             flag = spec.flag or item.name.replace("_", "-")
             param = flag.replace("-", "_")
-            flags.append(Flag(param, flag, item.name, item.default, hints[item.name], spec.help, spec.choices))
+            default, annotation = item.default, hints[item.name]
+            if spec.parse is not None:  # a text flag, parsed into the field's value
+                default, annotation = (spec.show or str)(default), str
+            flags.append(Flag(param, flag, item.name, default, annotation, spec.help, spec.choices, spec.parse))
         return flags
 
     def options_from(self, params: dict[str, Any]) -> Any:
         """The options dataclass from a command's parameters (missing ones keep their defaults)."""
         if self.options is None:
             return None
-        values = {flag.field: _plain(params[flag.param]) for flag in self.flags() if flag.param in params}
+        values = {}
+        for flag in self.flags():
+            if flag.param in params:
+                value = _plain(params[flag.param])
+                values[flag.field] = flag.parse(value) if flag.parse is not None and isinstance(value, str) else value
         return self.options(**values)
 
 

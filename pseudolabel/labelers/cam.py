@@ -14,7 +14,6 @@ from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.clip_es import ClipEsCam, background_score
 from pseudolabel.labelers.exclusion import ClassExclusion, Regions, exclusion_for
 from pseudolabel.labelers.options import (
-    BackgroundOptions,
     CamOptions,
     ExclusionOptions,
     PromptingOptions,
@@ -34,19 +33,16 @@ CAM_SYNONYM_MODES = ("none", "fuse", "pole")
 
 @dataclass(frozen=True)
 class CamLabelerOptions:
-    """How class names become prompts, how the background channel is made, and the optional
-    exclusion and zero-shot steps.
+    """How class names become prompts, and the optional exclusion and zero-shot steps.
 
     Attributes:
         prompting: synonym mode (default ``fuse``) and POLE candidates.
-        background: how the background channel is scored.
         exclusion: drop candidate classes that ELSE-style exclusion finds impossible in their
             own CAM region.
         zero_shot: candidates from CLIP instead of the image's labels.
     """
 
     prompting: PromptingOptions = field(default_factory=PromptingOptions)
-    background: BackgroundOptions = field(default_factory=BackgroundOptions)
     exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
     zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
 
@@ -68,7 +64,8 @@ class CamLabeler:
         self.prompts = prompts
         self.options = options or CamLabelerOptions()
         self.synonyms = self.options.prompting.resolved("fuse", CAM_SYNONYM_MODES)
-        self.cam = ClipEsCam(clip, cam_options, autocast_dtype)
+        self.cam_options = cam_options or CamOptions()
+        self.cam = ClipEsCam(clip, self.cam_options, autocast_dtype)
         self.exclusion = exclusion or ClassExclusion(clip, prompts, self.options.exclusion.threshold)
         self.background_texts = [prompts.cam_template.format(word) for word in prompts.background_words]
 
@@ -107,7 +104,7 @@ class CamLabeler:
         with record.timed("cam_s"):
             if first is None or changed:
                 first = self.cam.class_maps(views, self._text_features(names), len(class_ids), size)
-            background = background_score(first, options.background.alpha, options.background.threshold)
+            background = background_score(first, self.cam_options.bg_alpha, self.cam_options.bg_threshold)
             scores = torch.cat([background[None], first]).cpu().numpy()
         if options.zero_shot.enabled or options.exclusion.enabled:
             record["classes"] = [self.prompts.classes[c].name for c in class_ids]
@@ -117,8 +114,8 @@ class CamLabeler:
         return self.prompts.prompt_names(class_ids, self.synonyms)
 
 
-def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: None) -> CamLabeler:
+def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: CamOptions) -> CamLabeler:
     """CLIP-ES CAMs on the run's CLIP; a CLIPN exclusion keeps its own CLIP."""
     _, exclusion = exclusion_for(hub, prompts, settings)
-    cam_options = CamLabelerOptions(settings.prompting, settings.background, settings.exclusion, settings.zero_shot)
-    return CamLabeler(hub.clip(), prompts, settings.cam, cam_options, hub.settings.autocast_dtype, exclusion)
+    shared = CamLabelerOptions(settings.prompting, settings.exclusion, settings.zero_shot)
+    return CamLabeler(hub.clip(), prompts, options, shared, hub.settings.autocast_dtype, exclusion)

@@ -216,9 +216,9 @@ class GroundedSamLabeler:
         return segments.select(torch.tensor(kept, device=segments.masks.device))
 
 
-def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: None) -> GroundedSamLabeler:
+def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: DetectorOptions) -> GroundedSamLabeler:
     """Grounding DINO + SAM; CLIP only when zero-shot, POLE or exclusion need it."""
-    labeler_options = GroundedSamOptions(settings.detector, settings.prompting, settings.exclusion, settings.zero_shot)
+    labeler_options = GroundedSamOptions(options, settings.prompting, settings.exclusion, settings.zero_shot)
     clip, exclusion = exclusion_for(hub, prompts, settings)
     if clip is None and labeler_options.needs_clip:
         clip = hub.clip()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pseudolabel.core.components import Component
+from pseudolabel.core.components import Component, option
 from pseudolabel.core.errors import ConfigError
 
 DEFAULT_POLE_CANDIDATES = 4
@@ -41,20 +41,6 @@ class PromptingOptions:
 
 
 @dataclass(frozen=True)
-class BackgroundOptions:
-    """How the CAM labeler scores background.
-
-    Attributes:
-        alpha: background = (1 - max CAM) ** alpha (CLIP-ES: 1).
-        threshold: if set, a constant background score instead (a pixel is foreground where its
-            best CAM exceeds it).
-    """
-
-    alpha: float = 1.0
-    threshold: float | None = None
-
-
-@dataclass(frozen=True)
 class ExclusionOptions:
     """ELSE-style exclusion of classes impossible in a region.
 
@@ -84,6 +70,22 @@ class ZeroShotOptions:
     min_probability: float = 0.1
 
 
+def parse_scales(text: str, flag: str = "--scales") -> tuple[float, ...]:
+    """``"1.0,0.75"`` -> (1.0, 0.75); positive numbers only."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise ConfigError(f"{flag} must be comma-separated numbers, got {text!r}") from error
+    if not scales or any(scale <= 0 for scale in scales):
+        raise ConfigError(f"{flag} must be positive numbers, got {text!r}")
+    return scales
+
+
+def show_scales(scales: tuple[float, ...]) -> str:
+    """(1.0, 0.75) -> ``"1.0,0.75"``."""
+    return ",".join(map(str, scales))
+
+
 @dataclass(frozen=True)
 class CamOptions:
     """CAM settings.
@@ -94,13 +96,20 @@ class CamOptions:
         caa: refine with class-aware attention affinity.
         caa_threshold: CAA keeps affinities into boxes around CAM regions above this share of the max.
         attention_layers: last blocks whose attention forms the affinity.
+        bg_alpha: background = (1 - max CAM) ** bg_alpha (CLIP-ES: 1).
+        bg_threshold: if set, a constant background score instead (a pixel is foreground where
+            its best CAM exceeds it).
     """
 
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    caa: bool = True
-    caa_threshold: float = 0.4
-    attention_layers: int = 8
+    scales: tuple[float, ...] = option(
+        (1.0,), "Image scales, e.g. 1.0,0.75,1.25.", parse=parse_scales, show=show_scales
+    )
+    flip: bool = option(False, "Add a flipped view per scale.")
+    caa: bool = option(True, "Class-aware attention affinity.")
+    caa_threshold: float = option(0.4, "CAA box threshold (share of max).")
+    attention_layers: int = option(8, "Last blocks whose attention forms the affinity.", flag="")
+    bg_alpha: float = option(1.0, "Background = (1 - max CAM) ** alpha.")
+    bg_threshold: float | None = option(None, "Constant background score instead.")
 
 
 @dataclass(frozen=True)
@@ -116,18 +125,18 @@ class DetectorOptions:
             (0: no cap; the published code has none).
     """
 
-    box_threshold: float = 0.3
-    text_threshold: float = 0.25
-    nms_threshold: float = 0.7
-    captions: str = "joint"
-    max_detections: int = 100
+    box_threshold: float = option(0.3, "Keep boxes above this.")
+    text_threshold: float = option(0.25, "Joint: class tokens above this.")
+    nms_threshold: float = option(0.7, "Per-class NMS IoU (1: keep all).")
+    captions: str = option("joint", "joint (one pass) or per-class (SAM_WSSS).", choices=CAPTION_MODES)
+    max_detections: int = option(100, "Boxes kept per image, best first (0: all).")
 
 
 CAM = Component(
     "labeler", "cam", "CLIP-ES class activation maps (CLIP ViT), with CAA.",
-    "pseudolabel.labelers.cam:build", models=("clip",),
+    "pseudolabel.labelers.cam:build", options=CamOptions, models=("clip",),
 )  # fmt: skip
 GROUNDED_SAM = Component(
     "labeler", "grounded-sam", "Grounding DINO boxes prompting SAM masks.",
-    "pseudolabel.labelers.grounded_sam:build", models=("grounding", "sam"),
+    "pseudolabel.labelers.grounded_sam:build", options=DetectorOptions, models=("grounding", "sam"),
 )  # fmt: skip
