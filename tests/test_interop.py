@@ -441,3 +441,15 @@ def test_import_settles_overlaps_two_classes_as_unsure_and_crowds_as_unsure(hole
     expected[5:15, 45:55] = CAT
     expected[35:45, 0:10] = 255
     np.testing.assert_array_equal(read_mask(tmp_path / "back" / "ring.png"), expected)
+
+
+def test_an_option_of_another_format_is_refused_by_name(tmp_path: Path) -> None:
+    args = ["export", "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--masks", str(EXAMPLE_VOC / "SegmentationClass")]
+    wrong = runner.invoke(app, [*args, "--format", "cvat-mask", "--out", str(tmp_path / "c"), "--val-split", "val"])
+    assert wrong.exit_code == 1 and "--val-split is an option of --format yolo-seg, not of cvat-mask" in wrong.output
+    both = runner.invoke(app, [*args, "--format", "yolo-seg", "--out", str(tmp_path / "y"), "--val-split", "val",
+                               "--split-name", "val"])  # fmt: skip
+    assert both.exit_code == 1 and "--split-name val is the folder --val-split writes to" in both.output
+    named = _export(EXAMPLE_VOC, EXAMPLE_VOC / "SegmentationClass", "yolo-seg", tmp_path / "n", "--split-name", "all")
+    assert "4 images" in named and (tmp_path / "n" / "labels" / "all" / "2026_000001.txt").is_file()
+    assert yaml.safe_load((tmp_path / "n" / "data.yaml").read_text())["train"] == "images/all"

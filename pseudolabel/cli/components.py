@@ -82,3 +82,15 @@ def component_options(kind: str, name: str, params: dict[str, Any]) -> dict[str,
     empty for one without (the built-ins read their settings groups)."""
     declared: Component = registry(kind)[name]
     return {name: declared.options_from(params)} if declared.options is not None else {}
+
+
+def refuse_other_components_options(ctx: typer.Context, kind: str, chosen: str) -> None:
+    """A ConfigError when the command line sets an option of a ``kind`` component other than
+    ``chosen`` (``--val-split`` belongs to yolo-seg, so it is refused with cvat-mask)."""
+    for declared in registry(kind).values():
+        if declared.name == chosen:
+            continue
+        for flag in declared.flags():
+            source = ctx.get_parameter_source(flag.param)  # Typer's own Click enum: compared by name
+            if source is not None and source.name == "COMMANDLINE":
+                raise ConfigError(f"--{flag.flag} is an option of --format {declared.name}, not of {chosen}")

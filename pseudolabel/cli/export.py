@@ -10,7 +10,13 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, console, progress_bar, remember_output_folder, report_skipped
-from pseudolabel.cli.components import choices, component_options, names, with_component_options
+from pseudolabel.cli.components import (
+    choices,
+    component_options,
+    names,
+    refuse_other_components_options,
+    with_component_options,
+)
 from pseudolabel.cli.config_file import write_resolved_config
 from pseudolabel.cli.options import (
     DATA,
@@ -64,15 +70,6 @@ def export(
     instances: Annotated[
         Instances, typer.Option(help="regions: one per connected region; none: one per class.", rich_help_panel=RUN)
     ] = Instances.regions,
-    split_name: Annotated[str, typer.Option(help="YOLO-seg: the split's folder name.", rich_help_panel=RUN)] = "train",
-    val_split: Annotated[
-        str | None,
-        typer.Option(help="YOLO-seg: also export this split of the dataset as data.yaml's val.", rich_help_panel=DATA),
-    ] = None,
-    val_masks: Annotated[
-        Path | None,
-        typer.Option(help="Masks of --val-split (default: --masks; e.g. the GT folder).", rich_help_panel=DATA),
-    ] = None,
     instances_dir: Annotated[
         Path | None,
         typer.Option(help="Export the instances of generate --save-instances DIR.", rich_help_panel=RUN),
@@ -106,17 +103,13 @@ def export(
             f"--format {format.value} writes one {declared.output_suffix} file: give --out a "
             f"{declared.output_suffix} path, got {out}"
         )
-    if val_split is not None and format.value != "yolo-seg":
-        raise ConfigError("--val-split is for --format yolo-seg")
-    if val_split is not None and split_name == "val":
-        raise ConfigError("--split-name val is the folder --val-split writes to: name the training split otherwise")
+    refuse_other_components_options(ctx, "exporter", format.value)
+    options = component_options("exporter", format.value, dict(ctx.params)).get(format.value)
+    val_split, val_masks = getattr(options, "val_split", None), getattr(options, "val_masks", None)
     for folder_option, name in ((masks, "mask"), (val_masks, "--val-masks"), (scores, "--scores")):
         if folder_option is not None and not folder_option.is_dir():
             raise ConfigError(f"{name} folder {folder_option} does not exist")
-    request = ExportRequest(
-        masks, format.value, out, instances.value, instances_dir, scores, split_name, "val" if val_split else None,
-        component_options("exporter", format.value, dict(ctx.params)).get(format.value),
-    )  # fmt: skip
+    request = ExportRequest(masks, format.value, out, instances.value, instances_dir, scores, options)
     folder = out.parent if one_file else out
     remember_output_folder(folder)
     source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()

@@ -23,7 +23,7 @@ class ExportItem:
         file_name: the image's path under the dataset's image folder (POSIX separators).
         label_map: uint8 [H, W] class ids, 255 unsure.
         regions: the scored regions to write.
-        subset: the split folder a format files the image under (YOLO-seg: train or val).
+        subset: ``train`` (the exported split) or ``val`` (a validation split exported beside it).
     """
 
     image_id: str

@@ -33,8 +33,6 @@ class ExportRequest:
         instances: one of :data:`INSTANCE_MODES`.
         instances_dir: ``generate --save-instances`` folder: export those instances instead.
         scores_dir: ``generate --save-scores`` folder: each region's score is its mean there.
-        subset: the YOLO-seg folder name of this split.
-        val_subset: YOLO-seg: the folder name of the validation split, when one is exported.
         options: the exporter's declared options (None: its defaults).
     """
 
@@ -44,8 +42,6 @@ class ExportRequest:
     instances: str = "regions"
     instances_dir: Path | None = None
     scores_dir: Path | None = None
-    subset: str = "train"
-    val_subset: str | None = None
     options: Any = None
 
 
@@ -159,15 +155,15 @@ def export_masks(
     """Write the split's masks (and ``val``'s, YOLO-seg only) in ``request.fmt`` to ``request.out``."""
     if request.instances not in INSTANCE_MODES:
         raise ConfigError(f"--instances must be one of {', '.join(INSTANCE_MODES)}")
-    if val is not None and (request.fmt != "yolo-seg" or request.val_subset is None):
+    if val is not None and request.fmt != "yolo-seg":
         raise ConfigError("--val-split is for --format yolo-seg")
     writer = open_writer(dataset, request)
-    summary = export_split(dataset, request, writer, request.subset, on_progress)
-    if val is not None and request.val_subset is not None:
+    summary = export_split(dataset, request, writer, "train", on_progress)
+    if val is not None:
         val_request = replace(request, masks=val.masks)
-        extra = export_split(val.dataset, val_request, writer, request.val_subset, on_progress)
+        extra = export_split(val.dataset, val_request, writer, "val", on_progress)
         summary.images += extra.images
         summary.regions += extra.regions
-        summary.skipped += [(f"{request.val_subset}/{image_id}", why) for image_id, why in extra.skipped]
+        summary.skipped += [(f"val/{image_id}", why) for image_id, why in extra.skipped]
     writer.finish()
     return summary

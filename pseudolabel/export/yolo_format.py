@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
-from pseudolabel.core.components import Component
+from pseudolabel.core.components import Component, option
+from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.files import atomic_write_text, output_errors
 from pseudolabel.core.safe_paths import id_path
 from pseudolabel.export.item import ExportItem
@@ -23,9 +25,26 @@ if TYPE_CHECKING:
     from pseudolabel.datasets.base import Dataset
     from pseudolabel.export.run import ExportRequest
 
+VAL = "val"
+"""The folder of the validation split."""
+
+
+@dataclass(frozen=True)
+class YoloOptions:
+    """The split folders: the exported split's name, and a second split of the dataset as ``val``."""
+
+    split_name: str = option("train", "The split's folder name.")
+    val_split: str | None = option(None, "Also export this split of the dataset as data.yaml's val.")
+    val_masks: Path | None = option(None, "Masks of --val-split (default: --masks; e.g. the GT folder).")
+
+    def __post_init__(self) -> None:
+        if self.val_split is not None and self.split_name == VAL:
+            raise ConfigError("--split-name val is the folder --val-split writes to: name the training split otherwise")
+
+
 YOLO_SEG = Component(
     "exporter", "yolo-seg", "Ultralytics YOLO-seg folder: images, label files, data.yaml.",
-    "pseudolabel.export.yolo_format:build",
+    "pseudolabel.export.yolo_format:build", options=YoloOptions,
 )  # fmt: skip
 VAL_IS_TRAIN_NOTE = (
     "val points at the training images (no --val-split): Ultralytics' validation figures then "
@@ -70,14 +89,16 @@ def place_image(source: Path, target: Path) -> None:
 
 
 class YoloWriter:
-    """Writes each image and its label file into ``<out>/images|labels/<item.subset>/``, then
-    ``data.yaml`` with ``train`` and ``val`` (the training subset again when there is none)."""
+    """Writes each image and its label file into ``<out>/images|labels/<folder>/`` (the training
+    split under ``train``'s name, the validation split under ``val``), then ``data.yaml`` with
+    ``train`` and ``val`` (the training folder again when there is no validation split)."""
 
     def __init__(self, out: Path, class_names: list[str], train: str, val: str | None) -> None:
         self.out, self.class_names, self.train, self.val = out, class_names, train, val
 
     def add(self, item: ExportItem) -> None:
-        images, labels = self.out / "images" / item.subset, self.out / "labels" / item.subset
+        folder = self.val if item.subset == VAL and self.val else self.train
+        images, labels = self.out / "images" / folder, self.out / "labels" / folder
         place_image(item.image_path, id_path(images, item.image_id, item.image_path.suffix))
         lines = yolo_lines(item.regions, *item.label_map.shape)
         atomic_write_text(id_path(labels, item.image_id, ".txt"), "".join(f"{line}\n" for line in lines))
@@ -86,6 +107,6 @@ class YoloWriter:
         atomic_write_text(self.out / "data.yaml", data_yaml(self.out, self.class_names, self.train, self.val))
 
 
-def build(dataset: Dataset, request: ExportRequest, options: None) -> YoloWriter:
-    """The YOLO-seg writer: the split in ``request.subset``, a val split in ``request.val_subset``."""
-    return YoloWriter(request.out, dataset.class_names, request.subset, request.val_subset)
+def build(dataset: Dataset, request: ExportRequest, options: YoloOptions) -> YoloWriter:
+    """The YOLO-seg writer: the split under ``options.split_name``, a val split under ``val``."""
+    return YoloWriter(request.out, dataset.class_names, options.split_name, VAL if options.val_split else None)
