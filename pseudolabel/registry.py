@@ -54,16 +54,12 @@ class ModelHub:
         return self._once(f"clipn:{weights}", lambda: clipn.load_clipn(weights, self.device))
 
     def sam(self) -> Any:
-        """The run's :class:`~pseudolabel.models.sam.SamPrompter`, shared by labeler and refiner."""
-        from pseudolabel.models import sam
-
+        """The run's SAM (``settings.sam``, a registered SAM model) as a prompter shared by
+        labeler and refiner (:class:`~pseudolabel.models.sam.SamPrompter`'s contract)."""
         settings = self.settings
-
-        def build() -> Any:
-            model = sam.build_sam(settings.sam, settings.sam_checkpoint, self.device)
-            return sam.SamPrompter(model, settings.sam_batch, settings.autocast_dtype)
-
-        return self._once("sam", build)
+        declared = component("sam", settings.sam)
+        options = _options(declared, settings.components)
+        return self._once("sam", lambda: declared.load()(settings.sam, settings, self.device, options))
 
     def batch_preparer(self) -> Any:
         """What the built models do once per batch of images: SAM's image encoder over the batch
@@ -86,12 +82,14 @@ def check_weights(settings: ModelSettings, models: list[str]) -> None:
     missing file. Random weights need none (their warning comes when the model is built)."""
     from pseudolabel.models.clip_weights import resolve_clip_weights
     from pseudolabel.models.grounding import detector_checkpoint
-    from pseudolabel.models.sam import sam_checkpoint
     from pseudolabel.models.weights import RANDOM, check_all, resolve_weights
 
     locate = {
         "clip": (settings.clip_weights, lambda: resolve_clip_weights(settings.clip_model, settings.clip_weights)),
-        "sam": (settings.sam_checkpoint, lambda: sam_checkpoint(settings.sam, settings.sam_checkpoint)),
+        "sam": (
+            settings.sam_checkpoint,
+            lambda: component("sam", settings.sam).locate_weights(settings.sam_checkpoint),
+        ),
         "grounding": (
             settings.detector_weights,
             lambda: detector_checkpoint(settings.detector, settings.detector_weights),

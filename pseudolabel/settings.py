@@ -27,6 +27,8 @@ class ModelSettings:
     detector: str = "swint"
     detector_weights: str = "default"
     seed: int = 0
+    components: dict[str, Any] = field(default_factory=dict)
+    """A model component's options by its name (e.g. the ``--sam`` model's)."""
 
 
 @dataclass(frozen=True)

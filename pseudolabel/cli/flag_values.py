@@ -12,22 +12,25 @@ def _value(choice: Any) -> Any:
 
 def model_settings(flags: dict[str, Any]) -> Any:
     """ModelSettings from ``--device``, ``--precision``, ``--clip-*``, ``--sam*``, ``--detector*``, ``--seed``."""
+    from pseudolabel.cli.components import component_options
     from pseudolabel.core.devices import autocast_dtype, resolve_device
     from pseudolabel.runner.torchrun import local_device
     from pseudolabel.settings import ModelSettings
 
     device = resolve_device(local_device(flags["device"]))
     defaults = ModelSettings()
+    sam = _value(flags.get("sam")) or defaults.sam
     return ModelSettings(
         device=device,
         autocast_dtype=autocast_dtype(_value(flags.get("precision")) or "fp32", device),
         clip_model=flags.get("clip_model", defaults.clip_model),
         clip_weights=flags.get("clip_weights", defaults.clip_weights),
-        sam=_value(flags.get("sam")) or defaults.sam,
+        sam=sam,
         sam_checkpoint=flags.get("sam_checkpoint", defaults.sam_checkpoint),
         detector=flags.get("detector", defaults.detector),
         detector_weights=flags.get("detector_weights", defaults.detector_weights),
         seed=flags.get("seed", defaults.seed),
+        components=component_options("sam", sam, flags),
     )
 
 

@@ -78,7 +78,7 @@ def _option(help_text: str, panel: str, *names: str) -> typer.models.OptionInfo:
 
 
 @app.command()
-@with_component_options("labeler", "refiner")
+@with_component_options("labeler", "refiner", "sam")
 def generate(
     ctx: typer.Context,
     dataset: DatasetOption,

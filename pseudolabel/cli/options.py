@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pseudolabel.cli.components import choices
 from pseudolabel.cli.config_file import load_config_file
 from pseudolabel.core.components import registry
 from pseudolabel.core.errors import ConfigError
@@ -37,12 +38,8 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-class SamVariant(str, Enum):
-    """SAM image-encoder sizes."""
-
-    vit_b = "vit_b"
-    vit_l = "vit_l"
-    vit_h = "vit_h"
+SamVariant = choices("sam", "SamVariant")
+"""The registered SAM models ``--sam`` takes."""
 
 
 ConfigOption = Annotated[
@@ -123,7 +120,8 @@ LabelConfidenceOption = Annotated[
     float, typer.Option(help="Score of a hard label's class (input masks, SAM repaints).", rich_help_panel=REFINEMENT)
 ]
 SamOption = Annotated[
-    SamVariant | None, typer.Option("--sam", help="SAM size (default vit_b).", rich_help_panel=REFINEMENT)
+    SamVariant | None,  # type: ignore[valid-type]
+    typer.Option("--sam", help="SAM model (default vit_b).", rich_help_panel=REFINEMENT),
 ]
 SamCheckpointOption = Annotated[
     str, typer.Option(help="default (published), registry name, file, or random.", rich_help_panel=REFINEMENT)

@@ -65,7 +65,7 @@ def refiner_names(refine: str | None, method: str | None, sam: str | None) -> tu
 
 
 @app.command()
-@with_component_options("refiner")
+@with_component_options("refiner", "sam")
 def refine(
     ctx: typer.Context,
     dataset: DatasetOption,

@@ -27,7 +27,12 @@ from typing import Any
 
 from pseudolabel.core.errors import ConfigError
 
-KINDS = {"labeler": "pseudolabel.labelers", "refiner": "pseudolabel.refiners", "exporter": "pseudolabel.exporters"}
+KINDS = {
+    "labeler": "pseudolabel.labelers",
+    "refiner": "pseudolabel.refiners",
+    "exporter": "pseudolabel.exporters",
+    "sam": "pseudolabel.sam_models",
+}
 """Component kind -> its entry-point group."""
 _SPEC = "pseudolabel"
 
@@ -79,17 +84,20 @@ class Component:
     """A labeler, refiner or export format.
 
     Attributes:
-        kind: ``labeler``, ``refiner`` or ``exporter``.
-        name: what ``--method`` / ``--refine`` / ``--format`` take.
+        kind: ``labeler``, ``refiner``, ``exporter`` or ``sam`` (a SAM model).
+        name: what ``--method`` / ``--refine`` / ``--format`` / ``--sam`` take.
         summary: one line for ``--help``.
         builder: ``"module:attribute"`` of its builder, imported when a run builds it. Builders:
             labeler ``(hub, prompts, settings, options) -> Scorer``; refiner ``(hub, settings,
-            options) -> Refiner``; exporter ``(dataset, request, options) -> ExportWriter``.
+            options) -> Refiner``; exporter ``(dataset, request, options) -> ExportWriter``; sam
+            ``(name, model_settings, device, options) -> SamPrompter`` (embed, boxes, points).
         options: a frozen dataclass of :func:`option` fields (None: no options).
         models: hub models it builds (``clip``, ``sam``, ``grounding``), checked before a run.
         cpu_only: a refiner that runs on the CPU only and pickles (``refine`` runs it in worker
             processes).
         output_suffix: an exporter that writes one file: its suffix (``.json``); None: a folder.
+        weights: a model's checkpoint locator ``"module:function"``, ``(name, checkpoint) -> Path
+            | None`` (downloads when missing; None for random weights), run before any work.
     """
 
     kind: str
@@ -100,11 +108,17 @@ class Component:
     models: tuple[str, ...] = ()
     cpu_only: bool = False
     output_suffix: str | None = None
+    weights: str | None = None
 
     def load(self) -> Callable[..., Any]:
         """The builder (imports its module)."""
-        module, _, attribute = self.builder.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return _attribute(self.builder)
+
+    def locate_weights(self, checkpoint: str) -> Any:
+        """The checkpoint file of this model for ``checkpoint`` (see ``weights``)."""
+        if self.weights is None:
+            raise ConfigError(f"the {self.kind} {self.name!r} declares no weights")
+        return _attribute(self.weights)(self.name, checkpoint)
 
     def flags(self) -> list[Flag]:
         """The command-line flags of the options (fields declared with ``flag=""`` left out)."""
@@ -134,6 +148,12 @@ class Component:
                 value = _plain(params[flag.param])
                 values[flag.field] = flag.parse(value) if flag.parse is not None and isinstance(value, str) else value
         return self.options(**values)
+
+
+def _attribute(path: str) -> Any:
+    """The object at ``"module:attribute"`` (imports the module)."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def _plain(value: Any) -> Any:

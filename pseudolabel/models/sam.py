@@ -6,29 +6,16 @@ unpickle without that guard), so the model is built empty and the state dict loa
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from pseudolabel.core.errors import ConfigError, WeightsError
-from pseudolabel.models.weights import resolve_weights
+from pseudolabel.core.errors import WeightsError
+from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT, sam_checkpoint
 
-SAM_VARIANTS = ("vit_b", "vit_l", "vit_h")
-DEFAULT_CHECKPOINT = "default"
-"""``--sam-checkpoint default`` means the registry checkpoint of the ``--sam`` variant."""
-
-
-def sam_checkpoint(variant: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path | None:
-    """The file of ``checkpoint`` for ``variant`` (downloaded when missing; None for ``random``).
-
-    Raises:
-        ConfigError: unknown variant. WeightsError: missing file or another kind's checkpoint.
-    """
-    if variant not in SAM_VARIANTS:
-        raise ConfigError(f"--sam must be one of {', '.join(SAM_VARIANTS)}, got {variant!r}")
-    return resolve_weights(f"sam_{variant}" if checkpoint == DEFAULT_CHECKPOINT else checkpoint, "sam")
+if TYPE_CHECKING:
+    from pseudolabel.settings import ModelSettings
 
 
 def build_sam(variant: str = "vit_b", checkpoint: str = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu") -> Any:
@@ -56,6 +43,11 @@ def build_sam(variant: str = "vit_b", checkpoint: str = DEFAULT_CHECKPOINT, devi
     sam = sam.to(device).eval()
     sam.requires_grad_(False)
     return sam
+
+
+def prompter(name: str, settings: ModelSettings, device: str | torch.device, options: None) -> SamPrompter:
+    """The run's SAM ``name`` with ``settings.sam_checkpoint``, prompts batched by ``sam_batch``."""
+    return SamPrompter(build_sam(name, settings.sam_checkpoint, device), settings.sam_batch, settings.autocast_dtype)
 
 
 class SamPrompter:
