@@ -21,7 +21,7 @@ import torch
 
 from pseudolabel.core.components import Component, component, registry
 from pseudolabel.core.prompts import PromptSet
-from pseudolabel.datasets import DATASET_NAMES, build_dataset
+from pseudolabel.datasets import build_dataset
 from pseudolabel.runner.per_image import Refiner, Scorer
 from pseudolabel.settings import LabelerSettings, ModelSettings, RefinerSettings
 
@@ -132,7 +132,7 @@ def _options(declared: Component, given: dict[str, Any]) -> Any:
     return declared.options() if declared.options is not None else None
 
 
-DATASETS: dict[str, Callable[..., Any]] = {name: partial(build_dataset, name) for name in DATASET_NAMES}
+DATASETS: dict[str, Callable[..., Any]] = {name: partial(build_dataset, name) for name in registry("dataset")}
 
 
 def refine_workers(names: tuple[str, ...], requested: int | None) -> tuple[int, bool]:

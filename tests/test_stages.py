@@ -180,7 +180,7 @@ def test_the_method_choice_sits_in_its_own_panel_and_bad_choices_read_plainly() 
     assert text.index("Method:\n  --method <cam|grounded-sam>") < text.index("CAM:\n")
     result = runner.invoke(app, ["generate", "--dataset", "pascal", "--out", "x"], env={"COLUMNS": "80"})
     assert result.exit_code == 2
-    assert "Invalid value for '--dataset': 'pascal' is not one of 'voc', 'coco', 'folder'." in result.output
+    assert "Invalid value for '--dataset': 'pascal' is not one of 'coco', 'folder', 'voc'." in result.output
     assert "Value error" not in result.output
 
 

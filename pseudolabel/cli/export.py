@@ -23,13 +23,13 @@ from pseudolabel.cli.options import (
     RUN,
     ClassesOption,
     ConfigOption,
-    DatasetArgs,
     DatasetOption,
     LabelsOption,
     MaxPixelsOption,
     PromptsOption,
     RootOption,
     SplitOption,
+    open_dataset,
 )
 from pseudolabel.core.components import component
 from pseudolabel.core.errors import ConfigError
@@ -112,12 +112,12 @@ def export(
     request = ExportRequest(masks, format.value, out, instances.value, instances_dir, scores, options)
     folder = out.parent if one_file else out
     remember_output_folder(folder)
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     if ids is not None:
         source = OnlyIds(source, read_id_list(ids))
     val = None
     if val_split is not None:
-        val_source = DatasetArgs(dataset, root, val_split, labels, prompts, classes, max_image_pixels).open()
+        val_source = open_dataset(ctx.params, val_split)
         val = ValSplit(val_source, val_masks or masks)
     with progress_bar() as progress:
         total = len(source.ids()) + (len(val.dataset.ids()) if val else 0)

@@ -24,7 +24,6 @@ from pseudolabel.cli.options import (
     BatchSizeOption,
     ClassesOption,
     ConfigOption,
-    DatasetArgs,
     DatasetOption,
     DecodeWorkersOption,
     DeviceOption,
@@ -49,6 +48,7 @@ from pseudolabel.cli.options import (
     SamOption,
     ShardOption,
     SplitOption,
+    open_dataset,
 )  # fmt: skip
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_SIDE
@@ -173,7 +173,7 @@ def generate(
     run = RunOptions(
         out, save_scores, overwrite, limit, run_shard(shard), decoders, instances_dir=save_instances, batch_size=batch
     )
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     # the flags and the dataset checked first, then every checkpoint (which may download), before any work
     check_weights(models or cpu_model_settings(flags), run_models(method.value, labeler, refiner_names))
 

@@ -14,13 +14,13 @@ from pseudolabel.cli.options import (
     DATA,
     ClassesOption,
     ConfigOption,
-    DatasetArgs,
     DatasetOption,
     LabelsOption,
     MaxPixelsOption,
     PromptsOption,
     RootOption,
     SplitOption,
+    open_dataset,
 )
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -64,7 +64,7 @@ def import_corrections(
     from pseudolabel.corrections.run import import_corrections as run_import
 
     remember_output_folder(out)
-    source_dataset = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source_dataset = open_dataset(ctx.params)
     with progress_bar() as progress:
         task = progress.add_task("import", total=None)
         summary = run_import(format.value, source, source_dataset, out, lambda: progress.advance(task))

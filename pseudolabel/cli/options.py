@@ -11,7 +11,7 @@ import typer
 
 from pseudolabel.cli.components import choices
 from pseudolabel.cli.config_file import load_config_file
-from pseudolabel.core.components import registry
+from pseudolabel.core.components import component, registry
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -21,12 +21,8 @@ METHOD, DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN, SCALE = (
 )  # fmt: skip
 
 
-class DatasetName(str, Enum):
-    """Datasets the ``--dataset`` option knows."""
-
-    voc = "voc"
-    coco = "coco"
-    folder = "folder"
+DatasetName = choices("dataset", "DatasetName")
+"""The registered dataset readers ``--dataset`` takes."""
 
 
 class Precision(str, Enum):
@@ -148,7 +144,7 @@ class DatasetArgs:
         if self.root is None:
             raise ConfigError(f"--dataset {self.dataset.value} needs --root DIR")
         given = self.prompts is not None or self.classes is not None
-        own_classes = self.dataset is not DatasetName.voc and not given  # from the labels or categories
+        own_classes = component("dataset", self.dataset.value).own_classes and not given  # labels, categories
         prompt_set = None if own_classes else resolve_prompts(self.dataset.value, self.prompts, self.classes)
         build = DATASETS[self.dataset.value]
         dataset = build(self.root, split or self.split, prompt_set, self.labels, None, self.max_image_pixels)
@@ -156,6 +152,21 @@ class DatasetArgs:
             show_derived_classes(dataset.prompts)
         show_notices(dataset.notices)
         return dataset
+
+
+def open_dataset(params: dict[str, Any], split: str | None = None) -> Any:
+    """The dataset a command's parameters name (``--dataset``, ``--root``, ``--split`` or
+    ``split``, ``--labels``, ``--prompts``, ``--classes``, ``--max-image-pixels``)."""
+    arguments = DatasetArgs(
+        params["dataset"],
+        params["root"],
+        params.get("split"),
+        params.get("labels"),
+        params.get("prompts"),
+        params.get("classes"),
+        params.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
+    )
+    return arguments.open(split)
 
 
 def show_notices(notices: list[str]) -> None:

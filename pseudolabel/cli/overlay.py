@@ -15,7 +15,6 @@ from pseudolabel.cli.options import (
     RUN,
     ClassesOption,
     ConfigOption,
-    DatasetArgs,
     DatasetOption,
     LabelsOption,
     LimitOption,
@@ -25,6 +24,7 @@ from pseudolabel.cli.options import (
     RootOption,
     ShardOption,
     SplitOption,
+    open_dataset,
 )
 from pseudolabel.cli.running import run_with_progress
 from pseudolabel.core.errors import ConfigError
@@ -67,7 +67,7 @@ def overlay(
         raise ConfigError(f"--max-side must be at least 16 pixels, got {max_side}")
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     run = RunOptions(out, None, overwrite, limit, run_shard(shard), workers, label_in_workers=True)
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     if gt:
         source.prepare_gt()
     picture = OverlayPicture(masks, source.class_names, gt, max_side)

@@ -17,7 +17,6 @@ from pseudolabel.cli.options import (
     BatchSizeOption,
     ClassesOption,
     ConfigOption,
-    DatasetArgs,
     DatasetOption,
     DeviceOption,
     EngineName,
@@ -39,6 +38,7 @@ from pseudolabel.cli.options import (
     SamOption,
     ShardOption,
     SplitOption,
+    open_dataset,
 )  # fmt: skip
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -123,7 +123,7 @@ def refine(
     batch = default_batch_size(batch_size, models.device if models else None)
     shard_here = run_shard(shard)
     run = RunOptions(out, None, overwrite, limit, shard_here, decoders, label_in_workers=in_workers, batch_size=batch)
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     # the flags and the dataset checked first, then every checkpoint (which may download), before any work
     check_weights(models or cpu_model_settings(flags), run_models(None, None, names))
 

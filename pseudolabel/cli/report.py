@@ -15,13 +15,13 @@ from pseudolabel.cli.options import (
     RUN,
     ClassesOption,
     ConfigOption,
-    DatasetArgs,
     DatasetOption,
     LabelsOption,
     MaxPixelsOption,
     PromptsOption,
     RootOption,
     SplitOption,
+    open_dataset,
 )
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -60,7 +60,7 @@ def report(
 ) -> None:
     """Write an HTML report of prediction folders: scores, per-class IoU, confusion, worst images, runs."""
     remember_output_folder(out)
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     from pseudolabel.core.id_lists import read_id_list
     from pseudolabel.datasets.base import OnlyIds
     from pseudolabel.report.build import REVIEW_LIST, build_report

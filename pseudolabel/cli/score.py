@@ -24,6 +24,7 @@ from pseudolabel.cli.options import (
     PromptsOption,
     RootOption,
     SplitOption,
+    open_dataset,
 )  # fmt: skip
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -94,7 +95,7 @@ def score(
     if (gt is None) == (dataset is None):
         raise ConfigError("give exactly one of --gt DIR or --dataset voc|coco (with --root)")
     if dataset is not None:
-        if dataset is DatasetName.folder:
+        if dataset.value == "folder":
             raise ConfigError("to score a folder dataset, pass its GT mask folder with --gt DIR")
         source = DatasetArgs(dataset, root, split, None, prompts, classes, sys.maxsize).open()
         prompt_set = source.prompts
@@ -132,6 +133,7 @@ def score(
 
 @app.command()
 def inspect(
+    ctx: typer.Context,
     dataset: DatasetOption,
     root: RootOption = None,
     split: SplitOption = None,
@@ -147,7 +149,7 @@ def inspect(
     """Summarise a dataset split: images, labels per class, GT masks, unreadable files."""
     from pseudolabel.evaluate.dataset_summary import summarize_dataset
 
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     with progress_bar() as progress:
         task = progress.add_task("reading", total=len(source.ids()))
         summary = summarize_dataset(source, check_images, lambda: progress.advance(task))

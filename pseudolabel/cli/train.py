@@ -16,7 +16,6 @@ from pseudolabel.cli.options import (
     RUN,
     ClassesOption,
     ConfigOption,
-    DatasetArgs,
     DatasetName,
     DatasetOption,
     DecodeWorkersOption,
@@ -38,6 +37,7 @@ from pseudolabel.cli.options import (
     RootOption,
     ShardOption,
     SplitOption,
+    open_dataset,
 )  # fmt: skip
 from pseudolabel.cli.running import make_engine, run_with_progress
 from pseudolabel.core.errors import ConfigError
@@ -152,7 +152,7 @@ def train_seg(
 
     if not masks.is_dir():
         raise ConfigError(f"mask folder {masks} does not exist")
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     settings = TrainConfig(
         out_dir=out, masks_dir=masks, iterations=iters, batch_size=batch_size, accumulate=accumulate,
         crop_size=crop_size, lr=lr, lr_step=lr_step, weight_decay=weight_decay, msc=msc,
@@ -164,9 +164,7 @@ def train_seg(
     )  # fmt: skip
     evaluate = None
     if val_split:
-        evaluate = val_miou_evaluator(
-            DatasetArgs(dataset, root, val_split, labels, prompts, classes, max_image_pixels).open()
-        )
+        evaluate = val_miou_evaluator(open_dataset(ctx.params, val_split))
     main_process = is_main_process()
     if main_process:
         write_resolved_config(out / "config.yaml", ctx)
@@ -241,7 +239,7 @@ def predict(
     from pseudolabel.train.predict import SegmentationPredictor, model_from_checkpoint, resolve_checkpoint
 
     ray = make_engine(engine, ray_address, ray_workers, gpus_per_worker, workers)
-    source = DatasetArgs(dataset, root, split, labels, prompts, classes, max_image_pixels).open()
+    source = open_dataset(ctx.params)
     test_scales = parse_scales(scales)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     torch_device = resolve_device(local_device(device)) if ray is None else None

@@ -32,6 +32,7 @@ KINDS = {
     "refiner": "pseudolabel.refiners",
     "exporter": "pseudolabel.exporters",
     "sam": "pseudolabel.sam_models",
+    "dataset": "pseudolabel.datasets",
 }
 """Component kind -> its entry-point group."""
 _SPEC = "pseudolabel"
@@ -84,13 +85,15 @@ class Component:
     """A labeler, refiner or export format.
 
     Attributes:
-        kind: ``labeler``, ``refiner``, ``exporter`` or ``sam`` (a SAM model).
-        name: what ``--method`` / ``--refine`` / ``--format`` / ``--sam`` take.
+        kind: ``labeler``, ``refiner``, ``exporter``, ``sam`` (a SAM model) or ``dataset`` (a reader).
+        name: what ``--method`` / ``--refine`` / ``--format`` / ``--sam`` / ``--dataset`` take.
         summary: one line for ``--help``.
         builder: ``"module:attribute"`` of its builder, imported when a run builds it. Builders:
             labeler ``(hub, prompts, settings, options) -> Scorer``; refiner ``(hub, settings,
             options) -> Refiner``; exporter ``(dataset, request, options) -> ExportWriter``; sam
-            ``(name, model_settings, device, options) -> SamPrompter`` (embed, boxes, points).
+            ``(name, model_settings, device, options) -> SamPrompter`` (embed, boxes, points);
+            dataset ``(root, split, prompts, labels_file, gt_dir, max_image_pixels) -> Dataset``
+            (``labels_file`` ``none``: no image-level labels).
         options: a frozen dataclass of :func:`option` fields (None: no options).
         models: hub models it builds (``clip``, ``sam``, ``grounding``), checked before a run.
         cpu_only: a refiner that runs on the CPU only and pickles (``refine`` runs it in worker
@@ -98,6 +101,9 @@ class Component:
         output_suffix: an exporter that writes one file: its suffix (``.json``); None: a folder.
         weights: a model's checkpoint locator ``"module:function"``, ``(name, checkpoint) -> Path
             | None`` (downloads when missing; None for random weights), run before any work.
+        prompt_set: a dataset reader's built-in prompt set (``voc``, ``coco``) that ``--classes``
+            renames; own_classes: it reads its class names from its own files unless ``--prompts``
+            or ``--classes`` say them.
     """
 
     kind: str
@@ -109,6 +115,8 @@ class Component:
     cpu_only: bool = False
     output_suffix: str | None = None
     weights: str | None = None
+    prompt_set: str = "voc"
+    own_classes: bool = False
 
     def load(self) -> Callable[..., Any]:
         """The builder (imports its module)."""

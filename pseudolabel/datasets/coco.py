@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from pseudolabel.core.components import Component
 from pseudolabel.core.errors import ConfigError, listed
 from pseudolabel.core.files import read_user_text
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.core.prompts import PromptSet, load_prompts, name_key
 from pseudolabel.core.safe_paths import id_path
-from pseudolabel.datasets.base import Dataset
+from pseudolabel.datasets.base import Dataset, WithoutLabels
 from pseudolabel.datasets.coco_gt import cache_folder, drawable, render_cache
 
 
@@ -177,3 +178,16 @@ def prompts_from_categories(categories: list[dict], source: str) -> PromptSet:
         *(replace(e, coco_id=int(c["id"])) for e, c in zip(own.classes[1:], ordered, strict=True)),
     )
     return replace(own, classes=classes)
+
+
+COCO = Component(
+    "dataset", "coco", "COCO instances JSON (--root with annotations/instances_<split>.json and <split>/).",
+    "pseudolabel.datasets.coco:open_coco", prompt_set="coco", own_classes=True,
+)  # fmt: skip
+
+
+def open_coco(root: Path, split: str | None, prompts: PromptSet | None, labels_file: Path | None,
+              gt_dir: Path | None, max_image_pixels: int | None) -> Dataset:  # fmt: skip
+    """A COCO split (``train2014`` by default); ``labels_file`` ``none`` hides its labels."""
+    dataset = CocoDataset(root, split or "train2014", prompts, max_image_pixels)
+    return WithoutLabels(dataset) if str(labels_file) == "none" else dataset

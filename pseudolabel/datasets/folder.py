@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pseudolabel.core.components import Component
 from pseudolabel.core.errors import ConfigError, UnsafePathError, listed
 from pseudolabel.core.files import read_user_text
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -222,3 +223,17 @@ def prompts_for_names(names: list[str], source: str) -> PromptSet:
         return voc
     own = [keys[key] for key in sorted(keys) if key != "background"]
     return voc.with_class_names(own, f"the classes named in {source}")
+
+
+FOLDER = Component(
+    "dataset", "folder", "Your own images (--root DIR) with --labels FILE (CSV or JSON) or --labels none.",
+    "pseudolabel.datasets.folder:open_folder", own_classes=True,
+)  # fmt: skip
+
+
+def open_folder(root: Path, split: str | None, prompts: PromptSet | None, labels_file: Path | None,
+                gt_dir: Path | None, max_image_pixels: int | None) -> Dataset:  # fmt: skip
+    """The images under ``root`` with their labels file; ``none``: every image, no labels."""
+    if labels_file is None:
+        raise ConfigError("--dataset folder needs --labels FILE (CSV or JSON: image -> class names)")
+    return FolderDataset(root, None if str(labels_file) == "none" else labels_file, prompts, max_image_pixels, gt_dir)

@@ -6,13 +6,14 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
 
+from pseudolabel.core.components import Component
 from pseudolabel.core.errors import ConfigError, MaskError, UnsafePathError
 from pseudolabel.core.files import read_user_text
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 from pseudolabel.core.masks import mask_class_ids, read_mask
 from pseudolabel.core.prompts import PromptSet, load_prompts
 from pseudolabel.core.safe_paths import check_id, id_path
-from pseudolabel.datasets.base import Dataset
+from pseudolabel.datasets.base import Dataset, WithoutLabels
 
 GT_FOLDERS = ("SegmentationClassAug", "SegmentationClass")
 """Where GT masks are looked for, in this order, per image."""
@@ -138,3 +139,16 @@ def split_file_problems(root: Path, split: str, ids: list[str]) -> dict[str, str
         except UnsafePathError as error:
             problems[image_id] = f"{path}:{line_number}: {error}"
     return problems
+
+
+VOC = Component(
+    "dataset", "voc", "PASCAL VOC 2012 (--root VOC2012, --split a list in ImageSets/Segmentation).",
+    "pseudolabel.datasets.voc:open_voc",
+)  # fmt: skip
+
+
+def open_voc(root: Path, split: str | None, prompts: PromptSet | None, labels_file: Path | None,
+             gt_dir: Path | None, max_image_pixels: int | None) -> Dataset:  # fmt: skip
+    """A VOC split (``train`` by default); ``labels_file`` ``none`` hides its labels (zero-shot)."""
+    dataset = VocDataset(root, split or "train", prompts, max_image_pixels)
+    return WithoutLabels(dataset) if str(labels_file) == "none" else dataset
