@@ -67,10 +67,15 @@ class ModelHub:
         return self._built["sam"].embed_batch if "sam" in self._built else None
 
     def grounding_dino(self) -> Any:
-        """The run's Grounding DINO (``detector`` with ``detector_weights``)."""
+        """The run's detector: a registered one by ``settings.detector``, else Grounding DINO
+        from that config file."""
         from pseudolabel.models.grounding import build_grounding_dino
 
         settings = self.settings
+        if settings.detector in registry("detector"):
+            declared = component("detector", settings.detector)
+            options = _options(declared, settings.components)
+            return self._once("grounding", lambda: declared.load()(settings.detector, settings, self.device, options))
         return self._once(
             "grounding", lambda: build_grounding_dino(settings.detector, settings.detector_weights, self.device)
         )
@@ -92,7 +97,11 @@ def check_weights(settings: ModelSettings, models: list[str]) -> None:
         ),
         "grounding": (
             settings.detector_weights,
-            lambda: detector_checkpoint(settings.detector, settings.detector_weights),
+            lambda: (
+                component("detector", settings.detector).locate_weights(settings.detector_weights)
+                if settings.detector in registry("detector")
+                else detector_checkpoint(settings.detector, settings.detector_weights)
+            ),
         ),
     }
     for model in models:

@@ -32,6 +32,7 @@ KINDS = {
     "refiner": "pseudolabel.refiners",
     "exporter": "pseudolabel.exporters",
     "sam": "pseudolabel.sam_models",
+    "detector": "pseudolabel.detectors",
     "dataset": "pseudolabel.datasets",
 }
 """Component kind -> its entry-point group."""
@@ -85,13 +86,15 @@ class Component:
     """A labeler, refiner or export format.
 
     Attributes:
-        kind: ``labeler``, ``refiner``, ``exporter``, ``sam`` (a SAM model) or ``dataset`` (a reader).
+        kind: ``labeler``, ``refiner``, ``exporter``, ``sam`` (a SAM model), ``detector`` (an
+            open-vocabulary detector) or ``dataset`` (a reader).
         name: what ``--method`` / ``--refine`` / ``--format`` / ``--sam`` / ``--dataset`` take.
         summary: one line for ``--help``.
         builder: ``"module:attribute"`` of its builder, imported when a run builds it. Builders:
             labeler ``(hub, prompts, settings, options) -> Scorer``; refiner ``(hub, settings,
             options) -> Refiner``; exporter ``(dataset, request, options) -> ExportWriter``; sam
             ``(name, model_settings, device, options) -> SamPrompter`` (embed, boxes, points);
+            detector ``(name, model_settings, device, options) -> GroundingDino``'s contract;
             dataset ``(root, split, prompts, labels_file, gt_dir, max_image_pixels) -> Dataset``
             (``labels_file`` ``none``: no image-level labels).
         options: a frozen dataclass of :func:`option` fields (None: no options).

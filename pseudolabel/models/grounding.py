@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from PIL import Image
 from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.grounding_convert import convert_original_state_dict, is_original_checkpoint
 from pseudolabel.models.weights import read_state_dict, resolve_weights
+
+if TYPE_CHECKING:
+    from pseudolabel.settings import ModelSettings
 
 VOCAB_FILE = "bert_base_uncased_vocab.txt.gz"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -176,6 +179,11 @@ def detector_checkpoint(variant: str, weights: str) -> Path | None:
             raise ConfigError("--detector-weights default needs --detector swint or swinb; give a file or 'random'")
         name = VARIANTS[variant].registry_name
     return resolve_weights(name, "grounding-dino", allow_directory=True)
+
+
+def detector(name: str, settings: ModelSettings, device: str | torch.device, options: None) -> GroundingDino:
+    """The run's registered Grounding DINO ``name`` with ``settings.detector_weights``."""
+    return build_grounding_dino(name, settings.detector_weights, device)
 
 
 def build_grounding_dino(
