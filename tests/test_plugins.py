@@ -106,3 +106,20 @@ def test_a_plugin_flag_that_is_taken_is_refused_by_name(tmp_path: Path) -> None:
                             timeout=300, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1
     assert "the refiner 'clash' declares --grid, which is taken" in " ".join((result.stdout + result.stderr).split())
+
+
+def test_a_plugin_that_does_not_import_is_named_and_left_out(tmp_path: Path) -> None:
+    plugin = tmp_path / "broken"
+    (plugin / "broken_plugin-0.1.dist-info").mkdir(parents=True)
+    (plugin / "broken_plugin.py").write_text("import a_module_that_is_not_installed\n")
+    (plugin / "broken_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n"
+    )
+    (plugin / "broken_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[pseudolabel.refiners]\nbroken = broken_plugin:X\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(plugin)}
+    result = subprocess.run([sys.executable, "-m", "pseudolabel", "refine", "--help"], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0 and "--crf-iterations" in result.stdout
+    assert "the refiner plugin 'broken' (broken_plugin:X) does not load, left out" in result.stderr

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -83,7 +85,8 @@ class Flag:
 
 @dataclass(frozen=True)
 class Component:
-    """A labeler, refiner or export format.
+    """A registered part of a run: a labeler, refiner, export format, SAM model, detector or
+    dataset reader.
 
     Attributes:
         kind: ``labeler``, ``refiner``, ``exporter``, ``sam`` (a SAM model), ``detector`` (an
@@ -174,18 +177,17 @@ def _plain(value: Any) -> Any:
 
 def _field_types(options: type) -> dict[str, Any]:
     """Field name -> its type (resolving string annotations)."""
-    import typing
-
     return typing.get_type_hints(options)
 
 
 @cache
 def registry(kind: str) -> dict[str, Component]:
     """Every registered component of ``kind`` by name, pseudolabel's first, then plugins' by name.
+    A plugin that does not import is left out with a one-line note on stderr, so it cannot stop
+    every command.
 
     Raises:
-        ConfigError: an entry point that does not load or is not a Component of this kind, or
-            two components of one name.
+        ConfigError: an entry point that is not a Component of this kind, or two of one name.
     """
     found: dict[str, Component] = {}
     for entry in sorted(
@@ -193,8 +195,10 @@ def registry(kind: str) -> dict[str, Component]:
     ):
         try:
             component = entry.load()
-        except Exception as error:  # a broken plugin names itself instead of stopping every command
-            raise ConfigError(f"the {kind} plugin {entry.name!r} ({entry.value}) does not load: {error}") from error
+        except Exception as error:  # any import failure of someone else's package
+            print(f"note: the {kind} plugin {entry.name!r} ({entry.value}) does not load, left out: {error}",
+                  file=sys.stderr)  # fmt: skip
+            continue
         if not isinstance(component, Component) or component.kind != kind:
             raise ConfigError(f"entry point {entry.name!r} ({entry.value}) is not a pseudolabel {kind} Component")
         if component.name in found:
