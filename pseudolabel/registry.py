@@ -72,13 +72,18 @@ class ModelHub:
         from pseudolabel.models.grounding import build_grounding_dino
 
         settings = self.settings
-        if settings.detector in registry("detector"):
-            declared = component("detector", settings.detector)
+        declared = registered_detector(settings)
+        if declared is not None:
             options = _options(declared, settings.components)
             return self._once("grounding", lambda: declared.load()(settings.detector, settings, self.device, options))
         return self._once(
             "grounding", lambda: build_grounding_dino(settings.detector, settings.detector_weights, self.device)
         )
+
+
+def registered_detector(settings: ModelSettings) -> Component | None:
+    """The registered detector ``settings.detector`` names; None for a Grounding DINO config file."""
+    return registry("detector").get(settings.detector)
 
 
 def check_weights(settings: ModelSettings, models: list[str]) -> None:
@@ -98,8 +103,8 @@ def check_weights(settings: ModelSettings, models: list[str]) -> None:
         "grounding": (
             settings.detector_weights,
             lambda: (
-                component("detector", settings.detector).locate_weights(settings.detector_weights)
-                if settings.detector in registry("detector")
+                detector.locate_weights(settings.detector_weights)
+                if (detector := registered_detector(settings)) is not None
                 else detector_checkpoint(settings.detector, settings.detector_weights)
             ),
         ),
@@ -136,9 +141,7 @@ def effective_options(kind: str, names: tuple[str, ...], given: dict[str, Any]) 
 
 def _options(declared: Component, given: dict[str, Any]) -> Any:
     """A component's options: those given by its name, else its defaults (None: it has none)."""
-    if declared.name in given:
-        return given[declared.name]
-    return declared.options() if declared.options is not None else None
+    return given[declared.name] if declared.name in given else declared.defaults()
 
 
 DATASETS: dict[str, Callable[..., Any]] = {name: partial(build_dataset, name) for name in registry("dataset")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Annotated, Any
 
@@ -15,9 +15,14 @@ from pseudolabel.core.components import Component, registry
 from pseudolabel.core.errors import ConfigError
 
 
+def _choice_enum(enum_name: str, values: Iterable[str]) -> type[Enum]:
+    """A str Enum of ``values`` (what Typer offers as a flag's choices)."""
+    return Enum(enum_name, {value.replace("-", "_"): value for value in values}, type=str)  # type: ignore[return-value]
+
+
 def choices(kind: str, enum_name: str) -> type[Enum]:
-    """A str Enum of the registered ``kind`` names (what Typer offers as the flag's choices)."""
-    return Enum(enum_name, {name.replace("-", "_"): name for name in registry(kind)}, type=str)  # type: ignore[return-value]
+    """A str Enum of the registered ``kind`` names."""
+    return _choice_enum(enum_name, registry(kind))
 
 
 def names(kind: str) -> str:
@@ -48,8 +53,8 @@ def with_component_options(*kinds: str) -> Callable[[Callable[..., Any]], Callab
                     names = f"--{flag.flag}/--no-{flag.flag}" if flag.annotation is bool else f"--{flag.flag}"
                     option = typer.Option(names, help=flag.help, rich_help_panel=panel)
                     annotation = flag.annotation
-                    if flag.choices:  # Typer offers an Enum's values as the flag's choices
-                        annotation = Enum(flag.param, {c.replace("-", "_"): c for c in flag.choices}, type=str)
+                    if flag.choices:
+                        annotation = _choice_enum(flag.param, flag.choices)
                     added.append(
                         inspect.Parameter(
                             flag.param,

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _value(choice: Any) -> Any:
-    """An enum choice's value (None stays None)."""
-    return getattr(choice, "value", choice)
+from pseudolabel.core.plain import choice_value
 
 
 def model_settings(flags: dict[str, Any]) -> Any:
@@ -19,10 +16,10 @@ def model_settings(flags: dict[str, Any]) -> Any:
 
     device = resolve_device(local_device(flags["device"]))
     defaults = ModelSettings()
-    sam = _value(flags.get("sam")) or defaults.sam
+    sam = choice_value(flags.get("sam")) or defaults.sam
     return ModelSettings(
         device=device,
-        autocast_dtype=autocast_dtype(_value(flags.get("precision")) or "fp32", device),
+        autocast_dtype=autocast_dtype(choice_value(flags.get("precision")) or "fp32", device),
         clip_model=flags.get("clip_model", defaults.clip_model),
         clip_weights=flags.get("clip_weights", defaults.clip_weights),
         sam=sam,
@@ -49,10 +46,10 @@ def labeler_settings(flags: dict[str, Any]) -> Any:
 
     zero_shot = flags["labels"] is not None and str(flags["labels"]) == "none"
     return LabelerSettings(
-        prompting=PromptingOptions(_value(flags["synonyms"]), flags["pole_candidates"]),
+        prompting=PromptingOptions(choice_value(flags["synonyms"]), flags["pole_candidates"]),
         exclusion=ExclusionOptions(flags["exclude"], flags["exclusion_threshold"], flags["exclusion_weights"]),
         zero_shot=ZeroShotOptions(zero_shot, flags["zero_shot_top_k"], flags["zero_shot_min_probability"]),
-        components=component_options("labeler", _value(flags["method"]), flags),
+        components=component_options("labeler", choice_value(flags["method"]), flags),
     )
 
 

@@ -28,6 +28,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from pseudolabel.core.errors import ConfigError
+from pseudolabel.core.plain import choice_value
 
 KINDS = {
     "labeler": "pseudolabel.labelers",
@@ -128,6 +129,10 @@ class Component:
         """The builder (imports its module)."""
         return _attribute(self.builder)
 
+    def defaults(self) -> Any:
+        """Its options with every default (None: it declares none)."""
+        return self.options() if self.options is not None else None
+
     def locate_weights(self, checkpoint: str) -> Any:
         """The checkpoint file of this model for ``checkpoint`` (see ``weights``)."""
         if self.weights is None:
@@ -159,7 +164,7 @@ class Component:
         values = {}
         for flag in self.flags():
             if flag.param in params:
-                value = _plain(params[flag.param])
+                value = choice_value(params[flag.param])
                 values[flag.field] = flag.parse(value) if flag.parse is not None and isinstance(value, str) else value
         return self.options(**values)
 
@@ -168,11 +173,6 @@ def _attribute(path: str) -> Any:
     """The object at ``"module:attribute"`` (imports the module)."""
     module, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module), attribute)
-
-
-def _plain(value: Any) -> Any:
-    """An enum choice's value; anything else as it is."""
-    return getattr(value, "value", value)
 
 
 def _field_types(options: type) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Option values as YAML and JSON write them."""
+"""Option values as YAML and JSON write them, and as the library takes them."""
 
 from __future__ import annotations
 
@@ -19,3 +19,8 @@ def plain(value: Any, absolute_paths: bool = False) -> Any:
     if isinstance(value, dict):
         return {str(k): plain(v, absolute_paths) for k, v in value.items()}
     return value
+
+
+def choice_value(choice: Any) -> Any:
+    """An enum choice's value (a flag's ``--x <a|b>`` choice); anything else as it is."""
+    return getattr(choice, "value", choice)

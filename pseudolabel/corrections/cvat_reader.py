@@ -57,8 +57,8 @@ def read_cvat(source: Path, prompts: PromptSet) -> Iterator[Canvas | Unreadable]
     labelmap = files[str(root / "labelmap.txt")].decode("utf-8", errors="replace")
     colours = colour_classes(labelmap, prompts, f"{source}: labelmap.txt")
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], np.int64)
-    values = np.array(list(colours.values()), np.uint8)
     order = np.argsort(keys)
+    keys, values = keys[order], np.array(list(colours.values()), np.uint8)[order]
     prefix = f"{root / CLASS_FOLDER}/".removeprefix("./")
     for name in sorted(n for n in files if n.startswith(prefix) and n.lower().endswith(".png")):
         image_id = PurePosixPath(name[len(prefix) :]).with_suffix("").as_posix()
@@ -69,12 +69,12 @@ def read_cvat(source: Path, prompts: PromptSet) -> Iterator[Canvas | Unreadable]
             yield Unreadable(image_id, f"cannot read {name}: {error}")
             continue
         pixel_keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        slots = np.clip(np.searchsorted(keys[order], pixel_keys), 0, len(keys) - 1)
-        known = keys[order][slots] == pixel_keys
+        slots = np.clip(np.searchsorted(keys, pixel_keys), 0, len(keys) - 1)
+        known = keys[slots] == pixel_keys
         if not known.all():
             r, g, b = rgb[~known][0]
             yield Unreadable(image_id, f"{name}: colour ({r}, {g}, {b}) is not in labelmap.txt")
             continue
         canvas = Canvas(image_id, *pixel_keys.shape)
-        canvas.labels = values[order][slots]
+        canvas.labels = values[slots]
         yield canvas

@@ -58,8 +58,7 @@ class ExportSummary:
 def open_writer(dataset: Dataset, request: ExportRequest) -> ExportWriter:
     """The writer of ``request.fmt``, from the exporter registry with its options."""
     declared = component("exporter", request.fmt)
-    options = request.options if request.options is not None else (declared.options() if declared.options else None)
-    return declared.load()(dataset, request, options)
+    return declared.load()(dataset, request, request.options if request.options is not None else declared.defaults())
 
 
 def _label_map(dataset: Dataset, masks_dir: Path, image_id: str) -> tuple[np.ndarray, Path]:
