@@ -1,4 +1,5 @@
-"""Segment Anything through Meta's ``segment_anything`` package; weights from the weights manager.
+"""Segment Anything through Meta's ``segment_anything`` package; weights from the weights manager;
+the SAM contract every SAM family implements (:class:`PromptedSegmenter`).
 
 Checkpoints are read with ``torch.load(weights_only=True)`` (the package's own builders would
 unpickle without that guard), so the model is built empty and the state dict loaded here.
@@ -6,6 +7,7 @@ unpickle without that guard), so the model is built empty and the state dict loa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,12 +36,7 @@ def build_sam(variant: str = "vit_b", checkpoint: str = DEFAULT_CHECKPOINT, devi
     path = sam_checkpoint(variant, checkpoint)
     sam = sam_model_registry[variant](checkpoint=None)
     if path is not None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            sam.load_state_dict(state)
-        except (RuntimeError, OSError, ValueError) as error:
-            first_line = str(error).splitlines()[0]
-            raise WeightsError(f"SAM checkpoint {path} does not load into {variant}: {first_line}") from error
+        load_sam_state(sam, path, variant)
     sam = sam.to(device).eval()
     sam.requires_grad_(False)
     return sam
@@ -50,46 +47,62 @@ def prompter(name: str, settings: ModelSettings, device: str | torch.device, opt
     return SamPrompter(build_sam(name, settings.sam_checkpoint, device), settings.sam_batch, settings.autocast_dtype)
 
 
-class SamPrompter:
-    """SAM with one image embedding per image and prompts decoded in batches, under autocast.
+def load_sam_state(model: torch.nn.Module, path: Path, variant: str, allow_unexpected: bool = False) -> None:
+    """Load the state dict in ``path`` (``torch.load(weights_only=True)``; a ``model`` wrapper,
+    as SAM 2 saves it, is unwrapped) into ``model``; every parameter of the model must be there.
 
-    Shared by the Grounded-SAM labeler (box prompts) and the SAM refiner (point prompts) of one
-    run: setting the same image array again reuses its embedding, and :meth:`embed_batch` encodes
-    several images in one image-encoder pass ahead of their ``set_image``.
+    Raises:
+        WeightsError: an unreadable file, or weights of another model (missing keys, other
+            shapes; unexpected keys too unless ``allow_unexpected``).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or (unexpected and not allow_unexpected):
+            raise ValueError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
+    except (RuntimeError, OSError, ValueError, AttributeError) as error:
+        first_line = str(error).splitlines()[0]
+        raise WeightsError(f"SAM checkpoint {path} does not load into {variant}: {first_line}") from error
+
+
+class PromptedSegmenter:
+    """The SAM contract shared by every SAM family: one image embedding per image, box and point
+    prompts decoded ``batch`` at a time under autocast, and the family's automatic masks.
+
+    Shared by the Grounded-SAM labeler (box prompts) and the SAM refiner (point prompts, automatic
+    masks) of one run: setting the same image array again reuses its embedding, and
+    :meth:`embed_batch` encodes several images in one image-encoder pass ahead of their
+    ``set_image``. A family supplies how it encodes a batch, installs one image's embedding in its
+    predictor, decodes prompts and builds its automatic mask generator.
     """
 
     def __init__(self, sam: Any, batch: int = 64, autocast_dtype: torch.dtype | None = None) -> None:
-        from segment_anything import SamPredictor
-
         self.sam = sam
-        self.predictor = SamPredictor(sam)
         self.batch = batch
         self.autocast_dtype = autocast_dtype
         self._image: np.ndarray | None = None
-        self._batch: list[tuple[np.ndarray, torch.Tensor, tuple[int, int], tuple[int, int]]] = []
+        self._batch: list[tuple[np.ndarray, Any]] = []
+        self._generator: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.sam.parameters()).device
 
     def _autocast(self) -> Any:
-        device_type = self.predictor.device.type
-        return torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     @torch.no_grad()
     def embed_batch(self, images: list[np.ndarray]) -> None:
-        """Encode uint8 [H, W, 3] ``images`` in one image-encoder pass (each resized to 1024 on its
-        longer side and padded, as ``set_image`` does); ``set_image`` of one of these arrays then
-        takes its embedding [1, 256, 64, 64] from here. The previous batch's are dropped."""
-        predictor = self.predictor
+        """Encode uint8 [H, W, 3] ``images`` in one image-encoder pass, as the family's own
+        ``set_image`` prepares each; ``set_image`` of one of these arrays then takes its embedding
+        from here. The previous batch's are dropped."""
         self._batch = []
-        inputs, sizes = [], []
-        for rgb in images:
-            resized = predictor.transform.apply_image(np.ascontiguousarray(rgb))
-            resized = torch.as_tensor(resized, device=predictor.device).permute(2, 0, 1).contiguous()[None]
-            inputs.append(self.sam.preprocess(resized))
-            sizes.append((tuple(rgb.shape[:2]), tuple(resized.shape[-2:])))
-        if not inputs:
-            return
-        with self._autocast():
-            features = self.sam.image_encoder(torch.cat(inputs)).float()
-        self._batch = [(rgb, features[i : i + 1], *sizes[i]) for i, rgb in enumerate(images)]
+        if images:
+            with self._autocast():
+                embeddings = self._encode_batch([np.ascontiguousarray(rgb) for rgb in images])
+            self._batch = list(zip(images, embeddings, strict=True))
 
     @torch.no_grad()
     def set_image(self, rgb: np.ndarray) -> None:
@@ -97,52 +110,132 @@ class SamPrompter:
         :meth:`embed_batch` when that encoded it)."""
         if rgb is self._image:
             return
-        for array, features, original_size, input_size in self._batch:
+        for array, embedding in self._batch:
             if array is rgb:
-                predictor = self.predictor
-                predictor.reset_image()
-                predictor.features, predictor.original_size, predictor.input_size = features, original_size, input_size
-                predictor.is_image_set = True
+                self._install(embedding)
                 self._image = rgb
                 return
         with self._autocast():
-            self.predictor.set_image(np.ascontiguousarray(rgb), image_format="RGB")
-        self.predictor.features = self.predictor.features.float()
+            self._embed_one(np.ascontiguousarray(rgb))
         self._image = rgb
 
     def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One mask per box: (bool [N, H, W], predicted IoU [N]) for x0, y0, x1, y1 pixel boxes [N, 4]."""
-        predictor = self.predictor
-
-        def prompt(chunk: torch.Tensor) -> dict[str, Any]:
-            scaled = predictor.transform.apply_boxes_torch(chunk.float(), predictor.original_size)
-            return {"point_coords": None, "point_labels": None, "boxes": scaled.to(predictor.device)}
-
-        return self._predict(boxes, prompt)
+        return self._predict(torch.as_tensor(boxes).float(), self._decode_boxes)
 
     def predict_points(self, points: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One mask per positive point: (bool [P, H, W], predicted IoU [P]) for (x, y) pixels [P, 2]."""
-        predictor = self.predictor
+        return self._predict(torch.as_tensor(points, dtype=torch.float32), self._decode_points)
 
-        def prompt(chunk: torch.Tensor) -> dict[str, Any]:
-            scaled = predictor.transform.apply_coords_torch(chunk[:, None, :].float(), predictor.original_size)
-            labels = torch.ones(scaled.shape[:2], dtype=torch.int64, device=predictor.device)
-            return {"point_coords": scaled.to(predictor.device), "point_labels": labels}
-
-        return self._predict(torch.as_tensor(points, dtype=torch.float32), prompt)
+    def automatic_masks(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """The family's automatic mask generator at its published defaults on uint8 [H, W, 3]
+        ``rgb``: bool [H, W] masks in the generator's order."""
+        if self._generator is None:
+            self._generator = self._make_generator()
+        with torch.no_grad(), self._autocast():
+            proposals = self._generator.generate(np.ascontiguousarray(rgb))
+        return [proposal["segmentation"] for proposal in proposals]
 
     @torch.no_grad()
-    def _predict(self, prompts: torch.Tensor, make_prompt: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict(self, prompts: torch.Tensor, decode: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``prompts`` [N, ...] ``batch`` at a time, single-mask output."""
         masks, scores = [], []
         for start in range(0, len(prompts), self.batch):
             with self._autocast():
-                batch_masks, batch_scores, _ = self.predictor.predict_torch(
-                    **make_prompt(prompts[start : start + self.batch]), multimask_output=False
-                )
+                batch_masks, batch_scores = decode(prompts[start : start + self.batch])
             masks.append(batch_masks[:, 0])
             scores.append(batch_scores[:, 0].float())
         return torch.cat(masks), torch.cat(scores)
+
+    def _encode_batch(self, images: list[np.ndarray]) -> list[Any]:
+        """One embedding per image, from one image-encoder pass."""
+        raise NotImplementedError
+
+    def _install(self, embedding: Any) -> None:
+        """Make ``embedding`` (one of :meth:`_encode_batch`'s) the predictor's current image."""
+        raise NotImplementedError
+
+    def _embed_one(self, rgb: np.ndarray) -> None:
+        """The family predictor's own ``set_image``."""
+        raise NotImplementedError
+
+    def _decode_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bool masks [n, 1, H, W], IoU [n, 1]) for pixel boxes [n, 4]."""
+        raise NotImplementedError
+
+    def _decode_points(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bool masks [n, 1, H, W], IoU [n, 1]) for positive pixel points [n, 2]."""
+        raise NotImplementedError
+
+    def _make_generator(self) -> Any:
+        """The family's automatic mask generator with its defaults."""
+        raise NotImplementedError
+
+
+class SamPrompter(PromptedSegmenter):
+    """Meta's SAM (``segment_anything``): its ``SamPredictor`` and ``SamAutomaticMaskGenerator``."""
+
+    def __init__(self, sam: Any, batch: int = 64, autocast_dtype: torch.dtype | None = None) -> None:
+        super().__init__(sam, batch, autocast_dtype)
+        self.predictor = self._make_predictor()
+
+    def _make_predictor(self) -> Any:
+        from segment_anything import SamPredictor
+
+        return SamPredictor(self.sam)
+
+    def _make_generator(self) -> Any:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        return SamAutomaticMaskGenerator(self.sam)
+
+    def _encoder_inputs(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[Any, Any]]]:
+        """Images resized to 1024 on the longer side, normalised and padded as ``set_image`` does:
+        float [B, 3, 1024, 1024] and each image's (original size, resized size)."""
+        predictor = self.predictor
+        inputs, sizes = [], []
+        for rgb in images:
+            resized = torch.as_tensor(predictor.transform.apply_image(rgb), device=predictor.device)
+            resized = resized.permute(2, 0, 1).contiguous()[None]
+            inputs.append(self.sam.preprocess(resized))
+            sizes.append((tuple(rgb.shape[:2]), tuple(resized.shape[-2:])))
+        return torch.cat(inputs), sizes
+
+    def _encode_batch(self, images: list[np.ndarray]) -> list[Any]:
+        inputs, sizes = self._encoder_inputs(images)
+        features = self.sam.image_encoder(inputs).float()
+        return [(features[i : i + 1], *size) for i, size in enumerate(sizes)]
+
+    def _install(self, embedding: Any) -> None:
+        predictor = self.predictor
+        predictor.reset_image()
+        predictor.features, predictor.original_size, predictor.input_size = embedding
+        predictor.is_image_set = True
+
+    def _embed_one(self, rgb: np.ndarray) -> None:
+        self.predictor.set_image(rgb, image_format="RGB")
+        self.predictor.features = self.predictor.features.float()
+
+    def _decode_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of the family's ``predict_torch``."""
+        return {}
+
+    def _decode_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        predictor = self.predictor
+        scaled = predictor.transform.apply_boxes_torch(boxes, predictor.original_size).to(predictor.device)
+        masks, scores, _ = predictor.predict_torch(
+            None, None, boxes=scaled, multimask_output=False, **self._decode_options()
+        )
+        return masks, scores
+
+    def _decode_points(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        predictor = self.predictor
+        scaled = predictor.transform.apply_coords_torch(points[:, None, :], predictor.original_size)
+        labels = torch.ones(scaled.shape[:2], dtype=torch.int64, device=predictor.device)
+        masks, scores, _ = predictor.predict_torch(
+            scaled.to(predictor.device), labels, multimask_output=False, **self._decode_options()
+        )
+        return masks, scores
 
 
 def channel_maxima(

@@ -10,8 +10,8 @@ the hard-label scores of its new class (``label_confidence``), so refiners chain
   Kept masks are merged by confidence (SAM's predicted IoU): a pixel covered by several kept
   masks takes the class of the highest-scoring one; pixels no kept mask covers keep their input
   label (255 included).
-* ``auto`` (SEPL, the rule of SAM_WSSS's ``merge/max_iou_imp2.py``): SAM's automatic masks;
-  see :func:`sepl_assign`.
+* ``auto`` (SEPL, the rule of SAM_WSSS's ``merge/max_iou_imp2.py``): the SAM family's automatic
+  masks at its published defaults; see :func:`sepl_assign`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from pseudolabel.core.masks import IGNORE_INDEX
 from pseudolabel.core.scoremaps import ScoreMaps, decode, relabel
 from pseudolabel.core.stage_record import StageRecord
-from pseudolabel.models.sam import SamPrompter, channel_maxima
+from pseudolabel.models.sam import PromptedSegmenter, channel_maxima
 from pseudolabel.refiners.options import SAM_MODES, SamRefineOptions
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Candidates:
 
 
 class PointMaskPredictor(Protocol):
-    """What point-mode refinement needs from SAM (:class:`SamPrompter`; a fake can stand in for tests)."""
+    """What point-mode refinement needs from SAM (:class:`PromptedSegmenter`; a fake can stand in for tests)."""
 
     def set_image(self, rgb: np.ndarray) -> None: ...
 
@@ -142,32 +142,25 @@ def sepl_assign(labels: np.ndarray, masks: list[np.ndarray], options: SamRefineO
 
 
 class SamRefiner:
-    """Refiner stage over a shared :class:`SamPrompter`: ScoreMaps in, ScoreMaps out."""
+    """Refiner stage over a shared SAM of any family (:class:`PromptedSegmenter`): ScoreMaps in,
+    ScoreMaps out."""
 
-    def __init__(self, prompter: SamPrompter, options: SamRefineOptions | None = None) -> None:
+    def __init__(self, prompter: PromptedSegmenter, options: SamRefineOptions | None = None) -> None:
         self.options = options or SamRefineOptions()
         if self.options.mode not in SAM_MODES:
             raise ValueError(f"mode must be one of {SAM_MODES}")
         self.prompter = prompter
-        self.generator = None
-        if self.options.mode == "auto":
-            from segment_anything import SamAutomaticMaskGenerator
-
-            self.generator = SamAutomaticMaskGenerator(
-                prompter.sam, points_per_side=32, pred_iou_thresh=0.88, stability_score_thresh=0.95, box_nms_thresh=0.7
-            )
 
     def __call__(self, rgb: np.ndarray, maps: ScoreMaps, record: StageRecord) -> ScoreMaps:
         """Refined scores of uint8 [H, W, 3] ``rgb``; records ``sam_masks_kept`` and ``sam_s``."""
         with record.timed("sam_s"):
             label_map = decode(maps)
-            if self.generator is None:
+            if self.options.mode == "points":
                 self.prompter.set_image(rgb)
                 candidates = point_candidates(label_map, self.prompter, self.options)
                 refined, kept = paint_candidates(label_map, candidates), len(candidates.scores)
             else:
-                proposals = self.generator.generate(np.ascontiguousarray(rgb))
-                refined, kept = sepl_assign(label_map, [p["segmentation"] for p in proposals], self.options)
+                refined, kept = sepl_assign(label_map, self.prompter.automatic_masks(rgb), self.options)
             record["sam_masks_kept"] = kept
         return relabel(maps, refined, self.options.label_confidence)
 
