@@ -6,9 +6,12 @@ Each stage is the real command (``pseudolabel generate`` / ``refine`` / the trai
 its own process on the same generated VOC-size images (500x375, 2 labels each):
 
 * cam, cam-pole: CLIP-ES CAMs on ViT-B/16 (POLE: 3 names per class);
-* grounded-sam-vit_b, grounded-sam-vit_h: Grounding DINO Swin-T + SAM, at most 8 boxes per image
+* grounded-sam-vit_b, grounded-sam-vit_h, grounded-sam-hq_vit_h, grounded-sam-sam2.1_hiera_l:
+  Grounding DINO Swin-T + a SAM (SAM, HQ-SAM, SAM 2.1), at most 8 boxes per image
   (``--max-detections 8``: random weights put a box everywhere; real VOC images have 2-3 objects);
-* crf, sam-points, sam-auto: ``refine`` of the cam stage's masks (SAM ViT-B);
+* crf, sam-points, sam-auto: ``refine`` of the cam stage's masks (SAM ViT-B); sam-points-hq_vit_h,
+  sam-points-sam2.1_hiera_l the same points rule with HQ-SAM ViT-H and SAM 2.1 Hiera-L
+  (SAM 2.1 rows need Meta's ``sam2`` package);
 * cam-12mp: one 4000x3000 photo through ``generate`` with the default ``--max-side``;
 * deeplab-train: ``benchmarks/train_seg.py`` (DeepLabV2-ResNet101, batch 10, 321 px, MSC);
 * ray-1-worker, ray-2-workers: the cam stage with ``--engine ray`` on a local Ray instance.
@@ -96,9 +99,15 @@ def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str
         "cam-pole": [*cam, "--synonyms", "pole", "--out", str(scratch / "cam-pole")],
         "grounded-sam-vit_b": [*grounded, "--sam", "vit_b", "--out", str(scratch / "gsam-b")],
         "grounded-sam-vit_h": [*grounded, "--sam", "vit_h", "--out", str(scratch / "gsam-h")],
+        "grounded-sam-hq_vit_h": [*grounded, "--sam", "hq_vit_h", "--out", str(scratch / "gsam-hq-h")],
+        "grounded-sam-sam2.1_hiera_l": [*grounded, "--sam", "sam2.1_hiera_l", "--out", str(scratch / "gsam-sam2-l")],
         "crf": [*refine, "--refine", "crf", "--out", str(scratch / "crf")],
         "sam-points": [*refine, "--refine", "sam", "--sam", "vit_b", "--sam-checkpoint", "random",
                        "--out", str(scratch / "sam-points")],
+        "sam-points-hq_vit_h": [*refine, "--refine", "sam", "--sam", "hq_vit_h", "--sam-checkpoint", "random",
+                                "--out", str(scratch / "sam-points-hq-h")],
+        "sam-points-sam2.1_hiera_l": [*refine, "--refine", "sam", "--sam", "sam2.1_hiera_l", "--sam-checkpoint",
+                                      "random", "--out", str(scratch / "sam-points-sam2-l")],
         "sam-auto": [*refine, "--refine", "sam", "--sam", "vit_b", "--sam-mode", "auto", "--sam-checkpoint", "random",
                      "--out", str(scratch / "sam-auto")],
         "cam-12mp": ["generate", "--dataset", "voc", "--root", str(big), "--device", device, "--overwrite",
@@ -166,15 +175,15 @@ def main() -> None:
             if name == "deeplab-train":
                 rows.append(deeplab_row(device, args.train_iters))
             else:
-                if name in ("crf", "sam-points", "sam-auto") and not (scratch / "cam" / "manifest.jsonl").exists():
+                if name.startswith(("crf", "sam-")) and not (scratch / "cam" / "manifest.jsonl").exists():
                     run_command(commands["cam"], scratch)
                 rows.append(stage_row(name, commands[name], scratch))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"\npseudolabel stages on {device} ({torch.get_num_threads()} CPU threads), random weights, real sizes")
-    print(f"| {'stage':<20} | {'rate':>14} | {'s/image':>8} | {'images':>6} | {'wall s':>7} | {'peak MB':>8} | note")
-    print(f"| {'-' * 20} | {'-' * 14} | {'-' * 8} | {'-' * 6} | {'-' * 7} | {'-' * 8} | ---")
+    print(f"| {'stage':<27} | {'rate':>14} | {'s/image':>8} | {'images':>6} | {'wall s':>7} | {'peak MB':>8} | note")
+    print(f"| {'-' * 27} | {'-' * 14} | {'-' * 8} | {'-' * 6} | {'-' * 7} | {'-' * 8} | ---")
     for row in rows:
-        cells = f"| {row['stage']:<20} | {row['rate']:>14} | {row['s/img']:>8} | {row['images']:>6} | {row['wall']:>7}"
+        cells = f"| {row['stage']:<27} | {row['rate']:>14} | {row['s/img']:>8} | {row['images']:>6} | {row['wall']:>7}"
         cells += f" | {row['memory']:>8.0f} |"
         print(f"{cells} {row['note']}")
 

@@ -18,6 +18,7 @@ tests/test_golden.py`` and say why in the commit.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -28,14 +29,14 @@ import pytest
 from helpers import stand_in_checkpoint, torch_threads
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
-from tiny_sam import tiny_sam
+from tiny_sam import tiny_hq_sam, tiny_sam, tiny_sam2
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
 from pseudolabel.core.masks import read_mask
 from pseudolabel.core.scoremaps import load_scores
 from pseudolabel.models import clipn
-from pseudolabel.models.sam import SamPrompter
+from pseudolabel.models.sam import PromptedSegmenter
 from pseudolabel.runner.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,10 +63,20 @@ RUNS: dict[str, list[str]] = {
                                     "--nms-threshold", "1"],
     "grounded-pole-exclude": [*GROUNDED, "--synonyms", "pole", "--exclude"],
     "grounded-zero-shot": [*GROUNDED, "--labels", "none", "--zero-shot-min-probability", "0"],
+    "grounded-joint-hq-token-only": [*GROUNDED, "--sam", "hq_vit_b", "--hq-token-only"],
+    "grounded-joint-sam2": [*GROUNDED, "--sam", "sam2.1_hiera_t", "--save-scores", "{out}/scores"],
     "refine-crf-mask": ["refine", "--refine", "crf", "--masks", str(COARSE_MASKS), "--min-confidence", "0.5"],
     "refine-sam-points-mask": ["refine", "--refine", "sam", "--masks", str(COARSE_MASKS), "--iou-threshold", "0.1"],
     "refine-sam-auto-mask": ["refine", "--refine", "sam", "--sam-mode", "auto", "--masks", str(COARSE_MASKS)],
+    "refine-hq-sam-points-mask": ["refine", "--refine", "sam", "--sam", "hq_vit_l", "--masks", str(COARSE_MASKS),
+                                  "--iou-threshold", "0.1"],
+    "refine-hq-sam-auto-mask": ["refine", "--refine", "sam", "--sam", "hq_vit_h", "--sam-mode", "auto",
+                                "--masks", str(COARSE_MASKS)],
+    "refine-sam2-points-mask": ["refine", "--refine", "sam", "--sam", "sam2.1_hiera_l", "--masks", str(COARSE_MASKS),
+                                "--iou-threshold", "0.1"],
 }  # fmt: skip
+NEEDS_SAM2 = {name for name, args in RUNS.items() if any(arg.startswith("sam2") for arg in args)}
+"""Runs of SAM 2.1 (Meta's ``sam2`` package is an optional extra: they skip without it)."""
 STAND_INS = {"generate": ["--clip-weights", "random", "--detector-weights", "random"], "refine": []}
 
 
@@ -168,7 +179,12 @@ def _files(out: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny seeded random models in place of every real one (SAM 2.1 where ``sam2`` is installed)."""
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.hq_sam.build_hq_sam", lambda variant, checkpoint, device: tiny_hq_sam())
+    if importlib.util.find_spec("sam2") is not None:
+        sam2_model = tiny_sam2()
+        monkeypatch.setattr("pseudolabel.models.sam2_image.build_sam2_model", lambda *args: sam2_model)
     real_load_clipn = clipn.load_clipn
     monkeypatch.setattr(clipn, "load_clipn", lambda weights, device: real_load_clipn("random", device, TINY_CLIP))
     stand_in_checkpoint("clipn_vit_b16")
@@ -176,6 +192,8 @@ def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_outputs_match_the_recorded_golden_outputs(name: str, tmp_path: Path, tiny_models: None) -> None:
+    if name in NEEDS_SAM2:
+        pytest.importorskip("sam2", reason="Meta's sam2 package is an optional extra")
     outputs = RunOutputs.read(_run(name, tmp_path))
     if RECORD:
         outputs.save(name)
@@ -202,12 +220,18 @@ def test_the_comparison_reports_how_far_off_a_run_is(tmp_path: Path) -> None:
     assert found[2].startswith("manifest record") and "'dog'" in found[2]
 
 
-@pytest.mark.parametrize("name", ["grounded-joint", "cam-sam-points", "refine-sam-points-mask", "refine-sam-auto-mask"])
+@pytest.mark.parametrize(
+    "name",
+    ["grounded-joint", "cam-sam-points", "refine-sam-points-mask", "refine-sam-auto-mask",
+     "grounded-joint-hq-token-only", "refine-sam2-points-mask"],
+)  # fmt: skip
 def test_runs_in_batches_write_the_bytes_of_batch_size_1(name: str, tmp_path: Path, tiny_models: None) -> None:
-    """SAM's image encoder takes the 4 example images 2 at a time: masks, scores and records are
-    the batch-size-1 ones, byte for byte (both runs in this process)."""
+    """SAM's image encoder (every family's) takes the 4 example images 2 at a time: masks, scores
+    and records are the batch-size-1 ones, byte for byte (both runs in this process)."""
+    if name in NEEDS_SAM2:
+        pytest.importorskip("sam2", reason="Meta's sam2 package is an optional extra")
     encoded: list[int] = []
-    real_embed = SamPrompter.embed_batch
+    real_embed = PromptedSegmenter.embed_batch
 
     def embed_batch(self, images):
         encoded.append(len(images))
@@ -215,7 +239,7 @@ def test_runs_in_batches_write_the_bytes_of_batch_size_1(name: str, tmp_path: Pa
 
     one = _run(name, tmp_path / "one")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(SamPrompter, "embed_batch", embed_batch)
+        patch.setattr(PromptedSegmenter, "embed_batch", embed_batch)
         two = _run(name, tmp_path / "two", "--batch-size", "2")
     assert encoded == [2, 2]
     assert _files(two) == _files(one)

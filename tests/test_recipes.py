@@ -13,7 +13,7 @@ import yaml
 from helpers import stand_in_checkpoint
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
-from tiny_sam import tiny_sam
+from tiny_sam import tiny_sam, tiny_sam2
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -64,6 +64,27 @@ PUBLISHED: dict[str, dict[str, dict]] = {
             "labels": None,
         }
     },
+    # IDEA-Research/Grounded-SAM-2 grounded_sam2_local_demo.py: Grounding DINO Swin-T OGC on one
+    # caption of the names as typed, box 0.35, text 0.25, every kept box prompts SAM 2.1 Hiera-L
+    "grounded-sam2": {
+        "generate": {
+            "method": "grounded-sam",
+            "detector": "swint",
+            "detector-weights": "default",
+            "captions": "joint",
+            "synonyms": "none",
+            "box-threshold": 0.35,
+            "text-threshold": 0.25,
+            "nms-threshold": 1.0,
+            "max-detections": 0,
+            "sam": "sam2.1_hiera_l",
+            "sam-checkpoint": "default",
+            "exclude": False,
+            "unsure-margin": 0.0,
+            "refine": None,
+            "labels": None,
+        }
+    },
     # CEP: 16 x 16 grid points inside each class region prompt SAM ViT-B, masks with IoU >= 0.5 kept
     "cep": {
         "refine": {
@@ -75,8 +96,23 @@ PUBLISHED: dict[str, dict[str, dict]] = {
             "iou-threshold": 0.5,
         }
     },
+    # CEP's rule with SAM 2.1 Hiera-L's point prompts
+    "cep-sam2": {
+        "refine": {
+            "refine": "sam",
+            "sam": "sam2.1_hiera_l",
+            "sam-checkpoint": "default",
+            "sam-mode": "points",
+            "grid": 16,
+            "iou-threshold": 0.5,
+        }
+    },
     # SAM_WSSS merge/max_iou_imp2.py on SAM ViT-H's automatic masks
     "sepl": {"refine": {"refine": "sam", "sam": "vit_h", "sam-checkpoint": "default", "sam-mode": "auto"}},
+    # the same rule on SAM 2.1 Hiera-L's automatic masks (SAM 2's generator at its defaults)
+    "sepl-sam2": {
+        "refine": {"refine": "sam", "sam": "sam2.1_hiera_l", "sam-checkpoint": "default", "sam-mode": "auto"}
+    },
     # kazuto1011/deeplab-pytorch configs/voc12.yaml
     "deeplabv2": {
         "train-seg": {
@@ -120,6 +156,10 @@ def _stand_ins(command: str, recipe: dict, tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("path", RECIPES, ids=[path.stem for path in RECIPES])
 def test_recipe_runs_on_the_example_data(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    if "sam2" in path.stem:
+        pytest.importorskip("sam2", reason="Meta's sam2 package is an optional extra")
+        sam2_model = tiny_sam2()
+        monkeypatch.setattr("pseudolabel.models.sam2_image.build_sam2_model", lambda *args: sam2_model)
     real_load_clipn = clipn.load_clipn
     monkeypatch.setattr(clipn, "load_clipn", lambda weights, device: real_load_clipn("random", device, TINY_CLIP))
     stand_in_checkpoint("clipn_vit_b16")

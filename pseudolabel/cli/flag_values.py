@@ -7,6 +7,13 @@ from typing import Any
 from pseudolabel.core.plain import choice_value
 
 
+def chosen_sam(flags: dict[str, Any]) -> str:
+    """The ``--sam`` model of a command (the settings default when the flag is not given)."""
+    from pseudolabel.settings import ModelSettings
+
+    return choice_value(flags.get("sam")) or ModelSettings.sam
+
+
 def model_settings(flags: dict[str, Any]) -> Any:
     """ModelSettings from ``--device``, ``--precision``, ``--clip-*``, ``--sam*``, ``--detector*``, ``--seed``."""
     from pseudolabel.cli.components import component_options
@@ -16,7 +23,7 @@ def model_settings(flags: dict[str, Any]) -> Any:
 
     device = resolve_device(local_device(flags["device"]))
     defaults = ModelSettings()
-    sam = choice_value(flags.get("sam")) or defaults.sam
+    sam = chosen_sam(flags)
     return ModelSettings(
         device=device,
         autocast_dtype=autocast_dtype(choice_value(flags.get("precision")) or "fp32", device),

@@ -9,9 +9,15 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, remember_output_folder
-from pseudolabel.cli.components import choices, names, with_component_options
+from pseudolabel.cli.components import choices, names, refuse_other_components_options, with_component_options
 from pseudolabel.cli.config_file import write_run_config
-from pseudolabel.cli.flag_values import cpu_model_settings, labeler_settings, model_settings, refiner_settings
+from pseudolabel.cli.flag_values import (
+    chosen_sam,
+    cpu_model_settings,
+    labeler_settings,
+    model_settings,
+    refiner_settings,
+)
 from pseudolabel.cli.options import (
     CAM,
     DATA,
@@ -157,6 +163,7 @@ def generate(
     from pseudolabel.runner.per_image import ScoreRefineDecode
     from pseudolabel.runner.torchrun import run_shard
 
+    refuse_other_components_options(ctx, "sam", chosen_sam(ctx.params))
     flags = dict(ctx.params)
     ray = make_engine(engine, ray_address, ray_workers, gpus_per_worker, workers)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work

@@ -20,14 +20,22 @@ def models_list() -> None:
     from pseudolabel.models.weights import WEIGHTS, cache_dir, cached_path
 
     table = Table(title=f"checkpoints (cache: {cache_dir()})")
-    for heading in ("name", "kind", "size", "cached"):
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind")  # "grounding-dino" may break at its hyphen on a narrow terminal
+    for heading in ("size", "cached"):
         table.add_column(heading, no_wrap=True)
     table.add_column("description", overflow="fold")  # long words fold onto the next line, never cut
+    unverified = "no sha256*"
     for spec in WEIGHTS.values():
+        description = f"{spec.description} ({unverified})" if spec.url and spec.sha256 is None else spec.description
         table.add_row(
-            spec.name, spec.kind, f"{spec.size_mb} MB", "yes" if cached_path(spec).is_file() else "no", spec.description
+            spec.name, spec.kind, f"{spec.size_mb} MB", "yes" if cached_path(spec).is_file() else "no", description
         )
     console.print(table)
+    console.print(
+        f"{unverified}: the publisher gives no checksum; `pseudolabel models download NAME --allow-unverified` "
+        "fetches it anyway and `models verify` prints the sha256 of the file you have."
+    )
 
 
 @models_app.command("download")

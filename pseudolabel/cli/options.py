@@ -117,7 +117,12 @@ LabelConfidenceOption = Annotated[
 ]
 SamOption = Annotated[
     SamVariant | None,  # type: ignore[valid-type]
-    typer.Option("--sam", help="SAM model (default vit_b).", rich_help_panel=REFINEMENT),
+    typer.Option(
+        "--sam",
+        metavar="<model>",
+        help=f"SAM model (default vit_b): {', '.join(registry('sam'))}.",
+        rich_help_panel=REFINEMENT,
+    ),
 ]
 SamCheckpointOption = Annotated[
     str, typer.Option(help="default (published), registry name, file, or random.", rich_help_panel=REFINEMENT)

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from pseudolabel.cli.app import app, deprecated, remember_output_folder
-from pseudolabel.cli.components import with_component_options
+from pseudolabel.cli.components import refuse_other_components_options, with_component_options
 from pseudolabel.cli.config_file import write_run_config
-from pseudolabel.cli.flag_values import cpu_model_settings, model_settings, refiner_settings
+from pseudolabel.cli.flag_values import chosen_sam, cpu_model_settings, model_settings, refiner_settings
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -116,6 +116,7 @@ def refine(
         raise ConfigError(f"mask folder {masks} does not exist")
     if scores is not None and not scores.is_dir():
         raise ConfigError(f"scores folder {scores} does not exist")
+    refuse_other_components_options(ctx, "sam", chosen_sam(ctx.params))
     flags = dict(ctx.params)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags, names)
