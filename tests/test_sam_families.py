@@ -5,6 +5,7 @@ official generators at their defaults (same number, each mask IoU >= 0.999, in t
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,12 @@ def test_the_api_refines_with_hq_sam_and_its_option(monkeypatch: pytest.MonkeyPa
     record = StageRecord()
     refined = refiner(image, ScoreMaps(scores, (0, 8)), record)
     assert refined.scores.shape == scores.shape and "sam_masks_kept" in record
+
+
+def test_sam2_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pseudolabel.core.errors import ConfigError
+    from pseudolabel.models.sam2_image import build_sam2_model
+
+    monkeypatch.setitem(sys.modules, "sam2.build_sam", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"--sam sam2.1_hiera_s needs Meta's SAM 2 code: pip install --no-build-isol"):
+        build_sam2_model("sam2.1_hiera_s", "random")
