@@ -1,11 +1,15 @@
 """CAM speed at real CLIP ViT-B/16 size (random weights), beside the published CLIP-ES code.
 
-    python benchmarks/cam.py [--images 4] [--classes 3] [--rounds 2] [--device auto] [--bf16] [--clip-es PATH]
+    python benchmarks/cam.py [--images 4] [--classes 3] [--rounds 2] [--device auto] [--precisions fp32,bf16]
+                             [--clip-es PATH]
 
 All timings use the same generated 500x375 images, K classes each, and the same random weights
 (rounded to fp16, as OpenAI's released checkpoint is):
 
-* ours: ``CamLabeler`` per image (encode, one batched GradCAM of all classes, CAA, background);
+* ours: ``CamLabeler`` per image (encode, one batched GradCAM of all classes, CAA, background),
+  once per ``--precisions`` entry (fp32, bf16 autocast on CUDA or a CPU with native bf16); bf16's
+  maps are compared with fp32's (Pearson correlation per map, and the share of pixels whose
+  label, argmax over background and classes, is the same);
 * generate: the whole command per image (decode, label, PNG + manifest) with
   ``--num-workers 0`` and ``2``, model loading left out;
 * published: with ``--clip-es`` naming a checkout of github.com/linyq2117/CLIP-ES, its own
@@ -38,7 +42,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.core.devices import resolve_device
+from pseudolabel.core.devices import autocast_dtype, resolve_device, resolve_precision
 from pseudolabel.core.prompts import load_prompts
 from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
@@ -99,6 +103,24 @@ def time_ours(labeler: CamLabeler, root: Path, labels: dict[str, list[int]], dev
         seconds.append(time.perf_counter() - start)
         maps[image_id] = result.scores[1:]
     return float(np.mean(seconds[1:] or seconds)), maps
+
+
+def map_agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> str:
+    """How close ``other``'s CAMs [K, H, W] are to ``reference``'s: Pearson correlation per class
+    map (median, min) and the share of pixels labelled alike (argmax over (1 - max CAM) and the
+    CAMs, CLIP-ES's background)."""
+    correlations, same, close, pixels = [], 0, 0, 0
+    for image_id, maps in reference.items():
+        for a, b in zip(maps, other[image_id], strict=True):
+            correlations.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
+        scores = [np.concatenate([1 - m.max(axis=0, keepdims=True), m]) for m in (maps, other[image_id])]
+        same += int(np.sum(scores[0].argmax(axis=0) == scores[1].argmax(axis=0)))
+        top_two = np.sort(scores[0], axis=0)[-2:]
+        close += int(np.sum(top_two[1] - top_two[0] < 0.01))
+        pixels += maps[0].size
+    return (f"bf16 against fp32: map correlation median {np.median(correlations):.5f}, min {min(correlations):.5f}; "
+            f"labels equal on {same / pixels:.2%} of pixels ({close / pixels:.1%} of fp32's pixels have their two "
+            "best scores within 0.01)")  # fmt: skip
 
 
 def time_generate(weights, root: Path, count: int, device, workers: int) -> float:
@@ -186,40 +208,54 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--bf16", action="store_true", help="ours under bf16 autocast (CUDA)")
+    parser.add_argument("--precisions", default="fp32", help="ours at each of these: fp32, bf16 (comma-separated)")
     parser.add_argument("--clip-es", type=Path, help="a checkout of the published CLIP-ES repository")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of ours and the published loop")
     args = parser.parse_args()
     device = resolve_device(args.device)
     weights = random_weights()
-    labeler = CamLabeler(
-        create_clip("ViT-B-16-quickgelu", weights, device), VOC, autocast_dtype=torch.bfloat16 if args.bf16 else None
-    )
+    precisions = args.precisions.split(",")
+    clip = create_clip("ViT-B-16-quickgelu", weights, device)
+    labelers = {name: CamLabeler(clip, VOC, autocast_dtype=autocast_dtype(name, device)) for name in precisions}
     published = Published(args.clip_es, weights, device) if args.clip_es is not None else None
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "VOC2012"
         labels = write_images(root, args.images, args.classes, args.height, args.width)
         print(f"device {device}, torch threads {torch.get_num_threads()}, {args.images} images "
               f"{args.width}x{args.height}, {args.classes} classes, ViT-B/16 random weights")  # fmt: skip
-        ours_seconds, published_seconds = [], []
-        for round_index in range(1, args.rounds + 1):  # interleaved, so drift on the machine hits both alike
-            ours, our_maps = time_ours(labeler, root, labels, device)
-            ours_seconds.append(ours)
-            line = f"round {round_index}: ours (CamLabeler per image{', bf16' if args.bf16 else ''}) {ours:.3f} s/image"
+        ours_seconds: dict[str, list[float]] = {name: [] for name in precisions}
+        our_maps: dict[str, dict] = {}
+        published_seconds = []
+        for round_index in range(1, args.rounds + 1):  # interleaved, so drift on the machine hits all alike
+            line = f"round {round_index}:"
+            for name, labeler in labelers.items():
+                seconds, our_maps[name] = time_ours(labeler, root, labels, device)
+                ours_seconds[name].append(seconds)
+                line += f" ours {name} {seconds:.3f} s/image,"
             if published is not None:
                 seconds, published_maps = published.time(root, labels)
                 published_seconds.append(seconds)
-                line += f", published CLIP-ES perform loop {seconds:.3f} s/image"
-            print(line)
-        print(f"ours: {np.mean(ours_seconds):.3f} s/image, peak {peak_memory_mb(device):.0f} MB (both tools' models)")
+                line += f" published CLIP-ES perform loop {seconds:.3f} s/image"
+            print(line.rstrip(","))
+        for name in precisions:
+            print(f"ours {name}: {np.mean(ours_seconds[name]):.3f} s/image")
+        print(f"peak {peak_memory_mb(device):.0f} MB (every model here)")
         if published is not None:
-            difference = max(np.abs(our_maps[i] - published_maps[i]).max() for i in labels)
-            ratio = np.mean(published_seconds) / np.mean(ours_seconds)
-            print(f"published: {np.mean(published_seconds):.3f} s/image; ours runs at {ratio:.2f}x its speed "
-                  f"(its s/image over ours); largest |ours - published| in the maps {difference:.4f}")  # fmt: skip
+            reference = np.mean(published_seconds)
+            print(f"published: {reference:.3f} s/image")
+            for name in precisions:
+                print(f"ours {name} runs at {reference / np.mean(ours_seconds[name]):.2f}x the published loop's speed")
+            fp32_maps = our_maps.get("fp32")
+            if fp32_maps is not None:
+                difference = max(np.abs(fp32_maps[i] - published_maps[i]).max() for i in labels)
+                print(f"largest |ours fp32 - published| in the maps {difference:.4f}")
+        if "fp32" in our_maps and "bf16" in our_maps:
+            print(map_agreement(our_maps["fp32"], our_maps["bf16"]))
+        auto = resolve_precision("auto", device)
         for workers in (0, 2):
-            print(f"generate --num-workers {workers}: {time_generate(weights, root, args.images, device, workers):.3f}"
-                  " s/image (decode, label, write)")  # fmt: skip
+            seconds = time_generate(weights, root, args.images, device, workers)
+            print(f"generate --num-workers {workers} --precision auto ({auto} here): {seconds:.3f} s/image "
+                  "(decode, label, write)")  # fmt: skip
 
 
 if __name__ == "__main__":

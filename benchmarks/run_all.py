@@ -1,6 +1,6 @@
 """One table of every stage's speed and memory at real model sizes (random weights).
 
-    python benchmarks/run_all.py [--device auto|cpu|cuda] [--images N] [--only cam,crf,...]
+    python benchmarks/run_all.py [--device auto|cpu|cuda] [--images N] [--only cam,crf,...] [--bf16]
 
 Each stage is the real command (``pseudolabel generate`` / ``refine`` / the trainer step) run in
 its own process on the same generated VOC-size images (500x375, 2 labels each):
@@ -15,6 +15,10 @@ its own process on the same generated VOC-size images (500x375, 2 labels each):
 * cam-12mp: one 4000x3000 photo through ``generate`` with the default ``--max-side``;
 * deeplab-train: ``benchmarks/train_seg.py`` (DeepLabV2-ResNet101, batch 10, 321 px, MSC);
 * ray-1-worker, ray-2-workers: the cam stage with ``--engine ray`` on a local Ray instance.
+
+Every model stage runs with ``--precision fp32``; with ``--bf16`` each of cam, grounded-sam-vit_b,
+sam-points and deeplab-train also runs with ``--precision bf16`` (a ``-bf16`` row beside it, same
+images, same run).
 
 images/s comes from the manifest's per-image seconds (decode + label + batch share), leaving the
 first image out as warm-up; for stages whose images run side by side (crf in every core's
@@ -88,13 +92,18 @@ def manifest_rate(out: Path) -> tuple[float, int]:
     return (len(seconds) / sum(seconds) if seconds and sum(seconds) else float("nan")), len(ok)
 
 
+BF16_STAGES = ("cam", "grounded-sam-vit_b", "sam-points")
+"""Stages that get a ``-bf16`` row with ``--bf16`` (and deeplab-train)."""
+
+
 def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str, list[str]]:
-    """Each pipeline stage's command line (refine stages read the cam stage's masks)."""
-    common = ["--dataset", "voc", "--root", str(voc), "--device", device, "--overwrite"]
+    """Each pipeline stage's command line (refine stages read the cam stage's masks), fp32, and
+    a ``-bf16`` twin of each of :data:`BF16_STAGES`."""
+    common = ["--dataset", "voc", "--root", str(voc), "--device", device, "--overwrite", "--precision", "fp32"]
     cam = ["generate", *common, "--method", "cam", *RANDOM_MODELS[:2]]
     grounded = ["generate", *common, "--method", "grounded-sam", *RANDOM_MODELS, "--max-detections", "8"]
     refine = ["refine", *common, "--masks", str(scratch / "cam")]
-    return {
+    commands = {
         "cam": [*cam, "--out", str(scratch / "cam")],
         "cam-pole": [*cam, "--synonyms", "pole", "--out", str(scratch / "cam-pole")],
         "grounded-sam-vit_b": [*grounded, "--sam", "vit_b", "--out", str(scratch / "gsam-b")],
@@ -115,6 +124,11 @@ def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str
         "ray-1-worker": [*cam, "--engine", "ray", "--workers", "1", "--out", str(scratch / "ray1")],
         "ray-2-workers": [*cam, "--engine", "ray", "--workers", "2", "--out", str(scratch / "ray2")],
     }  # fmt: skip
+    for name in BF16_STAGES:
+        command = [*commands[name], "--precision", "bf16"]
+        command[command.index("--out") + 1] += "-bf16"
+        commands[f"{name}-bf16"] = command
+    return commands
 
 
 def stage_row(name: str, command: list[str], scratch: Path) -> dict[str, object]:
@@ -129,16 +143,18 @@ def stage_row(name: str, command: list[str], scratch: Path) -> dict[str, object]
             "wall": f"{wall:.1f}", "memory": memory, "note": note}  # fmt: skip
 
 
-def deeplab_row(device: str, iterations: int) -> dict[str, object]:
-    """The trainer benchmark's it/s and peak memory, as a table row."""
+def deeplab_row(device: str, iterations: int, precision: str = "fp32") -> dict[str, object]:
+    """The trainer benchmark's it/s and peak memory at ``precision``, as a table row."""
     done = subprocess.run(
-        [sys.executable, str(HERE / "train_seg.py"), "--iters", str(iterations), "--device", device],
+        [sys.executable, str(HERE / "train_seg.py"), "--iters", str(iterations), "--device", device,
+         "--precision", precision],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     rate = float(re.search(r"([\d.]+) it/s", done.stdout).group(1))
     memory = float(re.search(r"peak memory (\d+) MB", done.stdout).group(1))
     hours = re.search(r"would take ([\d.]+) h", done.stdout).group(1)
-    return {"stage": "deeplab-train", "rate": f"{rate:.3g} it/s", "s/img": "-", "images": iterations, "wall": "-",
+    name = "deeplab-train" if precision == "fp32" else f"deeplab-train-{precision}"
+    return {"stage": name, "rate": f"{rate:.3g} it/s", "s/img": "-", "images": iterations, "wall": "-",
             "memory": memory, "note": f"20k iterations: {hours} h"}  # fmt: skip
 
 
@@ -156,6 +172,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="images per stage (default: 16 on CUDA, 3 on CPU)")
     parser.add_argument("--only", help="comma-separated stage names")
     parser.add_argument("--train-iters", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="also bf16 rows of cam, grounded-sam-vit_b, sam-points, "
+                        "deeplab-train")  # fmt: skip
     args = parser.parse_args()
     import torch
 
@@ -170,10 +188,11 @@ def main() -> None:
         write_images(voc, count, 2, 375, 500)
         big = write_big_photo(scratch / "big")
         commands = stage_commands(voc, big, scratch, device)
-        chosen = args.only.split(",") if args.only else [*commands, "deeplab-train"]
+        default = [name for name in commands if args.bf16 or not name.endswith("-bf16")] + ["deeplab-train"]
+        chosen = args.only.split(",") if args.only else default + (["deeplab-train-bf16"] if args.bf16 else [])
         for name in chosen:
-            if name == "deeplab-train":
-                rows.append(deeplab_row(device, args.train_iters))
+            if name.startswith("deeplab-train"):
+                rows.append(deeplab_row(device, args.train_iters, "bf16" if name.endswith("-bf16") else "fp32"))
             else:
                 if name.startswith(("crf", "sam-")) and not (scratch / "cam" / "manifest.jsonl").exists():
                     run_command(commands["cam"], scratch)

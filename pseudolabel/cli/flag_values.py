@@ -38,6 +38,17 @@ def model_settings(flags: dict[str, Any]) -> Any:
     )
 
 
+def record_resolved_precision(ctx_params: dict[str, Any], device: Any) -> None:
+    """Put the precision ``--precision`` becomes on ``device`` (``auto`` -> ``bf16`` or ``fp32``) in
+    the command's parameters, so that config.yaml and the resume settings hold it: a resume on a
+    machine where ``auto`` means something else is refused instead of mixing the two. ``device``
+    None (a Ray run: each actor resolves its own) leaves the flag as given."""
+    from pseudolabel.core.devices import resolve_precision
+
+    if device is not None:
+        ctx_params["precision"] = resolve_precision(choice_value(ctx_params.get("precision")) or "fp32", device)
+
+
 def cpu_model_settings(flags: dict[str, Any]) -> Any:
     """ModelSettings as :func:`model_settings` on the CPU in fp32: which models and weights a run
     uses, for checking its files where the run itself resolves devices elsewhere (Ray actors)."""

@@ -16,6 +16,7 @@ from pseudolabel.cli.flag_values import (
     cpu_model_settings,
     labeler_settings,
     model_settings,
+    record_resolved_precision,
     refiner_settings,
 )
 from pseudolabel.cli.options import (
@@ -168,6 +169,7 @@ def generate(
     ray = make_engine(engine, ray_address, ray_workers, gpus_per_worker, workers)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     models = model_settings(flags) if ray is None else None
+    record_resolved_precision(ctx.params, models.device if models else None)
     labeler = labeler_settings(flags)
     refiner_names = parse_refiners(refine)
     refiners = refiner_settings(flags, refiner_names)

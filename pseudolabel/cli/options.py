@@ -26,7 +26,7 @@ DatasetName = choices("dataset", "DatasetName")
 
 
 class Precision(str, Enum):
-    """Autocast precision: auto is bf16 on CUDA, fp32 on the CPU."""
+    """Autocast precision: auto is bf16 on CUDA and on a CPU with native bf16, else fp32."""
 
     auto = "auto"
     fp32 = "fp32"
@@ -67,7 +67,14 @@ MaxPixelsOption = Annotated[
     int, typer.Option(help="Refuse images with more pixels (decompression-bomb guard).", rich_help_panel=DATA)
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN)]
-PrecisionOption = Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.", rich_help_panel=RUN)]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        help="auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32; the run "
+        "records what it became.",
+        rich_help_panel=RUN,
+    ),
+]
 LimitOption = Annotated[int | None, typer.Option(help="Only the first N images of the split.", rich_help_panel=RUN)]
 ShardOption = Annotated[str, typer.Option(help="i/n: every n-th image from i.", rich_help_panel=RUN)]
 OverwriteOption = Annotated[bool, typer.Option(help="Redo finished images (default: resume).", rich_help_panel=RUN)]

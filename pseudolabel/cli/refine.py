@@ -10,7 +10,13 @@ import typer
 from pseudolabel.cli.app import app, deprecated, remember_output_folder
 from pseudolabel.cli.components import refuse_other_components_options, with_component_options
 from pseudolabel.cli.config_file import write_run_config
-from pseudolabel.cli.flag_values import chosen_sam, cpu_model_settings, model_settings, refiner_settings
+from pseudolabel.cli.flag_values import (
+    chosen_sam,
+    cpu_model_settings,
+    model_settings,
+    record_resolved_precision,
+    refiner_settings,
+)
 from pseudolabel.cli.options import (
     DATA,
     RUN,
@@ -28,6 +34,8 @@ from pseudolabel.cli.options import (
     MaxPixelsOption,
     OldRayWorkersOption,
     OverwriteOption,
+    Precision,
+    PrecisionOption,
     PromptsOption,
     RayAddressOption,
     RayWorkersOption,
@@ -85,6 +93,7 @@ def refine(
     sam: SamOption = None,
     sam_checkpoint: SamCheckpointOption = ModelSettings.sam_checkpoint,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     limit: LimitOption = None,
     shard: ShardOption = "0/1",
     overwrite: OverwriteOption = False,
@@ -120,6 +129,7 @@ def refine(
     flags = dict(ctx.params)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     models, settings = (model_settings(flags) if ray is None else None), refiner_settings(flags, names)
+    record_resolved_precision(ctx.params, models.device if models else None)
     decoders, in_workers = refine_workers(names, num_workers)
     batch = default_batch_size(batch_size, models.device if models else None)
     shard_here = run_shard(shard)

@@ -145,14 +145,18 @@ def train_seg(
 ) -> None:
     """Train DeepLabV2 on pseudo-label masks (torchrun --nproc-per-node N -m pseudolabel train-seg for DDP)."""
     remember_output_folder(out)
+    from pseudolabel.cli.flag_values import record_resolved_precision
+    from pseudolabel.core.devices import resolve_device
     from pseudolabel.runner.loop import StopRequest
-    from pseudolabel.runner.torchrun import is_main_process
+    from pseudolabel.runner.torchrun import is_main_process, local_device
     from pseudolabel.train.predict import val_miou_evaluator
     from pseudolabel.train.trainer import TrainConfig, train
 
     if not masks.is_dir():
         raise ConfigError(f"mask folder {masks} does not exist")
     source = open_dataset(ctx.params)
+    # what --precision auto becomes on this machine is what config.yaml and the checkpoint hold
+    record_resolved_precision(ctx.params, resolve_device(local_device(device)))
     settings = TrainConfig(
         out_dir=out, masks_dir=masks, iterations=iters, batch_size=batch_size, accumulate=accumulate,
         crop_size=crop_size, lr=lr, lr_step=lr_step, weight_decay=weight_decay, msc=msc,
@@ -160,7 +164,7 @@ def train_seg(
         backbone_weights=backbone_weights,
         freeze_bn=freeze_bn, seed=seed,
         log_every=log_every, save_every=save_every, val_every=val_every, num_workers=num_workers, device=device,
-        precision=precision.value, resume=resume,
+        precision=ctx.params["precision"], resume=resume,
     )  # fmt: skip
     evaluate = None
     if val_split:
@@ -216,6 +220,7 @@ def predict(
     ] = False,
     crf: Annotated[bool, typer.Option(help="Refine with DenseCRF.", rich_help_panel="Model")] = False,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.auto,
     limit: LimitOption = None,
     shard: ShardOption = "0/1",
     overwrite: OverwriteOption = False,
@@ -231,7 +236,8 @@ def predict(
 ) -> None:
     """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
     remember_output_folder(out)
-    from pseudolabel.core.devices import decode_workers, resolve_device
+    from pseudolabel.cli.flag_values import record_resolved_precision
+    from pseudolabel.core.devices import autocast_dtype, decode_workers, resolve_device
     from pseudolabel.registry import create_refiners
     from pseudolabel.runner.loop import RunOptions
     from pseudolabel.runner.torchrun import local_device, run_shard
@@ -243,6 +249,7 @@ def predict(
     test_scales = parse_scales(scales)
     # a Ray actor resolves --device on its own node; locally it is checked here, before any work
     torch_device = resolve_device(local_device(device)) if ray is None else None
+    record_resolved_precision(ctx.params, torch_device)
     checkpoint_path = resolve_checkpoint(checkpoint)
     decoders = decode_workers(num_workers, torch_device) if torch_device else 0
     run = RunOptions(out, None, overwrite, limit, run_shard(shard), decoders)
@@ -251,7 +258,8 @@ def predict(
         model_device = torch_device or resolve_device(device)
         model = model_from_checkpoint(checkpoint_path, source.num_classes, model_device)
         refiner = create_refiners(("crf",), None, RefinerSettings())[0] if crf else None  # CRF needs no model
-        return SegmentationPredictor(model, test_scales, flip, refiner)
+        dtype = autocast_dtype(precision.value, model_device)
+        return SegmentationPredictor(model, test_scales, flip, refiner, dtype)
 
     write_run_config(out, ctx, overwrite)
     run_with_progress("predict", source, make_image_function, run, out, report, ray)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import torch
 
 from pseudolabel.core.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CPUINFO = Path("/proc/cpuinfo")
+"""Where Linux lists the CPU's flags."""
 
 
 def resolve_device(text: str) -> torch.device:
@@ -29,17 +33,45 @@ def resolve_device(text: str) -> torch.device:
     return device
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision (None = plain fp32); ``auto`` is bf16 on CUDA, fp32 on CPU."""
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16 among the Linux
+    ``/proc/cpuinfo`` flags); elsewhere PyTorch emulates bf16, slower than fp32.
+    ``PSEUDOLABEL_CPU_BF16=0`` says no (so ``--precision auto`` stays fp32 on any CPU)."""
+    if os.environ.get("PSEUDOLABEL_CPU_BF16") == "0":
+        return False
+    try:
+        flags = CPUINFO.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for a ``--precision`` on ``device``: ``auto`` is bf16 on a
+    CUDA device that supports it and on a CPU with native bf16, else fp32.
+
+    Raises:
+        ConfigError: an unknown precision, or fp16 on the CPU.
+    """
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if precision == "fp32":
-        return None
-    if device.type != "cuda":
-        raise ConfigError(f"--precision {precision} needs a CUDA device; use fp32 on the CPU")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return precision
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of :func:`resolve_precision` (None = plain fp32)."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(precision, device)]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for an autocast dtype (None: fp32)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def decode_workers(requested: int | None, device: torch.device) -> int:

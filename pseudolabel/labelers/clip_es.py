@@ -208,6 +208,7 @@ class ClipEsCam:
         for view in views:
             with self._autocast():
                 cams, last_attention = gradcam_last_block(self.clip, view.tokens, text_features, num_classes)
+            cams, last_attention = cams.float(), last_attention.float()  # CAA, resizing and numpy in fp32
             if self.options.caa:
                 attention = (view.attention_sum + last_attention) / (view.attention_count + 1)
                 cams = refine_with_affinity(

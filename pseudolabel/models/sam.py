@@ -129,10 +129,11 @@ class PromptedSegmenter:
 
     def automatic_masks(self, rgb: np.ndarray) -> list[np.ndarray]:
         """The family's automatic mask generator at its published defaults on uint8 [H, W, 3]
-        ``rgb``: bool [H, W] masks in the generator's order."""
+        ``rgb``: bool [H, W] masks in the generator's order. It runs in fp32 whatever the
+        precision (its post-processing hands tensors to numpy, which takes no bf16)."""
         if self._generator is None:
             self._generator = self._make_generator()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad():
             proposals = self._generator.generate(np.ascontiguousarray(rgb))
         return [proposal["segmentation"] for proposal in proposals]
 

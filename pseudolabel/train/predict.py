@@ -59,11 +59,15 @@ def model_from_checkpoint(path: Path, num_classes: int, device: torch.device) ->
 
 @torch.no_grad()
 def predict_probabilities(
-    model: DeepLabV2, rgb: np.ndarray, scales: tuple[float, ...] = MSC_SCALES, flip: bool = False
+    model: DeepLabV2,
+    rgb: np.ndarray,
+    scales: tuple[float, ...] = MSC_SCALES,
+    flip: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Class probabilities float32 [K, H, W]: the logits of every scale (and flipped view) are
-    max-fused on the first scale's logit grid (deeplab-pytorch's MSC), then resized bilinearly
-    to the image and soft-maxed."""
+    """Class probabilities float32 [K, H, W]: the logits of every scale (and flipped view), from
+    the network under ``autocast_dtype`` (None: fp32), are max-fused in fp32 on the first scale's
+    logit grid (deeplab-pytorch's MSC), then resized bilinearly to the image and soft-maxed."""
     device = next(model.parameters()).device
     image = model_input(rgb, model.input_style)[None].to(device)
     logits = []
@@ -72,7 +76,8 @@ def predict_probabilities(
             image if scale == 1.0 else F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
         )
         views = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-        output = model(views).float()
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            output = model(views).float()
         logits += [output[:1], output[1:].flip(-1)] if flip else [output]
     fused = fuse_max(logits)
     return F.interpolate(fused, size=rgb.shape[:2], mode="bilinear", align_corners=False)[0].softmax(dim=0)
@@ -112,11 +117,14 @@ class SegmentationPredictor:
     scales: tuple[float, ...] = MSC_SCALES
     flip: bool = False
     refiner: Any = None
+    autocast_dtype: torch.dtype | None = None
 
     def __call__(self, sample: Sample) -> ImageResult:
         record = StageRecord()
         with record.timed("predict_s"):
-            probabilities = predict_probabilities(self.model, sample.rgb, self.scales, self.flip).cpu().numpy()
+            probabilities = (
+                predict_probabilities(self.model, sample.rgb, self.scales, self.flip, self.autocast_dtype).cpu().numpy()
+            )
         maps = ScoreMaps(probabilities, tuple(range(self.model.num_classes)))
         if self.refiner is not None:
             maps = self.refiner(sample.rgb, maps, record)
