@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# --precision auto is fp32 on every CPU in the tests (set for the whole session, so module fixtures
+# such as the Ray instance and every subprocess see it too), so outputs do not depend on whether
+# this CPU has native bf16; the bf16 tests ask for bf16 by name
+os.environ["PSEUDOLABEL_CPU_BF16"] = "0"
 
 
 @pytest.fixture(autouse=True)
@@ -11,9 +18,6 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PSEUDOLABEL_OFFLINE", "1")
     monkeypatch.setenv("PSEUDOLABEL_HOME", str(tmp_path_factory.mktemp("home")))
-    # --precision auto is fp32 on every CPU here, so outputs do not depend on whether this CPU has
-    # native bf16; the bf16 tests ask for it by name
-    monkeypatch.setenv("PSEUDOLABEL_CPU_BF16", "0")
 
 
 def random_label_pair(
