@@ -69,11 +69,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(precision, device)]
 
 
-def precision_name(dtype: torch.dtype | None) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` for an autocast dtype (None: fp32)."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
 def decode_workers(requested: int | None, device: torch.device) -> int:
     """Image-decoding worker processes: ``requested`` when given; else 0 on the CPU, where the
     model already keeps every core busy and decoding processes only compete with it (on a

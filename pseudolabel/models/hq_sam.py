@@ -35,7 +35,7 @@ def build_hq_sam(variant: str, checkpoint: str = DEFAULT_CHECKPOINT, device: str
 
     sam = sam_model_registry[HQ_SAM_VARIANTS[variant]](checkpoint=None)
     if path is not None:
-        load_sam_state(sam, path, variant)
+        load_sam_state(sam, path, variant, allow_unexpected=True)  # SysCV load with strict=False
     sam = sam.to(device).eval()
     sam.requires_grad_(False)
     return sam
