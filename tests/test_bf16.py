@@ -137,14 +137,11 @@ def test_refine_with_sam_under_bf16(mode: str, tmp_path: Path, monkeypatch: pyte
 
 
 def test_train_and_predict_under_bf16(tmp_path: Path) -> None:
-    from train_helpers import synthetic_voc
+    from train_helpers import synthetic_voc, train_seg_args
 
     voc, masks = synthetic_voc(tmp_path)
     run = tmp_path / "run"
-    args = ["train-seg", "--dataset", "voc", "--root", str(voc), "--masks", str(masks), "--out", str(run)]
-    args += ["--backbone", "resnet18", "--backbone-weights", "random", "--crop-size", "48", "--batch-size", "2"]
-    args += ["--device", "cpu", "--num-workers", "0", "--log-every", "1", "--iters", "2", "--precision", "bf16"]
-    trained = runner.invoke(app, args)
+    trained = runner.invoke(app, [*train_seg_args(voc, masks, run), "--iters", "2", "--precision", "bf16"])
     assert trained.exit_code == 0, trained.output
     losses = [r["loss"] for r in read_manifest(run / "metrics.jsonl") if "loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))

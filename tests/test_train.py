@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from train_helpers import calibrated_resnet18, ddp_worker, small_config, synthetic_voc
+from train_helpers import calibrated_resnet18, ddp_worker, small_config, synthetic_voc, train_seg_args
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -166,9 +166,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> No
 def test_train_and_predict_commands(tmp_path: Path) -> None:
     voc, masks = synthetic_voc(tmp_path)
     run = tmp_path / "run"
-    args = ["train-seg", "--dataset", "voc", "--root", str(voc), "--masks", str(masks), "--out", str(run)]
-    args += ["--backbone", "resnet18", "--backbone-weights", "random", "--crop-size", "48", "--batch-size", "2"]
-    args += ["--device", "cpu", "--num-workers", "0", "--log-every", "1", "--val-split", "train", "--val-every", "2"]
+    args = [*train_seg_args(voc, masks, run), "--val-split", "train", "--val-every", "2"]
     first = runner.invoke(app, [*args, "--iters", "3"])
     assert first.exit_code == 0, first.output
     resumed = runner.invoke(app, [*args, "--iters", "4", "--resume"])

@@ -5,49 +5,40 @@ from __future__ import annotations
 import torch
 
 
-def tiny_sam():
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
+def _tiny(modeling, decoder):
+    """A seeded random SAM of ``modeling``'s classes (``segment_anything.modeling`` or HQ-SAM's) at
+    128 px with 32 channels; ``decoder(transformer)`` makes its mask decoder."""
     torch.manual_seed(0)
-    return Sam(
-        image_encoder=ImageEncoderViT(
+    return modeling.Sam(
+        image_encoder=modeling.ImageEncoderViT(
             img_size=128, patch_size=16, embed_dim=32, depth=2, num_heads=2, out_chans=32, window_size=4,
             global_attn_indexes=(1,), use_rel_pos=True, qkv_bias=True,
         ),
-        prompt_encoder=PromptEncoder(
+        prompt_encoder=modeling.PromptEncoder(
             embed_dim=32, image_embedding_size=(8, 8), input_image_size=(128, 128), mask_in_chans=8
         ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
-            transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32,
-        ),
+        mask_decoder=decoder(modeling.TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2)),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     ).eval()  # fmt: skip
+
+
+def tiny_sam():
+    from segment_anything import modeling
+
+    return _tiny(modeling, lambda transformer: modeling.MaskDecoder(
+        num_multimask_outputs=3, transformer=transformer, transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32,
+    ))  # fmt: skip
 
 
 def tiny_hq_sam():
     """HQ-SAM (``segment_anything_hq`` modules) at the sizes of :func:`tiny_sam`."""
-    from segment_anything_hq.modeling import ImageEncoderViT, MaskDecoderHQ, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything_hq import modeling
 
-    torch.manual_seed(0)
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=128, patch_size=16, embed_dim=32, depth=2, num_heads=2, out_chans=32, window_size=4,
-            global_attn_indexes=(1,), use_rel_pos=True, qkv_bias=True,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=32, image_embedding_size=(8, 8), input_image_size=(128, 128), mask_in_chans=8
-        ),
-        mask_decoder=MaskDecoderHQ(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
-            transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32, vit_dim=32,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    ).eval()  # fmt: skip
+    return _tiny(modeling, lambda transformer: modeling.MaskDecoderHQ(
+        num_multimask_outputs=3, transformer=transformer, transformer_dim=32, iou_head_depth=3, iou_head_hidden_dim=32,
+        vit_dim=32,
+    ))  # fmt: skip
 
 
 TINY_SAM2_OVERRIDES = (

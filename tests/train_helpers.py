@@ -35,6 +35,14 @@ def synthetic_voc(root: Path, count: int = 4, size: int = 64) -> tuple[Path, Pat
     return voc, voc / "SegmentationClass"
 
 
+def train_seg_args(voc: Path, masks: Path, out: Path) -> list[str]:
+    """``train-seg`` on the synthetic data with a random ResNet-18, 48 px crops, batches of 2, on the
+    CPU in this process, logging every iteration (iterations and the rest left to the caller)."""
+    args = ["train-seg", "--dataset", "voc", "--root", str(voc), "--masks", str(masks), "--out", str(out)]
+    args += ["--backbone", "resnet18", "--backbone-weights", "random", "--crop-size", "48", "--batch-size", "2"]
+    return [*args, "--device", "cpu", "--num-workers", "0", "--log-every", "1"]
+
+
 def calibrated_resnet18(path: Path) -> Path:
     """A random torchvision ResNet-18 whose BN statistics were measured on random images, so that
     frozen BN normalises: a stand-in for ImageNet weights in torchvision's format."""

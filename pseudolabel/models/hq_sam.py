@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pseudolabel.models.hq_sam_family import HQ_SAM_VARIANTS, HqSamOptions, hq_sam_checkpoint
-from pseudolabel.models.sam import SamPrompter, load_sam_state
+from pseudolabel.models.sam import SamPrompter, frozen_on
 from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT
 
 if TYPE_CHECKING:
@@ -34,11 +34,7 @@ def build_hq_sam(variant: str, checkpoint: str = DEFAULT_CHECKPOINT, device: str
         from segment_anything_hq import sam_model_registry
 
     sam = sam_model_registry[HQ_SAM_VARIANTS[variant]](checkpoint=None)
-    if path is not None:
-        load_sam_state(sam, path, variant, allow_unexpected=True)  # SysCV load with strict=False
-    sam = sam.to(device).eval()
-    sam.requires_grad_(False)
-    return sam
+    return frozen_on(sam, path, variant, device, allow_unexpected=True)  # SysCV load with strict=False
 
 
 def prompter(name: str, settings: ModelSettings, device: str | torch.device, options: HqSamOptions) -> HqSamPrompter:

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pseudolabel.core.components import Component, option
-from pseudolabel.core.errors import ConfigError
-from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT
-from pseudolabel.models.weights import resolve_weights
+from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT, family_checkpoint
 
 HQ_SAM_VARIANTS = {"hq_vit_b": "vit_b", "hq_vit_l": "vit_l", "hq_vit_h": "vit_h", "hq_vit_tiny": "vit_tiny"}
 """``--sam`` name -> the name in ``segment_anything_hq.sam_model_registry``."""
+HQ_SAM_WEIGHTS = {variant: f"sam_hq_{name}" for variant, name in HQ_SAM_VARIANTS.items()}
+"""``--sam`` name -> its registry checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,8 @@ class HqSamOptions:
 
 
 def hq_sam_checkpoint(variant: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path | None:
-    """The file of ``checkpoint`` for HQ-SAM ``variant`` (None for ``random``).
-
-    Raises:
-        ConfigError: unknown variant. WeightsError: missing file or another kind's checkpoint.
-    """
-    if variant not in HQ_SAM_VARIANTS:
-        raise ConfigError(f"HQ-SAM variants are {', '.join(HQ_SAM_VARIANTS)}, got {variant!r}")
-    return resolve_weights(f"sam_{variant}" if checkpoint == DEFAULT_CHECKPOINT else checkpoint, "sam")
+    """The file of ``checkpoint`` for HQ-SAM ``variant`` (see :func:`family_checkpoint`)."""
+    return family_checkpoint(variant, checkpoint, HQ_SAM_WEIGHTS, "HQ-SAM")
 
 
 def _declare(variant: str, size: str) -> Component:

@@ -34,12 +34,7 @@ def build_sam(variant: str = "vit_b", checkpoint: str = DEFAULT_CHECKPOINT, devi
     from segment_anything import sam_model_registry
 
     path = sam_checkpoint(variant, checkpoint)
-    sam = sam_model_registry[variant](checkpoint=None)
-    if path is not None:
-        load_sam_state(sam, path, variant)
-    sam = sam.to(device).eval()
-    sam.requires_grad_(False)
-    return sam
+    return frozen_on(sam_model_registry[variant](checkpoint=None), path, variant, device)
 
 
 def prompter(name: str, settings: ModelSettings, device: str | torch.device, options: None) -> SamPrompter:
@@ -65,6 +60,18 @@ def load_sam_state(model: torch.nn.Module, path: Path, variant: str, allow_unexp
     except (RuntimeError, OSError, ValueError, AttributeError) as error:
         first_line = str(error).splitlines()[0]
         raise WeightsError(f"SAM checkpoint {path} does not load into {variant}: {first_line}") from error
+
+
+def frozen_on(
+    model: torch.nn.Module, path: Path | None, variant: str, device: str | torch.device, allow_unexpected: bool = False
+) -> Any:
+    """``model`` holding the checkpoint at ``path`` (None: its random initialisation, see
+    :func:`load_sam_state`), on ``device``, in eval mode, with frozen parameters."""
+    if path is not None:
+        load_sam_state(model, path, variant, allow_unexpected)
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    return model
 
 
 class PromptedSegmenter:

@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pseudolabel.core.components import Component
-from pseudolabel.core.errors import ConfigError
-from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT
-from pseudolabel.models.weights import resolve_weights
+from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT, family_checkpoint
 
 SAM2_CONFIGS = {
     "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -28,14 +26,8 @@ SAM2_WEIGHTS = {
 
 
 def sam2_checkpoint(variant: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path | None:
-    """The file of ``checkpoint`` for SAM 2.1 ``variant`` (None for ``random``).
-
-    Raises:
-        ConfigError: unknown variant. WeightsError: missing file or another kind's checkpoint.
-    """
-    if variant not in SAM2_CONFIGS:
-        raise ConfigError(f"SAM 2.1 variants are {', '.join(SAM2_CONFIGS)}, got {variant!r}")
-    return resolve_weights(SAM2_WEIGHTS[variant] if checkpoint == DEFAULT_CHECKPOINT else checkpoint, "sam")
+    """The file of ``checkpoint`` for SAM 2.1 ``variant`` (see :func:`family_checkpoint`)."""
+    return family_checkpoint(variant, checkpoint, SAM2_WEIGHTS, "SAM 2.1")
 
 
 def _declare(variant: str, size: str) -> Component:

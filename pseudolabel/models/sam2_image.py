@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pseudolabel.core.errors import ConfigError
-from pseudolabel.models.sam import PromptedSegmenter, load_sam_state
+from pseudolabel.models.sam import PromptedSegmenter, frozen_on
 from pseudolabel.models.sam2_family import SAM2_CONFIGS, sam2_checkpoint
 from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT
 
@@ -51,11 +51,7 @@ def build_sam2_model(
     except ImportError as error:
         raise ConfigError(INSTALL_HINT.format(variant=variant)) from error
     model = build_sam2(SAM2_CONFIGS[variant], None, device="cpu", hydra_overrides_extra=list(overrides))
-    if path is not None:
-        load_sam_state(model, path, variant)
-    model = model.to(device).eval()
-    model.requires_grad_(False)
-    return model
+    return frozen_on(model, path, variant, device)
 
 
 def prompter(name: str, settings: ModelSettings, device: str | torch.device, options: None) -> Sam2Prompter:

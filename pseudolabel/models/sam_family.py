@@ -4,26 +4,35 @@ choices, and where their checkpoints come from. Importable without torch; the mo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from pseudolabel.core.components import Component
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.models.weights import resolve_weights
 
-SAM_VARIANTS = ("vit_b", "vit_l", "vit_h")
+SAM_WEIGHTS = {"vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h"}
+"""``--sam`` name -> its registry checkpoint."""
 DEFAULT_CHECKPOINT = "default"
 """``--sam-checkpoint default`` means the registry checkpoint of the ``--sam`` variant."""
 
 
-def sam_checkpoint(variant: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path | None:
-    """The file of ``checkpoint`` for ``variant`` (downloaded when missing; None for ``random``).
+def family_checkpoint(variant: str, checkpoint: str, registry_names: Mapping[str, str], family: str) -> Path | None:
+    """The file of ``checkpoint`` for ``variant`` of a SAM family whose ``--sam`` names map to
+    their registry checkpoints in ``registry_names`` (downloaded when missing; None for ``random``).
 
     Raises:
-        ConfigError: unknown variant. WeightsError: missing file or another kind's checkpoint.
+        ConfigError: a variant not of this family. WeightsError: missing file or another kind's
+            checkpoint.
     """
-    if variant not in SAM_VARIANTS:
-        raise ConfigError(f"--sam must be one of {', '.join(SAM_VARIANTS)}, got {variant!r}")
-    return resolve_weights(f"sam_{variant}" if checkpoint == DEFAULT_CHECKPOINT else checkpoint, "sam")
+    if variant not in registry_names:
+        raise ConfigError(f"--sam must be one of {', '.join(registry_names)} for {family}, got {variant!r}")
+    return resolve_weights(registry_names[variant] if checkpoint == DEFAULT_CHECKPOINT else checkpoint, "sam")
+
+
+def sam_checkpoint(variant: str, checkpoint: str = DEFAULT_CHECKPOINT) -> Path | None:
+    """The file of ``checkpoint`` for SAM ``variant`` (see :func:`family_checkpoint`)."""
+    return family_checkpoint(variant, checkpoint, SAM_WEIGHTS, "SAM")
 
 
 def _declare(variant: str, size: str) -> Component:
