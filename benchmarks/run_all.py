@@ -9,6 +9,7 @@ its own process on the same generated VOC-size images (500x375, 2 labels each):
 * grounded-sam-vit_b, grounded-sam-vit_h, grounded-sam-hq_vit_h, grounded-sam-sam2.1_hiera_l:
   Grounding DINO Swin-T + a SAM (SAM, HQ-SAM, SAM 2.1), at most 8 boxes per image
   (``--max-detections 8``: random weights put a box everywhere; real VOC images have 2-3 objects);
+* sam3: SAM 3 (848M parameters, 1008 px) on each image's 2 class names in one batch;
 * crf, sam-points, sam-auto: ``refine`` of the cam stage's masks (SAM ViT-B); sam-points-hq_vit_h,
   sam-points-sam2.1_hiera_l the same points rule with HQ-SAM ViT-H and SAM 2.1 Hiera-L
   (SAM 2.1 rows need Meta's ``sam2`` package);
@@ -110,6 +111,8 @@ def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str
         "grounded-sam-vit_h": [*grounded, "--sam", "vit_h", "--out", str(scratch / "gsam-h")],
         "grounded-sam-hq_vit_h": [*grounded, "--sam", "hq_vit_h", "--out", str(scratch / "gsam-hq-h")],
         "grounded-sam-sam2.1_hiera_l": [*grounded, "--sam", "sam2.1_hiera_l", "--out", str(scratch / "gsam-sam2-l")],
+        "sam3": ["generate", *common, "--method", "sam3", "--sam3-checkpoint", "random",
+                 "--out", str(scratch / "sam3")],
         "crf": [*refine, "--refine", "crf", "--out", str(scratch / "crf")],
         "sam-points": [*refine, "--refine", "sam", "--sam", "vit_b", "--sam-checkpoint", "random",
                        "--out", str(scratch / "sam-points")],

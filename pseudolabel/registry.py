@@ -61,10 +61,20 @@ class ModelHub:
         options = _options(declared, settings.components)
         return self._once("sam", lambda: declared.load()(settings.sam, settings, self.device, options))
 
+    def sam3(self) -> Any:
+        """The run's SAM 3 (``sam3_model`` with ``sam3_checkpoint``) as a
+        :class:`~pseudolabel.models.sam3.ConceptSegmenter`."""
+        from pseudolabel.models.sam3 import concept_segmenter
+
+        return self._once("sam3", lambda: concept_segmenter(self.settings, self.device))
+
     def batch_preparer(self) -> Any:
-        """What the built models do once per batch of images: SAM's image encoder over the batch
-        when the run has built SAM, else None."""
-        return self._built["sam"].embed_batch if "sam" in self._built else None
+        """What the built models do once per batch of images: the image encoders of SAM and SAM 3
+        (those the run has built) over the batch; None when it built neither."""
+        encoders = [self._built[key].embed_batch for key in ("sam", "sam3") if key in self._built]
+        if not encoders:
+            return None
+        return encoders[0] if len(encoders) == 1 else partial(_each, encoders)
 
     def grounding_dino(self) -> Any:
         """The run's detector: a registered one by ``settings.detector``, else Grounding DINO
@@ -81,6 +91,11 @@ class ModelHub:
         )
 
 
+def _each(functions: list[Callable[[Any], None]], images: Any) -> None:
+    for function in functions:
+        function(images)
+
+
 def registered_detector(settings: ModelSettings) -> Component | None:
     """The registered detector ``settings.detector`` names; None for a Grounding DINO config file."""
     return registry("detector").get(settings.detector)
@@ -88,10 +103,11 @@ def registered_detector(settings: ModelSettings) -> Component | None:
 
 def check_weights(settings: ModelSettings, models: list[str]) -> None:
     """Find, or download now, the checkpoint of each model a run will build (hub keys: ``clip``,
-    ``sam``, ``grounding``, ``clipn:<weights>``), before any work; one WeightsError names every
+    ``sam``, ``grounding``, ``sam3``, ``clipn:<weights>``), before any work; one WeightsError names every
     missing file. Random weights need none (their warning comes when the model is built)."""
     from pseudolabel.models.clip_weights import resolve_clip_weights
     from pseudolabel.models.grounding import detector_checkpoint
+    from pseudolabel.models.sam3 import sam3_checkpoint
     from pseudolabel.models.weights import RANDOM, check_all, resolve_weights
 
     locate = {
@@ -108,6 +124,7 @@ def check_weights(settings: ModelSettings, models: list[str]) -> None:
                 else detector_checkpoint(settings.detector, settings.detector_weights)
             ),
         ),
+        "sam3": (settings.sam3_checkpoint, lambda: sam3_checkpoint(settings.sam3_model, settings.sam3_checkpoint)),
     }
     for model in models:
         if model.startswith("clipn:"):

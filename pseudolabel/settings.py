@@ -25,6 +25,8 @@ class ModelSettings:
     sam_checkpoint: str = "default"
     sam_batch: int = 64
     detector: str = "swint"
+    sam3_model: str = "sam3"
+    sam3_checkpoint: str = "default"
     detector_weights: str = "default"
     seed: int = 0
     components: dict[str, Any] = field(default_factory=dict)

@@ -8,9 +8,9 @@ differently on another CPU or thread count, so the comparison allows what was me
 across AVX-512, AVX2 and no vectorisation (``ATEN_CPU_CAPABILITY``) and 1 or 2 threads, the most
 one image moved was 14 of 168,500 pixels (8e-5), a saved score 4.9e-4 (one float16 step) and an
 image's scores 1.4e-5 on average; the bounds below are 12, 8 and 7 times that. Records (chosen
-names, excluded classes, detection counts) must be equal. Byte-for-byte equality is tested where
-both sides run in one test on one machine with one thread count (batches and Ray here, resume and
-shards in test_determinism.py).
+names, excluded classes, detection counts) must be equal, recorded scores (SAM 3's presence)
+within 1e-3. Byte-for-byte equality is tested where both sides run in one test on one machine
+with one thread count (batches and Ray here, resume and shards in test_determinism.py).
 
 After a deliberate change of outputs, re-record with ``PSEUDOLABEL_RECORD_GOLDEN=1 pytest
 tests/test_golden.py`` and say why in the commit.
@@ -30,6 +30,7 @@ from helpers import stand_in_checkpoint, torch_threads
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
 from tiny_sam import tiny_hq_sam, tiny_sam, tiny_sam2
+from tiny_sam3 import tiny_sam3, write_tiny_sam3_config
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -48,6 +49,7 @@ runner = CliRunner()
 
 CAM = ["generate", "--method", "cam"]
 GROUNDED = ["generate", "--method", "grounded-sam", "--box-threshold", "0.45"]
+SAM3 = ["generate", "--method", "sam3"]
 RUNS: dict[str, list[str]] = {
     "cam": [*CAM, "--save-scores", "{out}/scores"],
     "cam-pole-multiscale": [*CAM, "--synonyms", "pole", "--scales", "1.0,0.75", "--flip"],
@@ -65,6 +67,8 @@ RUNS: dict[str, list[str]] = {
     "grounded-zero-shot": [*GROUNDED, "--labels", "none", "--zero-shot-min-probability", "0"],
     "grounded-joint-hq-token-only": [*GROUNDED, "--sam", "hq_vit_b", "--hq-token-only"],
     "grounded-joint-sam2": [*GROUNDED, "--sam", "sam2.1_hiera_t", "--save-scores", "{out}/scores"],
+    "sam3": [*SAM3, "--save-scores", "{out}/scores"],
+    "sam3-presence-zero-shot-pole": [*SAM3, "--labels", "none", "--zero-shot-from", "presence", "--synonyms", "pole"],
     "refine-crf-mask": ["refine", "--refine", "crf", "--masks", str(COARSE_MASKS), "--min-confidence", "0.5"],
     "refine-sam-points-mask": ["refine", "--refine", "sam", "--masks", str(COARSE_MASKS), "--iou-threshold", "0.1"],
     "refine-sam-auto-mask": ["refine", "--refine", "sam", "--sam-mode", "auto", "--masks", str(COARSE_MASKS)],
@@ -77,7 +81,10 @@ RUNS: dict[str, list[str]] = {
 }  # fmt: skip
 NEEDS_SAM2 = {name for name, args in RUNS.items() if any(arg.startswith("sam2") for arg in args)}
 """Runs of SAM 2.1 (Meta's ``sam2`` package is an optional extra: they skip without it)."""
-STAND_INS = {"generate": ["--clip-weights", "random", "--detector-weights", "random"], "refine": []}
+STAND_INS = {
+    "generate": ["--clip-weights", "random", "--detector-weights", "random", "--sam3-checkpoint", "random"],
+    "refine": [],
+}
 
 
 LABEL_MISMATCH = 1e-3  # share of an image's pixels allowed to differ from the record
@@ -150,11 +157,22 @@ class RunOutputs:
                 found.append(f"{image_id}: scores differ by up to {error.max():.2g}, mean {error.mean():.2g} "
                              f"(allowed {SCORE_MAX_DIFF:g}, mean {SCORE_MEAN_DIFF:g})")  # fmt: skip
         for record, want in zip(self.records, golden.records, strict=False):
-            if record != want:
+            if not _same(record, want):
                 found.append(f"manifest record {record} differs from the recorded {want}")
         if len(self.records) != len(golden.records):
             found.append(f"{len(self.records)} manifest records, recorded {len(golden.records)}")
         return found
+
+
+def _same(value: object, recorded: object) -> bool:
+    """Equal records, numbers within 1e-3 (scores such as SAM 3's presence are recorded rounded)."""
+    if isinstance(value, dict) and isinstance(recorded, dict):
+        return value.keys() == recorded.keys() and all(_same(value[k], recorded[k]) for k in value)
+    if isinstance(value, list) and isinstance(recorded, list):
+        return len(value) == len(recorded) and all(_same(a, b) for a, b in zip(value, recorded, strict=True))
+    if isinstance(value, float) and isinstance(recorded, float):
+        return abs(value - recorded) <= 1e-3
+    return value == recorded
 
 
 def _run(name: str, tmp_path: Path, *extra: str) -> Path:
@@ -162,7 +180,14 @@ def _run(name: str, tmp_path: Path, *extra: str) -> Path:
     out = tmp_path / name
     args = [part.replace("{out}", str(out)) for part in RUNS[name]] + list(extra)
     command = args[0]
-    tiny = ["--clip-model", str(write_tiny_config(tmp_path)), "--detector", str(write_tiny_grounding_config(tmp_path))]
+    tiny = [
+        "--clip-model",
+        str(write_tiny_config(tmp_path)),
+        "--detector",
+        str(write_tiny_grounding_config(tmp_path)),
+        "--sam3-model",
+        str(write_tiny_sam3_config(tmp_path)),
+    ]
     args += [*STAND_INS[command], *(tiny if command == "generate" else []), "--sam-checkpoint", "random"]
     args += ["--dataset", "voc", "--root", str(EXAMPLE_VOC), "--out", str(out), "--device", "cpu", "--num-workers", "0"]
     result = runner.invoke(app, args)
@@ -182,6 +207,7 @@ def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny seeded random models in place of every real one (SAM 2.1 where ``sam2`` is installed)."""
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
     monkeypatch.setattr("pseudolabel.models.hq_sam.build_hq_sam", lambda variant, checkpoint, device: tiny_hq_sam())
+    monkeypatch.setattr("pseudolabel.models.sam3.build_sam3", lambda model, checkpoint, device: tiny_sam3())
     if importlib.util.find_spec("sam2") is not None:
         sam2_model = tiny_sam2()
         monkeypatch.setattr("pseudolabel.models.sam2_image.build_sam2_model", lambda *args: sam2_model)
@@ -246,7 +272,7 @@ def test_runs_in_batches_write_the_bytes_of_batch_size_1(name: str, tmp_path: Pa
     assert RunOutputs.read(two).records == RunOutputs.read(one).records
 
 
-@pytest.mark.parametrize("name", ["cam-pole-multiscale", "cam-crf"])
+@pytest.mark.parametrize("name", ["cam-pole-multiscale", "cam-crf", "sam3"])
 def test_the_ray_engine_writes_the_bytes_of_a_local_run(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ from helpers import stand_in_checkpoint
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
 from tiny_sam import tiny_sam, tiny_sam2
+from tiny_sam3 import write_tiny_sam3_config
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
 EXAMPLE_VOC = ROOT / "examples" / "voc" / "VOC2012"
 STAND_IN_KEYS = {"clip-model", "clip-weights", "detector", "detector-weights", "sam-checkpoint", "backbone",
-                 "backbone-weights", "iters", "batch-size", "crop-size", "box-threshold"}  # fmt: skip
+                 "backbone-weights", "iters", "batch-size", "crop-size", "box-threshold", "sam3-model",
+                 "sam3-checkpoint"}  # fmt: skip
 """Options :func:`_stand_ins` replaces; every other recipe value must reach the command unchanged."""
 runner = CliRunner()
 
@@ -83,6 +85,18 @@ PUBLISHED: dict[str, dict[str, dict]] = {
             "unsure-margin": 0.0,
             "refine": None,
             "labels": None,
+        }
+    },
+    # facebookresearch/sam3 Sam3Processor: confidence_threshold 0.5 on query x presence, mask sigmoid > 0.5
+    "sam3": {
+        "generate": {
+            "method": "sam3",
+            "sam3-model": "sam3",
+            "sam3-checkpoint": "default",
+            "synonyms": "none",
+            "concept-threshold": 0.5,
+            "mask-threshold": 0.5,
+            "unsure-margin": 0.0,
         }
     },
     # CEP: 16 x 16 grid points inside each class region prompt SAM ViT-B, masks with IoU >= 0.5 kept
@@ -144,6 +158,8 @@ def _stand_ins(command: str, recipe: dict, tmp_path: Path) -> list[str]:
         if recipe.get("method") == "grounded-sam":
             flags += ["--detector", str(write_tiny_grounding_config(tmp_path)), "--detector-weights", "random"]
             flags += ["--sam-checkpoint", "random", "--box-threshold", "0.45"]
+        if recipe.get("method") == "sam3":
+            flags += ["--sam3-model", str(write_tiny_sam3_config(tmp_path)), "--sam3-checkpoint", "random"]
         return flags
     if command == "refine":
         return ["--sam-checkpoint", "random", "--masks", str(ROOT / "examples" / "voc" / "coarse_masks")]

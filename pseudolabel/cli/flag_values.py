@@ -33,6 +33,8 @@ def model_settings(flags: dict[str, Any]) -> Any:
         sam_checkpoint=flags.get("sam_checkpoint", defaults.sam_checkpoint),
         detector=flags.get("detector", defaults.detector),
         detector_weights=flags.get("detector_weights", defaults.detector_weights),
+        sam3_model=flags.get("sam3_model", defaults.sam3_model),
+        sam3_checkpoint=flags.get("sam3_checkpoint", defaults.sam3_checkpoint),
         seed=flags.get("seed", defaults.seed),
         components=component_options("sam", sam, flags),
     )

@@ -27,6 +27,7 @@ from pseudolabel.cli.options import (
     METHOD,
     REFINEMENT,
     RUN,
+    SAM3,
     ZERO_SHOT,
     BatchSizeOption,
     ClassesOption,
@@ -67,6 +68,8 @@ from pseudolabel.labelers.options import (
 )
 from pseudolabel.settings import ModelSettings
 
+INSTANCE_LABELERS = ("grounded-sam", "sam3")
+"""Labelers whose masks are instances (``--save-instances``)."""
 Method = choices("labeler", "Method")
 """The registered labelers ``--method`` takes."""
 
@@ -99,7 +102,7 @@ def generate(
     clip_model: Annotated[str, _option("open_clip architecture or JSON config.", CAM)] = ModelSettings.clip_model,
     clip_weights: Annotated[str, _option("default (OpenAI's), a file, or random.", CAM)] = (ModelSettings.clip_weights),
     synonyms: Annotated[
-        Synonyms | None, _option("none, fuse, detector or pole (default: cam fuse, grounded-sam none).", CAM)
+        Synonyms | None, _option("none, fuse, detector or pole (default: cam fuse, grounded-sam, sam3 none).", CAM)
     ] = None,
     pole_candidates: Annotated[int, _option("POLE: names per class.", CAM)] = PromptingOptions.pole_candidates,
     detector: Annotated[str, _option(f"{names('detector')}, or a Grounding DINO config .json.", GROUNDED)] = (
@@ -107,6 +110,10 @@ def generate(
     ),
     detector_weights: Annotated[str, _option("default, registry name, file, folder, random.", GROUNDED)] = (
         ModelSettings.detector_weights
+    ),
+    sam3_model: Annotated[str, _option("sam3, or a transformers Sam3Config .json.", SAM3)] = ModelSettings.sam3_model,
+    sam3_checkpoint: Annotated[str, _option("default, sam3, sam3_meta, a file, or random.", SAM3)] = (
+        ModelSettings.sam3_checkpoint
     ),
     exclude: Annotated[bool, _option("ELSE-style exclusion of impossible classes.", EXCLUSION)] = False,
     exclusion_threshold: Annotated[float, _option("Exclude when P_ex > this.", EXCLUSION)] = (
@@ -126,7 +133,7 @@ def generate(
     sam_checkpoint: SamCheckpointOption = ModelSettings.sam_checkpoint,
     save_scores: Annotated[Path | None, _option("Also save float16 scores <id>.npz here.", RUN)] = None,
     save_instances: Annotated[
-        Path | None, _option("grounded-sam: also save its SAM masks <id>.npz here (for export).", RUN)
+        Path | None, _option("grounded-sam, sam3: also save their instance masks <id>.npz here (for export).", RUN)
     ] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
@@ -175,8 +182,8 @@ def generate(
     refiners = refiner_settings(flags, refiner_names)
     if max_side and max_side < 32:
         raise ConfigError(f"--max-side must be 0 (full size) or at least 32 pixels, got {max_side}")
-    if save_instances is not None and method.value != "grounded-sam":
-        raise ConfigError("--save-instances keeps Grounded-SAM's masks; it needs --method grounded-sam")
+    if save_instances is not None and method.value not in INSTANCE_LABELERS:
+        raise ConfigError("--save-instances keeps instance masks; it needs --method grounded-sam or sam3")
     decoders = decode_workers(num_workers, models.device) if models else 0
     batch = default_batch_size(batch_size, models.device if models else None)
     run = RunOptions(

@@ -15,8 +15,8 @@ from pseudolabel.core.components import component, registry
 from pseudolabel.core.errors import ConfigError
 from pseudolabel.core.images import DEFAULT_MAX_IMAGE_PIXELS
 
-METHOD, DATA, CAM, GROUNDED, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN, SCALE = (
-    "Method", "Data", "CAM", "Grounded-SAM", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run",
+METHOD, DATA, CAM, GROUNDED, SAM3, EXCLUSION, ZERO_SHOT, REFINEMENT, RUN, SCALE = (
+    "Method", "Data", "CAM", "Grounded-SAM", "sam3", "Exclusion", "Zero-shot (--labels none)", "Refinement", "Run",
     "Scale out",
 )  # fmt: skip
 

@@ -41,13 +41,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from pseudolabel.core.instances import Instances
 from pseudolabel.core.prompts import PromptSet
-from pseudolabel.core.scoremaps import ScoreMaps
 from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.detection import detect
-from pseudolabel.labelers.exclusion import ClassExclusion, Regions, exclusion_for
+from pseudolabel.labelers.exclusion import ClassExclusion, exclusion_for
+from pseudolabel.labelers.instance_labeler import InstanceLabeler, Segments
 from pseudolabel.labelers.options import (
     CAPTION_MODES,
     SYNONYM_MODES,
@@ -56,11 +55,8 @@ from pseudolabel.labelers.options import (
     PromptingOptions,
     ZeroShotOptions,
 )
-from pseudolabel.labelers.pole import choose_and_record
-from pseudolabel.labelers.zero_shot import zero_shot_classes
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.grounding import GroundingDino
-from pseudolabel.models.sam import merge_by_confidence
 
 if TYPE_CHECKING:
     from pseudolabel.registry import ModelHub
@@ -102,21 +98,7 @@ class BoxMaskPredictor(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Segments:
-    """SAM masks of one image: bool [N, H, W], confidence (box score x SAM IoU) [N], channel
-    (1 + index into the image's classes) [N]."""
-
-    masks: torch.Tensor
-    confidences: torch.Tensor
-    channels: torch.Tensor
-
-    def select(self, kept: torch.Tensor) -> Segments:
-        """The segments where bool [N] ``kept`` is true."""
-        return Segments(self.masks[kept], self.confidences[kept], self.channels[kept])
-
-
-class GroundedSamLabeler:
+class GroundedSamLabeler(InstanceLabeler):
     """Scorer: Sample -> ScoreMaps with Grounding DINO + SAM; models are built once and reused."""
 
     def __init__(
@@ -131,53 +113,13 @@ class GroundedSamLabeler:
     ) -> None:
         """``clip`` is needed for zero-shot candidates, POLE and exclusion; ``exclusion`` replaces the
         default plain-CLIP exclusion (e.g. a CLIPN-based one)."""
+        options = options or GroundedSamOptions()
+        if options.detector.captions not in CAPTION_MODES:
+            raise ValueError(f"grounded-sam captions must be one of {CAPTION_MODES}")
+        super().__init__(prompts, options, SYNONYM_MODES, clip, exclusion)
         self.detector = detector
         self.sam = sam
-        self.prompts = prompts
-        self.options = options or GroundedSamOptions()
-        self.synonyms = self.options.prompting.resolved("none", SYNONYM_MODES)
-        if self.options.detector.captions not in CAPTION_MODES:
-            raise ValueError(f"grounded-sam captions must be one of {CAPTION_MODES}")
-        if self.options.needs_clip and clip is None:
-            raise ValueError("zero-shot candidates, POLE and exclusion need a CLIP model")
-        self.clip = clip
-        self.exclusion = exclusion
-        if self.options.exclusion.enabled and exclusion is None:
-            self.exclusion = ClassExclusion(clip, prompts, self.options.exclusion.threshold)
         self.autocast_dtype = autocast_dtype
-
-    def __call__(self, sample: Sample, record: StageRecord) -> ScoreMaps:
-        """Score maps [bg, classes...] of the sample; records stage seconds, detections, exclusions."""
-        height, width = sample.rgb.shape[:2]
-        class_ids = list(sample.classes)
-        zero_shot = self.options.zero_shot
-        if zero_shot.enabled:
-            class_ids, record["candidates"] = zero_shot_classes(
-                self.clip, sample.rgb, self.prompts, zero_shot.top_k, zero_shot.min_probability
-            )
-            record["classes"] = [self.prompts.classes[c].name for c in class_ids]
-        if not class_ids:
-            record["detections"] = 0
-            return ScoreMaps(np.ones((1, height, width), dtype=np.float32), (0,))
-        names = self._names(class_ids)
-        segments = self._segment(sample, names, record)
-        if self.synonyms == "pole":
-            with record.timed("pole_s"):
-                names = self._pole_names(sample, class_ids, segments, record)
-            if names != self._names(class_ids):
-                segments = self._segment(sample, names, record)
-        if self.options.exclusion.enabled and len(segments.masks):
-            segments = self._exclude(sample, class_ids, segments, record)
-        with record.timed("merge_s"):
-            scores = merge_by_confidence(segments.masks, segments.confidences, segments.channels, len(class_ids) + 1)
-        instance_classes = np.asarray([class_ids[c - 1] for c in segments.channels.tolist()], dtype=np.int64)
-        record.extras["instances"] = Instances(
-            segments.masks.cpu().numpy(), instance_classes, segments.confidences.float().cpu().numpy()
-        )
-        return ScoreMaps(scores.cpu().numpy(), (0, *class_ids))
-
-    def _names(self, class_ids: list[int]) -> list[str]:
-        return self.prompts.prompt_names(class_ids, self.synonyms)
 
     def _segment(self, sample: Sample, names: list[str], record: StageRecord) -> Segments:
         """Detect ``names`` and segment every distinct box (one image embedding per image)."""
@@ -196,24 +138,6 @@ class GroundedSamLabeler:
             box_of = box_of.to(query_masks.device)
             confidences = found.scores.to(query_masks.device) * query_ious[box_of]
         return Segments(query_masks[box_of], confidences, (found.classes + 1).to(query_masks.device))
-
-    def _pole_names(self, sample: Sample, class_ids: list[int], segments: Segments, record: StageRecord) -> list[str]:
-        """POLE on detected regions: per class, the candidate name closest to the image masked by the
-        union of that class's masks (the whole image when the class name found nothing)."""
-        height, width = sample.rgb.shape[:2]
-        regions = torch.ones(len(class_ids), height, width, device=self.clip.device)
-        for channel in segments.channels.unique().tolist():
-            regions[channel - 1] = segments.masks[segments.channels == channel].any(dim=0).float().to(regions.device)
-        count = self.options.prompting.pole_candidates
-        return choose_and_record(self.clip, sample.rgb, regions, self.prompts, class_ids, count, record)
-
-    def _exclude(self, sample: Sample, class_ids: list[int], segments: Segments, record: StageRecord) -> Segments:
-        """Each mask is a region claiming its class; drop those exclusion rejects."""
-        region_classes = [class_ids[c - 1] for c in segments.channels.tolist()]
-        names = [f"mask {i} ({self.prompts.classes[c].name})" for i, c in enumerate(region_classes)]
-        regions = Regions(segments.masks.float(), region_classes, names, crop=True)
-        kept = self.exclusion.filter(sample.rgb, regions, class_ids, record)
-        return segments.select(torch.tensor(kept, device=segments.masks.device))
 
 
 def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: DetectorOptions) -> GroundedSamLabeler:

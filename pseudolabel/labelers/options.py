@@ -132,6 +132,22 @@ class DetectorOptions:
     max_detections: int = option(100, "Boxes kept per image, best first (0: all).")
 
 
+ZERO_SHOT_SOURCES = ("clip", "presence")
+
+
+@dataclass(frozen=True)
+class Sam3Options:
+    """SAM 3's thresholds (0.5 and 0.5: Meta's ``Sam3Processor``'s ``confidence_threshold`` and mask
+    cut) and where zero-shot candidates come from (``clip`` or SAM 3's ``presence`` score)."""
+
+    concept_threshold: float = option(0.5, "Keep instances whose score x presence is above this.")
+    mask_threshold: float = option(0.5, "A pixel is in a mask where its sigmoid is above this.")
+    zero_shot_from: str = option(
+        "clip", "--labels none: candidates by CLIP or by SAM 3's presence score.", choices=ZERO_SHOT_SOURCES
+    )
+    presence_threshold: float = option(0.5, "--zero-shot-from presence: a class is a candidate above this.")
+
+
 CAM = Component(
     "labeler", "cam", "CLIP-ES class activation maps (CLIP ViT), with CAA.",
     "pseudolabel.labelers.cam:build", options=CamOptions, models=("clip",),
@@ -139,4 +155,8 @@ CAM = Component(
 GROUNDED_SAM = Component(
     "labeler", "grounded-sam", "Grounding DINO boxes prompting SAM masks.",
     "pseudolabel.labelers.grounded_sam:build", options=DetectorOptions, models=("grounding", "sam"),
+)  # fmt: skip
+SAM3 = Component(
+    "labeler", "sam3", "SAM 3 concept segmentation of each class name (Meta).",
+    "pseudolabel.labelers.sam3:build", options=Sam3Options, models=("sam3",),
 )  # fmt: skip

@@ -25,6 +25,7 @@ from pseudolabel.core.files import atomic_output, home_dir
 RANDOM = "random"
 HASH_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 30
+GATED_HOW = "is gated: accept its licence at {page} with a Hugging Face account, then set HF_TOKEN to a token of it"
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class WeightSpec:
 
     Attributes:
         name: registry key, e.g. ``sam_vit_b``.
-        kind: which model option takes it (``clip``, ``sam``, ``grounding-dino``, ``clipn``,
+        kind: which model option takes it (``clip``, ``sam``, ``grounding-dino``, ``clipn``, ``sam3``,
             ``backbone``, ``segmenter``).
         filename: file name in the cache.
         url: direct download address, or None when the publisher offers none.
@@ -42,6 +43,8 @@ class WeightSpec:
         size_mb: approximate size, for display.
         description: what it is.
         manual: how to get the file by hand when ``url`` is None.
+        gated: where the publisher's licence must be accepted before ``url`` serves the file
+            (a Hugging Face repository); the download then sends ``HF_TOKEN``.
     """
 
     name: str
@@ -52,6 +55,7 @@ class WeightSpec:
     size_mb: int
     description: str
     manual: str = ""
+    gated: str = ""
 
 
 WEIGHTS: dict[str, WeightSpec] = {
@@ -165,6 +169,26 @@ WEIGHTS: dict[str, WeightSpec] = {
             None,
             898,
             "SAM 2.1 Hiera-L (Meta)",
+        ),
+        WeightSpec(
+            "sam3",
+            "sam3",
+            "sam3.safetensors",
+            "https://huggingface.co/facebook/sam3/resolve/main/model.safetensors",
+            None,
+            3450,
+            "SAM 3 (Meta; transformers layout)",
+            gated="https://huggingface.co/facebook/sam3",
+        ),
+        WeightSpec(
+            "sam3_meta",
+            "sam3",
+            "sam3.pt",
+            "https://huggingface.co/facebook/sam3/resolve/main/sam3.pt",
+            None,
+            3450,
+            "SAM 3 (Meta; the sam3 package's layout, converted on load)",
+            gated="https://huggingface.co/facebook/sam3",
         ),
         WeightSpec(
             "gdino_swint",
@@ -308,7 +332,8 @@ def missing_message(specs: list[WeightSpec]) -> str:
     them = "them" if several else "it"
     names = " ".join(spec.name for spec in specs if spec.url)
     fetch = f"`pseudolabel models download {names}` fetches {them} where there is network; " if names else ""
-    return f"missing weights {files}: {where}; {fetch}copy {them} there or pass a path"
+    gated = "".join(f"; {spec.name} {GATED_HOW.format(page=spec.gated)}" for spec in specs if spec.gated)
+    return f"missing weights {files}: {where}; {fetch}copy {them} there or pass a path{gated}"
 
 
 def check_all(resolvers: list[Callable[[], object]]) -> None:
@@ -366,8 +391,12 @@ def download_weights(
             f"--allow-unverified` or from {spec.url} to {path}"
         )
     digest = hashlib.sha256()
+    request = urllib.request.Request(spec.url)
+    token = os.environ.get("HF_TOKEN")
+    if spec.gated and token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with atomic_output(path) as temp, urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with atomic_output(path) as temp, urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             done = 0
             with temp.open("wb") as handle:
@@ -382,6 +411,16 @@ def download_weights(
                     f"checksum mismatch for {spec.filename} from {spec.url}: got sha256 {digest.hexdigest()}, "
                     f"expected {spec.sha256}; the file was not kept"
                 )
+    except urllib.error.HTTPError as error:
+        if spec.gated and error.code in (401, 403):
+            raise WeightsError(
+                f"could not download {spec.name} (HTTP {error.code}): it {GATED_HOW.format(page=spec.gated)}"
+                + ("" if token else " (HF_TOKEN is not set)")
+            ) from error
+        raise WeightsError(
+            f"could not download {spec.name} (HTTP {error.code}): fetch {spec.url} on a machine with network and "
+            f"copy it to {path}, or pass its path"
+        ) from error
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise WeightsError(
