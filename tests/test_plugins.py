@@ -65,7 +65,7 @@ def test_a_plugin_shows_in_help_and_the_python_api(tmp_path: Path) -> None:
     shown = _pseudolabel("generate", "--help", cwd=tmp_path)
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
-    assert "--method <cam|grounded-sam|stripes>" in text and "stripes (labeler):" in text
+    assert "--method <cam|grounded-sam|sam3|stripes>" in text and "stripes (labeler):" in text
     assert "frame (refiner): --frame-width <int> Pixels along each edge marked unsure. [default: 1]" in text
     script = (
         "import numpy as np, pseudolabel\n"

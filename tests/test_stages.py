@@ -177,7 +177,7 @@ def test_help_reads_whole_at_80_and_120_columns(command: str, columns: int) -> N
 
 def test_the_method_choice_sits_in_its_own_panel_and_bad_choices_read_plainly() -> None:
     text = _help("generate", 80)
-    assert text.index("Method:\n  --method <cam|grounded-sam>") < text.index("CAM:\n")
+    assert text.index("Method:\n  --method <cam|grounded-sam|sam3>") < text.index("CAM:\n")
     result = runner.invoke(app, ["generate", "--dataset", "pascal", "--out", "x"], env={"COLUMNS": "80"})
     assert result.exit_code == 2
     assert "Invalid value for '--dataset': 'pascal' is not one of 'coco', 'folder', 'voc'." in result.output
