@@ -46,14 +46,11 @@ from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.detection import detect
 from pseudolabel.labelers.exclusion import ClassExclusion, exclusion_for
-from pseudolabel.labelers.instance_labeler import InstanceLabeler, Segments
+from pseudolabel.labelers.instance_labeler import InstanceLabeler, InstanceLabelerOptions, Segments
 from pseudolabel.labelers.options import (
     CAPTION_MODES,
     SYNONYM_MODES,
     DetectorOptions,
-    ExclusionOptions,
-    PromptingOptions,
-    ZeroShotOptions,
 )
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.grounding import GroundingDino
@@ -64,27 +61,11 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class GroundedSamOptions:
-    """Detector settings, prompts and the optional exclusion / zero-shot steps.
-
-    Attributes:
-        detector: thresholds and caption mode.
-        prompting: ``none`` (default), ``fuse``, ``detector`` (SAM_WSSS's renamed VOC classes)
-            or ``pole`` (per image and class, the candidate name closest to the class's detected
-            region; detection runs again with the chosen names).
-        exclusion: drop SAM masks whose class ELSE-style exclusion finds impossible there.
-        zero_shot: candidates from CLIP instead of the image's labels.
-    """
+class GroundedSamOptions(InstanceLabelerOptions):
+    """The detector's thresholds and caption mode (``detector``), beside prompts, exclusion and
+    zero-shot candidates (:class:`~pseudolabel.labelers.instance_labeler.InstanceLabelerOptions`)."""
 
     detector: DetectorOptions = field(default_factory=DetectorOptions)
-    prompting: PromptingOptions = field(default_factory=PromptingOptions)
-    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
-    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
-
-    @property
-    def needs_clip(self) -> bool:
-        """Zero-shot candidates, POLE and exclusion need a CLIP model beside the detector."""
-        return self.zero_shot.enabled or self.prompting.synonyms == "pole" or self.exclusion.enabled
 
 
 class BoxMaskPredictor(Protocol):
@@ -142,7 +123,9 @@ class GroundedSamLabeler(InstanceLabeler):
 
 def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: DetectorOptions) -> GroundedSamLabeler:
     """Grounding DINO + SAM; CLIP only when zero-shot, POLE or exclusion need it."""
-    labeler_options = GroundedSamOptions(options, settings.prompting, settings.exclusion, settings.zero_shot)
+    labeler_options = GroundedSamOptions(
+        prompting=settings.prompting, exclusion=settings.exclusion, zero_shot=settings.zero_shot, detector=options
+    )
     clip, exclusion = exclusion_for(hub, prompts, settings)
     if clip is None and labeler_options.needs_clip:
         clip = hub.clip()

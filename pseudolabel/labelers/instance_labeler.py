@@ -11,8 +11,7 @@ are closer than the margin as 255.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,17 +29,26 @@ from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.sam import merge_by_confidence
 
 
-class SharedOptions(Protocol):
-    """The options every instance labeler takes (prompts, exclusion, zero-shot candidates)."""
+@dataclass(frozen=True)
+class InstanceLabelerOptions:
+    """The options every instance labeler takes; a labeler's own options extend these.
 
-    prompting: PromptingOptions
-    exclusion: ExclusionOptions
-    zero_shot: ZeroShotOptions
+    Attributes:
+        prompting: ``none`` (default), ``fuse``, ``detector`` (SAM_WSSS's renamed VOC classes)
+            or ``pole`` (per image and class, the candidate name closest to the class's
+            instances; segmentation runs again with the chosen names).
+        exclusion: drop instances whose class ELSE-style exclusion finds impossible there.
+        zero_shot: candidates from CLIP instead of the image's labels.
+    """
+
+    prompting: PromptingOptions = field(default_factory=PromptingOptions)
+    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
+    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
 
     @property
     def needs_clip(self) -> bool:
-        """Whether zero-shot candidates, POLE or exclusion need a CLIP model."""
-        ...
+        """Zero-shot candidates, POLE and exclusion need a CLIP model beside the labeler's own."""
+        return self.zero_shot.enabled or self.prompting.synonyms == "pole" or self.exclusion.enabled
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ class InstanceLabeler:
     def __init__(
         self,
         prompts: PromptSet,
-        options: SharedOptions,
+        options: InstanceLabelerOptions,
         synonym_modes: tuple[str, ...],
         clip: ClipModel | None = None,
         exclusion: ClassExclusion | None = None,

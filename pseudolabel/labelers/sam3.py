@@ -24,14 +24,8 @@ from pseudolabel.core.prompts import PromptSet
 from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.exclusion import ClassExclusion, exclusion_for
-from pseudolabel.labelers.instance_labeler import InstanceLabeler, Segments
-from pseudolabel.labelers.options import (
-    SYNONYM_MODES,
-    ExclusionOptions,
-    PromptingOptions,
-    Sam3Options,
-    ZeroShotOptions,
-)
+from pseudolabel.labelers.instance_labeler import InstanceLabeler, InstanceLabelerOptions, Segments
+from pseudolabel.labelers.options import SYNONYM_MODES, Sam3Options
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.sam3 import ConceptSegmenter
 
@@ -41,13 +35,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Sam3LabelerOptions:
-    """The SAM 3 labeler's own options and those every instance labeler shares."""
+class Sam3LabelerOptions(InstanceLabelerOptions):
+    """The SAM 3 labeler's own options (``sam3``) and those every instance labeler shares."""
 
     sam3: Sam3Options = field(default_factory=Sam3Options)
-    prompting: PromptingOptions = field(default_factory=PromptingOptions)
-    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
-    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
 
     @property
     def presence_candidates(self) -> bool:
@@ -75,7 +66,6 @@ class Sam3Labeler(InstanceLabeler):
         options = options or Sam3LabelerOptions()
         super().__init__(prompts, options, SYNONYM_MODES, clip, exclusion)
         self.segmenter = segmenter
-        self.sam3 = options.sam3
 
     def _candidates(self, sample: Sample, record: StageRecord) -> list[int]:
         """With presence candidates: every class whose phrase's presence score is above
@@ -89,7 +79,7 @@ class Sam3Labeler(InstanceLabeler):
         record["candidates"] = {
             self.prompts.classes[c].name: round(p, 4) for c, p in zip(every_class, presence, strict=True)
         }
-        chosen = [c for c, p in zip(every_class, presence, strict=True) if p > self.sam3.presence_threshold]
+        chosen = [c for c, p in zip(every_class, presence, strict=True) if p > self.options.sam3.presence_threshold]
         record["classes"] = [self.prompts.classes[c].name for c in chosen]
         return chosen
 
@@ -97,7 +87,8 @@ class Sam3Labeler(InstanceLabeler):
         """SAM 3's kept instances of ``names`` (one per class, in order); records each class's presence."""
         with record.timed("sam3_s"):
             self.segmenter.set_image(sample.rgb)
-            found = self.segmenter.segment(names, self.sam3.concept_threshold, self.sam3.mask_threshold)
+            sam3 = self.options.sam3
+            found = self.segmenter.segment(names, sam3.concept_threshold, sam3.mask_threshold)
         record["detections"] = len(found.scores)
         record["presence"] = {name: round(float(score), 4) for name, score in zip(names, found.presence, strict=True)}
         return Segments(found.masks, found.scores, found.prompts + 1)
@@ -105,7 +96,9 @@ class Sam3Labeler(InstanceLabeler):
 
 def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: Sam3Options) -> Sam3Labeler:
     """SAM 3; CLIP only when CLIP zero-shot candidates, POLE or exclusion need it."""
-    labeler_options = Sam3LabelerOptions(options, settings.prompting, settings.exclusion, settings.zero_shot)
+    labeler_options = Sam3LabelerOptions(
+        prompting=settings.prompting, exclusion=settings.exclusion, zero_shot=settings.zero_shot, sam3=options
+    )
     clip, exclusion = exclusion_for(hub, prompts, settings)
     if clip is None and labeler_options.needs_clip:
         clip = hub.clip()

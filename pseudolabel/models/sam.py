@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pseudolabel.core.errors import WeightsError
+from pseudolabel.models.image_encodings import CachedImageEncoder
 from pseudolabel.models.sam_family import DEFAULT_CHECKPOINT, sam_checkpoint
 
 if TYPE_CHECKING:
@@ -74,57 +75,28 @@ def frozen_on(
     return model
 
 
-class PromptedSegmenter:
+class PromptedSegmenter(CachedImageEncoder):
     """The SAM contract shared by every SAM family: one image embedding per image, box and point
     prompts decoded ``batch`` at a time under autocast, and the family's automatic masks.
 
     Shared by the Grounded-SAM labeler (box prompts) and the SAM refiner (point prompts, automatic
     masks) of one run: setting the same image array again reuses its embedding, and
     :meth:`embed_batch` encodes several images in one image-encoder pass ahead of their
-    ``set_image``. A family supplies how it encodes a batch, installs one image's embedding in its
-    predictor, decodes prompts and builds its automatic mask generator.
+    ``set_image`` (:class:`~pseudolabel.models.image_encodings.CachedImageEncoder`). A family
+    supplies how it encodes a batch, installs one image's embedding in its predictor
+    (``_embed_one``: the family predictor's own ``set_image``), decodes prompts and builds its
+    automatic mask generator.
     """
 
     def __init__(self, sam: Any, batch: int = 64, autocast_dtype: torch.dtype | None = None) -> None:
+        super().__init__(autocast_dtype)
         self.sam = sam
         self.batch = batch
-        self.autocast_dtype = autocast_dtype
-        self._image: np.ndarray | None = None
-        self._batch: list[tuple[np.ndarray, Any]] = []
         self._generator: Any = None
 
     @property
     def device(self) -> torch.device:
         return next(self.sam.parameters()).device
-
-    def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-
-    @torch.no_grad()
-    def embed_batch(self, images: list[np.ndarray]) -> None:
-        """Encode uint8 [H, W, 3] ``images`` in one image-encoder pass, as the family's own
-        ``set_image`` prepares each; ``set_image`` of one of these arrays then takes its embedding
-        from here. The previous batch's are dropped."""
-        self._batch = []
-        if images:
-            with self._autocast():
-                embeddings = self._encode_batch([np.ascontiguousarray(rgb) for rgb in images])
-            self._batch = list(zip(images, embeddings, strict=True))
-
-    @torch.no_grad()
-    def set_image(self, rgb: np.ndarray) -> None:
-        """Embed uint8 [H, W, 3] ``rgb`` (skipped when it is the array embedded last, taken from
-        :meth:`embed_batch` when that encoded it)."""
-        if rgb is self._image:
-            return
-        for array, embedding in self._batch:
-            if array is rgb:
-                self._install(embedding)
-                self._image = rgb
-                return
-        with self._autocast():
-            self._embed_one(np.ascontiguousarray(rgb))
-        self._image = rgb
 
     def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One mask per box: (bool [N, H, W], predicted IoU [N]) for x0, y0, x1, y1 pixel boxes [N, 4]."""
@@ -154,18 +126,6 @@ class PromptedSegmenter:
             masks.append(batch_masks[:, 0])
             scores.append(batch_scores[:, 0].float())
         return torch.cat(masks), torch.cat(scores)
-
-    def _encode_batch(self, images: list[np.ndarray]) -> list[Any]:
-        """One embedding per image, from one image-encoder pass."""
-        raise NotImplementedError
-
-    def _install(self, embedding: Any) -> None:
-        """Make ``embedding`` (one of :meth:`_encode_batch`'s) the predictor's current image."""
-        raise NotImplementedError
-
-    def _embed_one(self, rgb: np.ndarray) -> None:
-        """The family predictor's own ``set_image``."""
-        raise NotImplementedError
 
     def _decode_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(bool masks [n, 1, H, W], IoU [n, 1]) for pixel boxes [n, 4]."""

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from pseudolabel.core.errors import ConfigError, WeightsError
+from pseudolabel.models.image_encodings import CachedImageEncoder
 from pseudolabel.models.sam3_convert import is_meta_checkpoint, meta_to_transformers
 from pseudolabel.models.weights import read_state_dict, resolve_weights
 
@@ -155,32 +156,27 @@ class Concepts:
     presence: torch.Tensor
 
 
-class ConceptSegmenter:
+class ConceptSegmenter(CachedImageEncoder):
     """SAM 3 on one image at a time: image features once per image (or per batch of images with
-    :meth:`embed_batch`), phrases' text features once per run, ``prompt_batch`` phrases decoded
-    together under autocast."""
+    :meth:`embed_batch`, :class:`~pseudolabel.models.image_encodings.CachedImageEncoder`), phrases'
+    text features once per run, ``prompt_batch`` phrases decoded together under autocast."""
 
     def __init__(
         self, network: Any, prompt_batch: int = PROMPT_BATCH, autocast_dtype: torch.dtype | None = None
     ) -> None:
         from open_clip.tokenizer import SimpleTokenizer
 
+        super().__init__(autocast_dtype)
         self.network = network
         self.prompt_batch = max(1, prompt_batch)
-        self.autocast_dtype = autocast_dtype
         self.resolution = int(network.config.vision_config.image_size)
         self.tokenizer = SimpleTokenizer(context_length=CONTEXT_LENGTH)
         self._texts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._image: np.ndarray | None = None
         self._features: tuple[Any, torch.Tensor, torch.Tensor] | None = None
-        self._batch: list[tuple[np.ndarray, Any]] = []
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
-
-    def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def pixels(self, rgb: np.ndarray) -> torch.Tensor:
         """Meta's input of uint8 [H, W, 3] ``rgb``: float [3, R, R], R the model's resolution."""
@@ -190,41 +186,25 @@ class ConceptSegmenter:
         resized = v2.functional.resize(image, [self.resolution, self.resolution])
         return (resized.float() / 255 - PIXEL_MEAN) / PIXEL_STD
 
-    @torch.no_grad()
-    def embed_batch(self, images: list[np.ndarray]) -> None:
-        """Encode uint8 [H, W, 3] ``images`` in one vision-encoder pass; :meth:`set_image` of one of
-        these arrays then takes its features from here. The previous batch's are dropped."""
-        self._batch = []
-        if images:
-            with self._autocast():
-                vision = self.network.vision_encoder(torch.stack([self.pixels(rgb) for rgb in images]))
-            for index, rgb in enumerate(images):
-                self._batch.append((rgb, self._with_geometry(_select(vision, index))))
+    def _encode_batch(self, images: list[np.ndarray]) -> list[Any]:
+        vision = self.network.vision_encoder(torch.stack([self.pixels(rgb) for rgb in images]))
+        return [self._with_geometry(_select(vision, index)) for index in range(len(images))]
 
-    @torch.no_grad()
-    def set_image(self, rgb: np.ndarray) -> None:
-        """Encode uint8 [H, W, 3] ``rgb`` (skipped when it is the array set last, taken from
-        :meth:`embed_batch` when that encoded it)."""
-        if rgb is self._image:
-            return
-        for array, features in self._batch:
-            if array is rgb:
-                self._features, self._image = features, rgb
-                return
-        with self._autocast():
-            vision = self.network.vision_encoder(self.pixels(rgb)[None])
-        self._features, self._image = self._with_geometry(vision), rgb
+    def _install(self, encoding: Any) -> None:
+        self._features = encoding
+
+    def _embed_one(self, rgb: np.ndarray) -> None:
+        self._features = self._with_geometry(self.network.vision_encoder(self.pixels(rgb)[None]))
 
     def _with_geometry(self, vision: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """The image's vision features and the geometry encoder's output with no boxes (its class
-        token, [1, 1, C], and mask [1, 1]): Meta appends that token to every text prompt."""
-        fpn = vision.fpn_hidden_states[:-1]
+        token, [1, 1, C], and mask [1, 1]): Meta appends that token to every text prompt. Runs
+        inside the encoders' autocast."""
         none = torch.zeros(1, 0, device=self.device)
-        with self._autocast():
-            geometry = self.network.geometry_encoder(
-                box_embeddings=torch.zeros(1, 0, 4, device=self.device), box_mask=none.bool(),
-                box_labels=none.long(), img_feats=fpn, img_pos_embeds=vision.fpn_position_encoding[:-1],
-            )  # fmt: skip
+        geometry = self.network.geometry_encoder(
+            box_embeddings=torch.zeros(1, 0, 4, device=self.device), box_mask=none.bool(), box_labels=none.long(),
+            img_feats=vision.fpn_hidden_states[:-1], img_pos_embeds=vision.fpn_position_encoding[:-1],
+        )  # fmt: skip
         return vision, geometry.last_hidden_state, geometry.attention_mask
 
     @torch.no_grad()
