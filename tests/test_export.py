@@ -121,20 +121,29 @@ def test_missing_or_wrong_size_masks_are_skipped_and_listed(tmp_path: Path) -> N
     assert wrong.exit_code == 1 and "give --out a .json path" in wrong.output
 
 
-def test_grounded_sam_instances_are_saved_and_exported_as_true_instances(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("method", ["grounded-sam", "sam3"])
+def test_instances_are_saved_and_exported_as_true_instances(method: str, tmp_path: Path, monkeypatch) -> None:
+    """Grounded-SAM's and SAM 3's instance masks (``--save-instances``), overlaps kept, exported to
+    COCO and read back by pycocotools mask for mask, with their class and score."""
     from tiny_clip import write_tiny_config
     from tiny_grounding import write_tiny_grounding_config
     from tiny_sam import tiny_sam
+    from tiny_sam3 import tiny_sam3, write_tiny_sam3_config
 
     from pseudolabel.core.instances import load_instances
     from pseudolabel.runner.manifest import read_manifest
 
     monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
-    out, saved = tmp_path / "gsam", tmp_path / "instances"
+    monkeypatch.setattr("pseudolabel.models.sam3.build_sam3", lambda model, checkpoint, device: tiny_sam3())
+    out, saved = tmp_path / "run", tmp_path / "instances"
     args = ["generate", "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--out", str(out), "--limit", "2"]
-    args += ["--method", "grounded-sam", "--detector", str(write_tiny_grounding_config(tmp_path)), "--device", "cpu"]
-    args += ["--detector-weights", "random", "--sam-checkpoint", "random", "--box-threshold", "0.45"]
-    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--clip-weights", "random", "--num-workers", "0"]
+    args += ["--method", method, "--device", "cpu", "--num-workers", "0"]
+    args += ["--clip-model", str(write_tiny_config(tmp_path)), "--clip-weights", "random"]
+    if method == "grounded-sam":
+        args += ["--detector", str(write_tiny_grounding_config(tmp_path)), "--detector-weights", "random"]
+        args += ["--sam-checkpoint", "random", "--box-threshold", "0.45"]
+    else:
+        args += ["--sam3-model", str(write_tiny_sam3_config(tmp_path)), "--sam3-checkpoint", "random"]
     result = runner.invoke(app, [*args, "--save-instances", str(saved)])
     assert result.exit_code == 0, result.output
     for record in read_manifest(out / "manifest.jsonl"):
