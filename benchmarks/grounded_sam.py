@@ -3,12 +3,13 @@
     python benchmarks/grounded_sam.py [--images 4] [--detector swint] [--sam vit_h] [--boxes 8]
                                       [--device auto] [--precision auto]
 
-Per VOC-size image (500x375, 3 classes in the caption): Grounding DINO forward (image resized
-to 800 on the short side), SAM image encoder (one embedding per image), SAM decoder for
-``--boxes`` box prompts in one batched call, and the merge into ScoreMaps. Random weights give
-random detections, so the box prompts are fixed random boxes (VOC train has 2-3 objects per
-image; 8 is generous). Prints seconds per stage, images/s and peak memory (process RSS on CPU,
-max allocated on CUDA; peak after each stage).
+Per VOC-size image (500x375, 3 classes in the caption): the detector's forward (``--detector``:
+Grounding DINO or MM-Grounding-DINO at 800 on the short side, OWLv2 at 960 / 1008 px square),
+SAM image encoder (one embedding per image), SAM decoder for ``--boxes`` box prompts in one
+batched call, and the merge into ScoreMaps. Random weights give random detections, so the box
+prompts are fixed random boxes (VOC train has 2-3 objects per image; 8 is generous). Prints
+seconds per stage, images/s and peak memory (process RSS on CPU, max allocated on CUDA; peak after
+each stage).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from pseudolabel.core.devices import autocast_dtype, resolve_device
 from pseudolabel.labelers.detection import detect
 from pseudolabel.labelers.options import DetectorOptions
-from pseudolabel.models.grounding import build_grounding_dino
+from pseudolabel.models.grounding import build_detector
 from pseudolabel.models.sam import SamPrompter, build_sam, merge_by_confidence
 
 HEIGHT, WIDTH = 375, 500
@@ -58,7 +59,7 @@ def main() -> None:
     device = resolve_device(args.device)
     dtype = autocast_dtype(args.precision, device)
     torch.manual_seed(0)
-    detector = build_grounding_dino(args.detector, "random", device)
+    detector = build_detector(args.detector, "random", device)
     sam = SamPrompter(build_sam(args.sam, "random", device), autocast_dtype=dtype)
     options = DetectorOptions()
     generator = torch.Generator().manual_seed(0)

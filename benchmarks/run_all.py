@@ -9,6 +9,8 @@ its own process on the same generated VOC-size images (500x375, 2 labels each):
 * grounded-sam-vit_b, grounded-sam-vit_h, grounded-sam-hq_vit_h, grounded-sam-sam2.1_hiera_l:
   Grounding DINO Swin-T + a SAM (SAM, HQ-SAM, SAM 2.1), at most 8 boxes per image
   (``--max-detections 8``: random weights put a box everywhere; real VOC images have 2-3 objects);
+* grounded-sam-mm-gdino-t, grounded-sam-owlv2-b, grounded-sam-owlv2-l: the same with MM-Grounding-DINO
+  Swin-T or OWLv2 B/16 or L/14 as the detector and SAM ViT-B;
 * sam3: SAM 3 (848M parameters, 1008 px) on each image's 2 class names in one batch;
 * crf, sam-points, sam-auto: ``refine`` of the cam stage's masks (SAM ViT-B); sam-points-hq_vit_h,
   sam-points-sam2.1_hiera_l the same points rule with HQ-SAM ViT-H and SAM 2.1 Hiera-L
@@ -111,6 +113,12 @@ def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str
         "grounded-sam-vit_h": [*grounded, "--sam", "vit_h", "--out", str(scratch / "gsam-h")],
         "grounded-sam-hq_vit_h": [*grounded, "--sam", "hq_vit_h", "--out", str(scratch / "gsam-hq-h")],
         "grounded-sam-sam2.1_hiera_l": [*grounded, "--sam", "sam2.1_hiera_l", "--out", str(scratch / "gsam-sam2-l")],
+        "grounded-sam-mm-gdino-t": [*grounded, "--detector", "mm-gdino-t", "--sam", "vit_b",
+                                    "--out", str(scratch / "gsam-mm-t")],
+        "grounded-sam-owlv2-b": [*grounded, "--detector", "owlv2-b", "--sam", "vit_b",
+                                 "--out", str(scratch / "gsam-owl-b")],
+        "grounded-sam-owlv2-l": [*grounded, "--detector", "owlv2-l", "--sam", "vit_b",
+                                 "--out", str(scratch / "gsam-owl-l")],
         "sam3": ["generate", *common, "--method", "sam3", "--sam3-checkpoint", "random",
                  "--out", str(scratch / "sam3")],
         "crf": [*refine, "--refine", "crf", "--out", str(scratch / "crf")],

@@ -77,9 +77,9 @@ class ModelHub:
         return encoders[0] if len(encoders) == 1 else partial(_each, encoders)
 
     def grounding_dino(self) -> Any:
-        """The run's detector: a registered one by ``settings.detector``, else Grounding DINO
-        from that config file."""
-        from pseudolabel.models.grounding import build_grounding_dino
+        """The run's detector: a registered one by ``settings.detector``, else the detector that
+        config file describes (Grounding DINO, MM-Grounding-DINO or OWLv2)."""
+        from pseudolabel.models.grounding import build_detector
 
         settings = self.settings
         declared = registered_detector(settings)
@@ -87,7 +87,7 @@ class ModelHub:
             options = _options(declared, settings.components)
             return self._once("grounding", lambda: declared.load()(settings.detector, settings, self.device, options))
         return self._once(
-            "grounding", lambda: build_grounding_dino(settings.detector, settings.detector_weights, self.device)
+            "grounding", lambda: build_detector(settings.detector, settings.detector_weights, self.device)
         )
 
 

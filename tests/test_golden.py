@@ -176,9 +176,11 @@ def _same(value: object, recorded: object) -> bool:
 
 
 def _run(name: str, tmp_path: Path, *extra: str) -> Path:
+    """Run ``RUNS[name]`` with tiny models on the example data; ``extra`` flags come last, so they
+    override the run's own and the stand-ins (the last of a repeated flag wins)."""
     tmp_path.mkdir(exist_ok=True)
     out = tmp_path / name
-    args = [part.replace("{out}", str(out)) for part in RUNS[name]] + list(extra)
+    args = [part.replace("{out}", str(out)) for part in RUNS[name]]
     command = args[0]
     tiny = [
         "--clip-model",
@@ -190,7 +192,7 @@ def _run(name: str, tmp_path: Path, *extra: str) -> Path:
     ]
     args += [*STAND_INS[command], *(tiny if command == "generate" else []), "--sam-checkpoint", "random"]
     args += ["--dataset", "voc", "--root", str(EXAMPLE_VOC), "--out", str(out), "--device", "cpu", "--num-workers", "0"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, *extra])
     assert result.exit_code == 0, f"{name}: {result.output}"
     assert {r["status"] for r in read_manifest(out / "manifest.jsonl")} == {"ok"}
     return out

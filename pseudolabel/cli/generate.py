@@ -105,7 +105,7 @@ def generate(
         Synonyms | None, _option("none, fuse, detector or pole (default: cam fuse, grounded-sam, sam3 none).", CAM)
     ] = None,
     pole_candidates: Annotated[int, _option("POLE: names per class.", CAM)] = PromptingOptions.pole_candidates,
-    detector: Annotated[str, _option(f"{names('detector')}, or a Grounding DINO config .json.", GROUNDED)] = (
+    detector: Annotated[str, _option(f"{names('detector')}, or a detector config .json.", GROUNDED)] = (
         ModelSettings.detector
     ),
     detector_weights: Annotated[str, _option("default, registry name, file, folder, random.", GROUNDED)] = (

@@ -1,5 +1,6 @@
-"""Grounding DINO detection for the ``grounded-sam`` labeler: captions, token spans, thresholds
-and per-class NMS (see :mod:`pseudolabel.labelers.grounded_sam` for the two caption modes)."""
+"""Open-vocabulary detection for the ``grounded-sam`` labeler: Grounding DINO's and MM-Grounding-DINO's
+captions, token spans and thresholds (see :mod:`pseudolabel.labelers.grounded_sam` for the two
+caption modes), OWLv2's per-query best class, and per-class NMS for all."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torchvision.ops import batched_nms
 
 from pseudolabel.labelers.options import DetectorOptions
 from pseudolabel.models.grounding import GroundingDino
+from pseudolabel.models.owl import OwlDetector
 
 
 @dataclass(frozen=True)
@@ -129,18 +131,60 @@ def detector_pass(
     return outputs.logits[0].float().sigmoid(), outputs.pred_boxes[0].float()
 
 
+def select_owl_detections(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    height: int,
+    width: int,
+    box_threshold: float,
+    nms_threshold: float,
+    max_detections: int | None = None,
+) -> Detections:
+    """OWLv2's ``post_process_object_detection``: a query's class is its highest logit and its score
+    that logit's sigmoid, kept above ``box_threshold`` (strict); boxes (normalised cx, cy, w, h of
+    the padded square) become x0, y0, x1, y1 in pixels of the original image by the square's side.
+    Then per-class NMS and the ``max_detections`` best, as for Grounding DINO.
+
+    Args:
+        logits: [Q, C] one column per class query. boxes: [Q, 4].
+    """
+    best = logits.max(dim=1)
+    scores = best.values.sigmoid()
+    (queries,) = torch.nonzero(scores > box_threshold, as_tuple=True)
+    centre, size = boxes[:, :2], boxes[:, 2:]
+    corners = torch.cat([centre - 0.5 * size, centre + 0.5 * size], dim=1) * max(height, width)
+    found = Detections(corners[queries], scores[queries], best.indices[queries], queries)
+    return nms_per_class(found, nms_threshold, max_detections)
+
+
+@torch.no_grad()
+def owl_pass(
+    detector: OwlDetector, rgb: np.ndarray, names: list[str], autocast: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One OWLv2 forward with one text query per name: logits [Q, C] and boxes [Q, 4] as normalised
+    cx, cy, w, h of the padded square."""
+    device = detector.device
+    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        outputs = detector.model(pixel_values=detector.pixel_values(rgb), **detector.text_inputs(names))
+    return outputs.logits[0].float(), outputs.pred_boxes[0].float()
+
+
 def detect(
-    detector: GroundingDino,
+    detector: GroundingDino | OwlDetector,
     rgb: np.ndarray,
     names: list[str],
     options: DetectorOptions,
     autocast_dtype: torch.dtype | None = None,
 ) -> Detections:
-    """Grounding DINO detections of ``names`` in uint8 [H, W, 3] ``rgb``: one pass for ``joint``
-    captions, one per name for ``per-class``."""
+    """Detections of ``names`` in uint8 [H, W, 3] ``rgb``. OWLv2: one pass, each name a query
+    (``captions`` and ``text_threshold`` do not apply). Grounding DINO and MM-Grounding-DINO: one
+    pass for ``joint`` captions, one per name for ``per-class``."""
     height, width = rgb.shape[:2]
-    pixels = detector.pixel_values(rgb)
     cap = options.max_detections or None
+    if isinstance(detector, OwlDetector):
+        logits, boxes = owl_pass(detector, rgb, names, autocast_dtype)
+        return select_owl_detections(logits, boxes, height, width, options.box_threshold, options.nms_threshold, cap)
+    pixels = detector.pixel_values(rgb)
     if options.captions == "per-class":
         probs, boxes = [], []
         for name in names:

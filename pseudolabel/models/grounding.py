@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -61,27 +62,47 @@ class SwinSpec:
     window_size: int
     image_size: int
     registry_name: str
+    mm: bool = False
+    """MM-Grounding-DINO (OpenMMLab's re-trained Grounding DINO) rather than IDEA-Research's."""
 
 
+SWIN_T, SWIN_B = ((96, (2, 2, 6, 2), (3, 6, 12, 24), 7, 224), (128, (2, 2, 18, 2), (4, 8, 16, 32), 12, 384))
 VARIANTS = {
-    "swint": SwinSpec(96, (2, 2, 6, 2), (3, 6, 12, 24), 7, 224, "gdino_swint"),
-    "swinb": SwinSpec(128, (2, 2, 18, 2), (4, 8, 16, 32), 12, 384, "gdino_swinb"),
+    "swint": SwinSpec(*SWIN_T, "gdino_swint"),
+    "swinb": SwinSpec(*SWIN_B, "gdino_swinb"),
+    "mm-gdino-t": SwinSpec(*SWIN_T, "mm_gdino_t", mm=True),
+    "mm-gdino-b": SwinSpec(*SWIN_B, "mm_gdino_b", mm=True),
 }
+MM_MODEL_TYPE = "mm-grounding-dino"
+OWL_MODEL_TYPE = "owlv2"
+
+
+def config_model_type(variant: str) -> str | None:
+    """The ``model_type`` a detector config ``.json`` names (None: not a ``.json``, or none named)."""
+    if not variant.endswith(".json"):
+        return None
+    try:
+        return json.loads(Path(variant).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(f"cannot read detector config {variant}: {error}") from error
 
 
 def detector_config(variant: str) -> Any:
-    """``GroundingDinoConfig`` of ``swint`` / ``swinb``, or read from a JSON file (tests use tiny ones)."""
-    from transformers import GroundingDinoConfig
+    """``GroundingDinoConfig`` of ``swint`` / ``swinb``, ``MMGroundingDinoConfig`` of ``mm-gdino-t`` /
+    ``mm-gdino-b``, or either read from a JSON file (``model_type`` ``mm-grounding-dino`` for the
+    latter; tests use tiny ones)."""
+    from transformers import GroundingDinoConfig, MMGroundingDinoConfig
 
     if variant.endswith(".json"):
+        config_class = MMGroundingDinoConfig if config_model_type(variant) == MM_MODEL_TYPE else GroundingDinoConfig
         try:
-            return GroundingDinoConfig.from_dict(json.loads(Path(variant).read_text(encoding="utf-8")))
+            return config_class.from_dict(json.loads(Path(variant).read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as error:
             raise ConfigError(f"cannot read detector config {variant}: {error}") from error
     spec = VARIANTS.get(variant)
     if spec is None:
         raise ConfigError(f"--detector must be one of {', '.join(VARIANTS)} or a config .json, got {variant!r}")
-    config = GroundingDinoConfig()
+    config = MMGroundingDinoConfig() if spec.mm else GroundingDinoConfig()
     backbone = config.backbone_config
     backbone.embed_dim, backbone.depths, backbone.num_heads = spec.embed_dim, list(spec.depths), list(spec.num_heads)
     backbone.window_size, backbone.image_size = spec.window_size, spec.image_size
@@ -126,24 +147,27 @@ def load_detector_weights(model: Any, state_dict: dict[str, torch.Tensor], path:
 
 @dataclass
 class GroundingDino:
-    """A frozen Grounding DINO with its tokenizer.
+    """A frozen Grounding DINO (IDEA-Research's or OpenMMLab's) with its tokenizer and input size.
 
     Attributes:
-        model: ``GroundingDinoForObjectDetection`` in eval mode.
+        model: ``GroundingDinoForObjectDetection`` or ``MMGroundingDinoForObjectDetection`` in eval mode.
         tokenizer: uncased BERT WordPiece tokenizer.
+        size_rule: (height, width) -> the detector's input size.
     """
 
     model: Any
     tokenizer: Any
+    size_rule: Callable[[int, int], tuple[int, int]]
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def pixel_values(self, rgb: np.ndarray) -> torch.Tensor:
-        """uint8 [H, W, 3] -> normalised float [1, 3, h, w] at :func:`input_size`, resized as
-        groundingdino-py's ``load_image`` does: PIL bilinear on the uint8 image, then /255."""
-        height, width = input_size(*rgb.shape[:2])
+        """uint8 [H, W, 3] -> normalised float [1, 3, h, w] at ``size_rule``'s size (:func:`input_size`
+        for Grounding DINO, :func:`mmdet_input_size` for MM-Grounding-DINO), resized as both
+        publishers' pipelines do: PIL bilinear on the uint8 image, then /255."""
+        height, width = self.size_rule(*rgb.shape[:2])
         resized = Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.Resampling.BILINEAR)
         image = torch.from_numpy(np.array(resized)).to(self.device).permute(2, 0, 1)[None].float() / 255
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
@@ -166,24 +190,51 @@ def input_size(height: int, width: int) -> tuple[int, int]:
     return size, int(size * width / height)
 
 
+def mmdet_input_size(height: int, width: int) -> tuple[int, int]:
+    """MM-Grounding-DINO's input (height, width): mmdet's ``FixScaleResize(scale=(800, 1333),
+    keep_ratio=True, backend='pillow')``, one scale factor (the smaller of 800 / shorter side and
+    1333 / longer side) and each side rounded (``int(side * factor + 0.5)``), where
+    :func:`input_size` truncates the longer side."""
+    factor = min(LONG_SIDE_MAX / max(height, width), SHORT_SIDE / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
 def detector_checkpoint(variant: str, weights: str) -> Path | None:
     """The file or transformers folder of ``weights`` for ``variant`` (downloaded when missing;
-    None for ``random``).
+    None for ``random``); an OWLv2 config file's as :func:`pseudolabel.models.owl.owl_checkpoint`.
 
     Raises:
         ConfigError: ``default`` for a variant without published weights. WeightsError: missing file.
     """
+    if config_model_type(variant) == OWL_MODEL_TYPE:
+        from pseudolabel.models.owl import owl_checkpoint
+
+        return owl_checkpoint(variant, weights)
     name = weights
     if weights == DEFAULT_WEIGHTS:
         if variant not in VARIANTS:
-            raise ConfigError("--detector-weights default needs --detector swint or swinb; give a file or 'random'")
+            raise ConfigError(
+                f"--detector-weights default needs a published --detector ({', '.join(VARIANTS)}); give a file "
+                "or 'random'"
+            )
         name = VARIANTS[variant].registry_name
     return resolve_weights(name, "grounding-dino", allow_directory=True)
 
 
 def detector(name: str, settings: ModelSettings, device: str | torch.device, options: None) -> GroundingDino:
-    """The run's registered Grounding DINO ``name`` with ``settings.detector_weights``."""
+    """The run's registered Grounding DINO or MM-Grounding-DINO ``name`` with ``settings.detector_weights``."""
     return build_grounding_dino(name, settings.detector_weights, device)
+
+
+def build_detector(variant: str, weights: str, device: str | torch.device = "cpu") -> Any:
+    """The detector a config ``.json`` or a published name describes: OWLv2 (``model_type``
+    ``owlv2``, :func:`pseudolabel.models.owl.build_owl`), else Grounding DINO or MM-Grounding-DINO."""
+    from pseudolabel.models.owl import VARIANTS as OWL_VARIANTS
+    from pseudolabel.models.owl import build_owl
+
+    if variant in OWL_VARIANTS or config_model_type(variant) == OWL_MODEL_TYPE:
+        return build_owl(variant, weights, device)
+    return build_grounding_dino(variant, weights, device)
 
 
 def build_grounding_dino(
@@ -192,24 +243,26 @@ def build_grounding_dino(
     """Create Grounding DINO once per process.
 
     Args:
-        variant: ``swint``, ``swinb`` or a ``GroundingDinoConfig`` JSON file.
+        variant: ``swint``, ``swinb``, ``mm-gdino-t``, ``mm-gdino-b`` or a config JSON file.
         weights: ``default`` (the variant's registry checkpoint), a registry name, a checkpoint
             file (original or transformers layout), a transformers model folder, or ``random``.
 
     Raises:
         ConfigError: unknown variant. WeightsError: missing file, or weights of another model.
     """
-    from transformers import GroundingDinoForObjectDetection
+    from transformers import GroundingDinoForObjectDetection, MMGroundingDinoConfig, MMGroundingDinoForObjectDetection
 
     config = detector_config(variant)
+    mm = isinstance(config, MMGroundingDinoConfig)
+    model_class = MMGroundingDinoForObjectDetection if mm else GroundingDinoForObjectDetection
     path = detector_checkpoint(variant, weights)
     if path is not None and path.is_dir():
         try:
-            model = GroundingDinoForObjectDetection.from_pretrained(str(path), local_files_only=True)
+            model = model_class.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as error:
             raise WeightsError(f"cannot load Grounding DINO folder {path}: {str(error).splitlines()[0]}") from error
     else:
-        model = GroundingDinoForObjectDetection(config)
+        model = model_class(config)
         if path is not None:
             load_detector_weights(model, read_state_dict(path, "Grounding DINO weights"), path)
     model = model.float().eval().to(device)
@@ -220,4 +273,4 @@ def build_grounding_dino(
             f"the BERT vocabulary has {len(tokenizer)} tokens but the detector's text encoder expects "
             f"{model.config.text_config.vocab_size}"
         )
-    return GroundingDino(model, tokenizer)
+    return GroundingDino(model, tokenizer, mmdet_input_size if mm else input_size)

@@ -34,7 +34,7 @@ class WeightSpec:
 
     Attributes:
         name: registry key, e.g. ``sam_vit_b``.
-        kind: which model option takes it (``clip``, ``sam``, ``grounding-dino``, ``clipn``, ``sam3``,
+        kind: which model option takes it (``clip``, ``sam``, ``grounding-dino``, ``clipn``, ``sam3``, ``owlv2``,
             ``backbone``, ``segmenter``).
         filename: file name in the cache.
         url: direct download address, or None when the publisher offers none.
@@ -207,6 +207,44 @@ WEIGHTS: dict[str, WeightSpec] = {
             None,
             938,
             "Grounding DINO Swin-B",
+        ),
+        WeightSpec(
+            "mm_gdino_t",
+            "grounding-dino",
+            "mm_grounding_dino_tiny.safetensors",
+            "https://huggingface.co/openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det/resolve/main/"
+            "model.safetensors",
+            None,
+            690,
+            "MM-Grounding-DINO Swin-T (O365v1, GoldG, V3Det; transformers layout)",
+        ),
+        WeightSpec(
+            "mm_gdino_b",
+            "grounding-dino",
+            "mm_grounding_dino_base.safetensors",
+            "https://huggingface.co/openmmlab-community/mm_grounding_dino_base_o365v1_goldg_v3det/resolve/main/"
+            "model.safetensors",
+            None,
+            930,
+            "MM-Grounding-DINO Swin-B (O365v1, GoldG, V3Det; transformers layout)",
+        ),
+        WeightSpec(
+            "owlv2_base",
+            "owlv2",
+            "owlv2-base-patch16-ensemble.safetensors",
+            "https://huggingface.co/google/owlv2-base-patch16-ensemble/resolve/main/model.safetensors",
+            None,
+            620,
+            "OWLv2 B/16 ensemble (Google; transformers layout)",
+        ),
+        WeightSpec(
+            "owlv2_large",
+            "owlv2",
+            "owlv2-large-patch14-ensemble.safetensors",
+            "https://huggingface.co/google/owlv2-large-patch14-ensemble/resolve/main/model.safetensors",
+            None,
+            1750,
+            "OWLv2 L/14 ensemble (Google; transformers layout)",
         ),
         WeightSpec(
             "clipn_vit_b16",
