@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 from helpers import stand_in_checkpoint, torch_threads
 from tiny_clip import TINY_CLIP, write_tiny_config
+from tiny_detectors import write_tiny_owl_config
 from tiny_grounding import write_tiny_grounding_config
 from tiny_sam import tiny_hq_sam, tiny_sam, tiny_sam2
 from tiny_sam3 import tiny_sam3, write_tiny_sam3_config
@@ -274,18 +276,23 @@ def test_runs_in_batches_write_the_bytes_of_batch_size_1(name: str, tmp_path: Pa
     assert RunOutputs.read(two).records == RunOutputs.read(one).records
 
 
-@pytest.mark.parametrize("name", ["cam-pole-multiscale", "cam-crf", "sam3"])
+@pytest.mark.parametrize(
+    ("name", "detector"),
+    [("cam-pole-multiscale", None), ("cam-crf", None), ("sam3", None), ("grounded-joint", write_tiny_owl_config)],
+)
 def test_the_ray_engine_writes_the_bytes_of_a_local_run(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    name: str, detector: Callable[[Path], Path] | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The example data labelled by one Ray actor (a local Ray instance) gives the bytes of this
     process's run with as many torch threads as the actor has: float sums run in an order that
     depends on the thread count (2 actors of 1 core moved 1 pixel in 135,300 of one multiscale
-    POLE mask against a 2-thread run), so both sides use 1 thread here."""
+    POLE mask against a 2-thread run), so both sides use 1 thread here. Grounded-SAM runs with OWLv2
+    as its detector (random weights in both processes)."""
     pytest.importorskip("ray")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # Ray's workers keep a thread count they inherit
+    flags = [] if detector is None else ["--detector", str(detector(tmp_path)), "--box-threshold", "0.6"]
     with torch_threads(1):
-        local = _run(name, tmp_path / "local")
-    on_ray = _run(name, tmp_path / "ray", "--engine", "ray", "--ray-workers", "1")
+        local = _run(name, tmp_path / "local", *flags)
+    on_ray = _run(name, tmp_path / "ray", *flags, "--engine", "ray", "--ray-workers", "1")
     assert _files(on_ray) == _files(local)
     assert RunOutputs.read(on_ray).records == RunOutputs.read(local).records
