@@ -6,7 +6,10 @@ score; a presence head says whether the phrase is in the image at all. Meta's pr
 (``sam3`` 0.1.4, ``sam3_image_processor.py``), which this follows:
 
 * the image is resized to 1008 x 1008 as uint8 (torchvision ``v2.Resize``, antialiased), scaled to
-  [0, 1] and normalised with mean = std = 0.5;
+  [0, 1] and normalised with mean = std = 0.5. Torchvision resizes uint8 on a GPU (and on a CPU
+  without AVX2) in float32 and rounds; on an AVX2 CPU its own uint8 kernel rounds differently
+  (one grey level in 17% of pixels of the example images). This module always resizes the GPU
+  way, so its input is the same on every machine and equal to Meta's on a GPU;
 * the phrase is tokenised by CLIP's BPE into 32 tokens (start, the phrase, end, zeros), the zeros
   masked;
 * the prompt the detector reads is the text tokens **and** the geometry encoder's class token
@@ -179,12 +182,13 @@ class ConceptSegmenter(CachedImageEncoder):
         return next(self.network.parameters()).device
 
     def pixels(self, rgb: np.ndarray) -> torch.Tensor:
-        """Meta's input of uint8 [H, W, 3] ``rgb``: float [3, R, R], R the model's resolution."""
+        """Meta's input of uint8 [H, W, 3] ``rgb``: float [3, R, R], R the model's resolution (resized
+        as torchvision resizes uint8 on a GPU: in float32, then rounded to whole grey levels)."""
         from torchvision.transforms import v2
 
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(self.device)
-        resized = v2.functional.resize(image, [self.resolution, self.resolution])
-        return (resized.float() / 255 - PIXEL_MEAN) / PIXEL_STD
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(self.device, torch.float32)
+        resized = v2.functional.resize(image, [self.resolution, self.resolution]).round_()
+        return (resized / 255 - PIXEL_MEAN) / PIXEL_STD
 
     def _encode_batch(self, images: list[np.ndarray]) -> list[Any]:
         vision = self.network.vision_encoder(torch.stack([self.pixels(rgb) for rgb in images]))
