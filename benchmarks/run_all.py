@@ -5,7 +5,9 @@
 Each stage is the real command (``pseudolabel generate`` / ``refine`` / the trainer step) run in
 its own process on the same generated VOC-size images (500x375, 2 labels each):
 
-* cam, cam-pole: CLIP-ES CAMs on ViT-B/16 (POLE: 3 names per class);
+* cam, cam-pole: CLIP-ES CAMs on ViT-B/16 (POLE: 3 names per class); cam-batch4, cam-batch8: cam
+  with ``--batch-size 4`` / ``8`` (the images are all 500x375, so a batch's views run as one
+  forward; give ``--images`` of 16 or more for two batches);
 * grounded-sam-vit_b, grounded-sam-vit_h, grounded-sam-hq_vit_h, grounded-sam-sam2.1_hiera_l:
   Grounding DINO Swin-T + a SAM (SAM, HQ-SAM, SAM 2.1), at most 8 boxes per image
   (``--max-detections 8``: random weights put a box everywhere; real VOC images have 2-3 objects);
@@ -108,6 +110,8 @@ def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str
     refine = ["refine", *common, "--masks", str(scratch / "cam")]
     commands = {
         "cam": [*cam, "--out", str(scratch / "cam")],
+        "cam-batch4": [*cam, "--batch-size", "4", "--out", str(scratch / "cam-batch4")],
+        "cam-batch8": [*cam, "--batch-size", "8", "--out", str(scratch / "cam-batch8")],
         "cam-pole": [*cam, "--synonyms", "pole", "--out", str(scratch / "cam-pole")],
         "grounded-sam-vit_b": [*grounded, "--sam", "vit_b", "--out", str(scratch / "gsam-b")],
         "grounded-sam-vit_h": [*grounded, "--sam", "vit_h", "--out", str(scratch / "gsam-h")],

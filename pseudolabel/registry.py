@@ -22,6 +22,7 @@ import torch
 from pseudolabel.core.components import Component, component, registry
 from pseudolabel.core.prompts import PromptSet
 from pseudolabel.datasets import build_dataset
+from pseudolabel.models.image_encodings import CachedImageEncoder
 from pseudolabel.runner.per_image import Refiner, Scorer
 from pseudolabel.settings import LabelerSettings, ModelSettings, RefinerSettings
 
@@ -47,6 +48,13 @@ class ModelHub:
         settings = self.settings
         return self._once("clip", lambda: build_clip(settings.clip_model, settings.clip_weights, self.device))
 
+    def clip_es_cam(self, options: Any) -> Any:
+        """The run's CLIP-ES view encoder for these :class:`~pseudolabel.labelers.options.CamOptions`
+        (:class:`~pseudolabel.labelers.clip_es.ClipEsCam` on :meth:`clip`)."""
+        from pseudolabel.labelers.clip_es import ClipEsCam
+
+        return self._once(f"clip_es:{options!r}", lambda: ClipEsCam(self.clip(), options, self.settings.autocast_dtype))
+
     def clipn(self, weights: str) -> tuple[Any, Any]:
         """CLIPN's CLIP (image and "yes" text towers) and its "no" text tower."""
         from pseudolabel.models import clipn
@@ -69,9 +77,10 @@ class ModelHub:
         return self._once("sam3", lambda: concept_segmenter(self.settings, self.device))
 
     def batch_preparer(self) -> Any:
-        """What the built models do once per batch of images: the image encoders of SAM and SAM 3
-        (those the run has built) over the batch; None when it built neither."""
-        encoders = [self._built[key].embed_batch for key in ("sam", "sam3") if key in self._built]
+        """What the built models do once per batch of images: the image encoders the run has built
+        (SAM, SAM 3, CLIP-ES's views: each one's ``embed_batch``) over the batch; None when it
+        built none."""
+        encoders = [built.embed_batch for built in self._built.values() if isinstance(built, CachedImageEncoder)]
         if not encoders:
             return None
         return encoders[0] if len(encoders) == 1 else partial(_each, encoders)

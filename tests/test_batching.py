@@ -1,15 +1,22 @@
-"""Batching across images: SAM embeds a batch in one encoder pass; a batch fails image by image."""
+"""Batching across images: SAM embeds a batch in one encoder pass, CLIP-ES its views of equal size;
+a batch fails image by image."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from tiny_clip import tiny_clip
 from tiny_sam import tiny_sam
 
 from pseudolabel.core.errors import SampleError
+from pseudolabel.core.prompts import load_prompts
 from pseudolabel.datasets.base import Sample
+from pseudolabel.labelers.clip_es import ClipEsCam
+from pseudolabel.labelers.options import CamOptions
 from pseudolabel.models.sam import SamPrompter
 from pseudolabel.runner.loop import ImageResult, Item, label_batch
+
+VOC = load_prompts("voc")
 
 
 def test_a_batch_embedding_equals_each_image_embedded_alone() -> None:
@@ -68,3 +75,27 @@ def test_label_batch_prepares_once_and_fails_image_by_image() -> None:
     assert all(item.sample is None for item in items) and "batch_s" in items[0].seconds
     label_batch([_item("alone")], function)
     assert len(function.prepared) == 1  # a batch of one is not prepared
+
+
+def test_clip_es_views_of_a_batch_equal_each_image_encoded_alone() -> None:
+    """Views of equal size across images run as one forward (here 3 images of one size, 1 of
+    another; 2 scales with flips): each image gets its own views in order, and its CAMs equal
+    those of the image encoded alone within 1e-5 (batched rows round differently; measured 0 on this
+    CPU), and no view is encoded twice."""
+    clip = tiny_clip()
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 96, 3)] * 3 + [(96, 64, 3)]]
+    features = clip.encode_texts([VOC.cam_template.format(name) for name in ("cat", "dog", "ground", "sky")])
+    options = CamOptions(scales=(1.0, 0.5), flip=True)
+    batched = ClipEsCam(clip, options)
+    forwards: list[int] = []
+    clip.model.visual.conv1.register_forward_hook(lambda module, inputs, output: forwards.append(len(output)))
+    batched.embed_batch(images)
+    assert sorted(forwards) == [2, 2, 6, 6]  # per size and scale, every image's view and its flip at once
+    for rgb in images:
+        views = batched.views(rgb)
+        alone = ClipEsCam(clip, options).encode_views(rgb)
+        assert [(v.grid, v.flipped) for v in views] == [(v.grid, v.flipped) for v in alone]
+        ours = batched.class_maps(views, features, 2, rgb.shape[:2])
+        torch.testing.assert_close(ours, batched.class_maps(alone, features, 2, rgb.shape[:2]), atol=1e-5, rtol=0)
+    assert len(forwards) == 4 + 2 * len(images)  # the views above came from the batch

@@ -39,7 +39,7 @@ from pseudolabel.cli import app
 from pseudolabel.core.masks import read_mask
 from pseudolabel.core.scoremaps import load_scores
 from pseudolabel.models import clipn
-from pseudolabel.models.sam import PromptedSegmenter
+from pseudolabel.models.image_encodings import CachedImageEncoder
 from pseudolabel.runner.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,27 +251,33 @@ def test_the_comparison_reports_how_far_off_a_run_is(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["grounded-joint", "cam-sam-points", "refine-sam-points-mask", "refine-sam-auto-mask",
-     "grounded-joint-hq-token-only", "refine-sam2-points-mask"],
+    ("name", "encoders"),
+    [("grounded-joint", {"SamPrompter"}), ("cam-sam-points", {"ClipEsCam", "SamPrompter"}),
+     ("cam-pole-multiscale", {"ClipEsCam"}), ("refine-sam-points-mask", {"SamPrompter"}),
+     ("refine-sam-auto-mask", {"SamPrompter"}), ("grounded-joint-hq-token-only", {"HqSamPrompter"}),
+     ("refine-sam2-points-mask", {"Sam2Prompter"})],
 )  # fmt: skip
-def test_runs_in_batches_write_the_bytes_of_batch_size_1(name: str, tmp_path: Path, tiny_models: None) -> None:
-    """SAM's image encoder (every family's) takes the 4 example images 2 at a time: masks, scores
-    and records are the batch-size-1 ones, byte for byte (both runs in this process)."""
+def test_runs_in_batches_write_the_bytes_of_batch_size_1(
+    name: str, encoders: set[str], tmp_path: Path, tiny_models: None
+) -> None:
+    """SAM's image encoder (every family's) and CLIP-ES's views take the 4 example images 2 at a
+    time: masks, scores and records are the batch-size-1 ones, byte for byte (both runs in this
+    process; the example images differ in size, so CLIP-ES batches each image's flipped views only,
+    as at batch size 1: test_batching.py checks views of equal size across images)."""
     if name in NEEDS_SAM2:
         pytest.importorskip("sam2", reason="Meta's sam2 package is an optional extra")
-    encoded: list[int] = []
-    real_embed = PromptedSegmenter.embed_batch
+    encoded: list[tuple[str, int]] = []
+    real_embed = CachedImageEncoder.embed_batch
 
     def embed_batch(self, images):
-        encoded.append(len(images))
+        encoded.append((type(self).__name__, len(images)))
         return real_embed(self, images)
 
     one = _run(name, tmp_path / "one")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PromptedSegmenter, "embed_batch", embed_batch)
+        patch.setattr(CachedImageEncoder, "embed_batch", embed_batch)
         two = _run(name, tmp_path / "two", "--batch-size", "2")
-    assert encoded == [2, 2]
+    assert sorted(encoded) == sorted((encoder, 2) for encoder in encoders for _ in range(2))
     assert _files(two) == _files(one)
     assert RunOutputs.read(two).records == RunOutputs.read(one).records
 

@@ -58,14 +58,16 @@ class CamLabeler:
         options: CamLabelerOptions | None = None,
         autocast_dtype: torch.dtype | None = None,
         exclusion: ClassExclusion | None = None,
+        cam: ClipEsCam | None = None,
     ) -> None:
-        """``exclusion`` replaces the default plain-CLIP exclusion (e.g. a CLIPN-based one)."""
+        """``exclusion`` replaces the default plain-CLIP exclusion (e.g. a CLIPN-based one); ``cam``
+        is the run's shared view encoder (one whose ``embed_batch`` the run calls per batch)."""
         self.clip = clip
         self.prompts = prompts
         self.options = options or CamLabelerOptions()
         self.synonyms = self.options.prompting.resolved("fuse", CAM_SYNONYM_MODES)
         self.cam_options = cam_options or CamOptions()
-        self.cam = ClipEsCam(clip, self.cam_options, autocast_dtype)
+        self.cam = cam or ClipEsCam(clip, self.cam_options, autocast_dtype)
         self.exclusion = exclusion or ClassExclusion(clip, prompts, self.options.exclusion.threshold)
         self.background_texts = [prompts.cam_template.format(word) for word in prompts.background_words]
 
@@ -84,7 +86,7 @@ class CamLabeler:
                 self.clip, sample.rgb, self.prompts, options.zero_shot.top_k, options.zero_shot.min_probability
             )
         with record.timed("encode_s"):
-            views = self.cam.encode_views(sample.rgb)
+            views = self.cam.views(sample.rgb)
         first = None
         if options.exclusion.enabled or self.synonyms == "pole":
             first = self.cam.class_maps(views, self._text_features(self._names(class_ids)), len(class_ids), size)
@@ -115,7 +117,9 @@ class CamLabeler:
 
 
 def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: CamOptions) -> CamLabeler:
-    """CLIP-ES CAMs on the run's CLIP; a CLIPN exclusion keeps its own CLIP."""
+    """CLIP-ES CAMs on the run's CLIP and its view encoder (batched by ``--batch-size``); a CLIPN
+    exclusion keeps its own CLIP."""
     _, exclusion = exclusion_for(hub, prompts, settings)
     shared = CamLabelerOptions(settings.prompting, settings.exclusion, settings.zero_shot)
-    return CamLabeler(hub.clip(), prompts, options, shared, hub.settings.autocast_dtype, exclusion)
+    autocast = hub.settings.autocast_dtype
+    return CamLabeler(hub.clip(), prompts, options, shared, autocast, exclusion, hub.clip_es_cam(options))

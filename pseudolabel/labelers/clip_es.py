@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image
 
 from pseudolabel.labelers.options import CamOptions
 from pseudolabel.models.clip import ClipModel, block_forward, patch_tokens, pooled_patch_features
+from pseudolabel.models.image_encodings import CachedImageEncoder
 
 EPSILON = 1e-7
 
@@ -134,23 +136,24 @@ def refine_with_affinity(
     return min_max(masked @ transition.T)
 
 
-class ClipEsCam:
+class ClipEsCam(CachedImageEncoder):
     """CAMs of an image's classes from a CLIP model; the model is built once and reused.
 
-    ``encode_views`` runs the text-independent part once per image; ``class_maps`` can then be
-    called for several prompt sets (POLE uses this to re-prompt without re-encoding).
+    The text-independent part (every view through all blocks but the last) runs once per image
+    (:meth:`views`), or once per batch of images (:meth:`embed_batch`, views of equal patch grid
+    across the batch's images as one forward); ``class_maps`` can then be called for several
+    prompt sets (POLE uses this to re-prompt without re-encoding).
     """
 
     def __init__(self, clip: ClipModel, options: CamOptions | None = None, autocast_dtype: torch.dtype | None = None):
+        super().__init__(autocast_dtype)
         self.clip = clip
         self.options = options or CamOptions()
-        self.autocast_dtype = autocast_dtype
+        self._views: list[View] = []
 
-    def _autocast(self) -> torch.autocast:
-        device_type = self.clip.device.type
-        return torch.autocast(
-            device_type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-        )
+    @property
+    def device(self) -> torch.device:
+        return self.clip.device
 
     def view_tensor(self, rgb: np.ndarray, scale: float, flipped: bool) -> torch.Tensor:
         """Normalised [1, 3, H', W'] with H', W' = ceil(scale * side / patch) * patch.
@@ -165,29 +168,67 @@ class ClipEsCam:
         image = self.clip.image_tensor(resized)
         return self.clip.normalize(image.flip(-1) if flipped else image)
 
-    @torch.no_grad()
-    def encode_views(self, rgb: np.ndarray) -> list[View]:
-        """Run every view through all blocks but the last, collecting window attention.
+    def views(self, rgb: np.ndarray) -> list[View]:
+        """The views of uint8 [H, W, 3] ``rgb`` (scale by scale, each unflipped then flipped):
+        taken from :meth:`embed_batch` when that encoded this array, else encoded now."""
+        self.set_image(rgb)
+        return self._views
 
-        A scale's flipped view has the same shape as the unflipped one, so the two run as one batch.
+    def encode_views(self, rgb: np.ndarray) -> list[View]:
+        """The views of one image, encoded now (see :meth:`encode_batch`)."""
+        return self.encode_batch([rgb])[0]
+
+    @torch.no_grad()
+    def encode_batch(self, images: list[np.ndarray]) -> list[list[View]]:
+        """Run every view of every image through all blocks but the last, collecting window
+        attention: per image its views, scale by scale, each unflipped then flipped.
+
+        Views of equal size run as one batch: a scale's flipped view with the unflipped one, and
+        across images those of equal size (VOC's images come in a few sizes). Each view's tokens
+        are its own row of the batch, so batching changes float rounding only.
         """
-        views = []
+        flips = (False, True) if self.options.flip else (False,)
+        wanted = [(index, scale, flipped) for index in range(len(images)) for scale in self.options.scales
+                  for flipped in flips]  # fmt: skip
+        tensors = [self.view_tensor(images[index], scale, flipped) for index, scale, flipped in wanted]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for position, tensor in enumerate(tensors):
+            groups.setdefault(tuple(tensor.shape[2:]), []).append(position)
+        encoded: dict[int, View] = {}
+        for members in groups.values():
+            batch = torch.cat([tensors[position] for position in members])
+            tokens, attention_sum, count = self._through_window_blocks(batch)
+            grid = (batch.shape[2] // self.clip.patch_size, batch.shape[3] // self.clip.patch_size)
+            for row, position in enumerate(members):
+                encoded[position] = View(tokens[row : row + 1], attention_sum[row], count, grid, wanted[position][2])
+        per_image: list[list[View]] = [[] for _ in images]
+        for position, (index, _, _) in enumerate(wanted):
+            per_image[index].append(encoded[position])
+        return per_image
+
+    def _through_window_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Normalised views [B, 3, H', W'] through every block but the last: (last-block input
+        tokens [B, 1 + N, C], attention summed over the last ``attention_layers`` of those blocks
+        [B, 1 + N, 1 + N] float32, how many blocks that sum holds)."""
         blocks = self.clip.model.visual.transformer.resblocks
         window_start = max(0, len(blocks) - self.options.attention_layers)
-        flips = (False, True) if self.options.flip else (False,)
-        for scale in self.options.scales:
-            images = torch.cat([self.view_tensor(rgb, scale, flipped) for flipped in flips])
-            grid = (images.shape[2] // self.clip.patch_size, images.shape[3] // self.clip.patch_size)
-            with self._autocast():
-                tokens = patch_tokens(self.clip.model.visual, images)
-                attention_sum = torch.zeros(len(flips), tokens.shape[1], tokens.shape[1], device=tokens.device)
-                for index, block in enumerate(blocks[:-1]):
-                    tokens, attention = block_forward(block, tokens, need_attention=index >= window_start)
-                    if attention is not None:
-                        attention_sum += attention.float()
-            count = len(blocks) - 1 - window_start
-            views += [View(tokens[i : i + 1], attention_sum[i], count, grid, f) for i, f in enumerate(flips)]
-        return views
+        with self._autocast():
+            tokens = patch_tokens(self.clip.model.visual, images)
+            attention_sum = torch.zeros(len(images), tokens.shape[1], tokens.shape[1], device=tokens.device)
+            for index, block in enumerate(blocks[:-1]):
+                tokens, attention = block_forward(block, tokens, need_attention=index >= window_start)
+                if attention is not None:
+                    attention_sum += attention.float()
+        return tokens, attention_sum, len(blocks) - 1 - window_start
+
+    def _encode_batch(self, images: list[np.ndarray]) -> list[Any]:
+        return self.encode_batch(images)
+
+    def _install(self, encoding: Any) -> None:
+        self._views = encoding
+
+    def _embed_one(self, rgb: np.ndarray) -> None:
+        self._views = self.encode_views(rgb)
 
     def class_maps(
         self, views: list[View], text_features: torch.Tensor, num_classes: int, size: tuple[int, int]
