@@ -11,6 +11,8 @@ its own process on the same generated VOC-size images (500x375, 2 labels each):
 * grounded-sam-vit_b, grounded-sam-vit_h, grounded-sam-hq_vit_h, grounded-sam-sam2.1_hiera_l:
   Grounding DINO Swin-T + a SAM (SAM, HQ-SAM, SAM 2.1), at most 8 boxes per image
   (``--max-detections 8``: random weights put a box everywhere; real VOC images have 2-3 objects);
+  grounded-sam-vit_b-batch4, -batch8: with ``--batch-size 4`` / ``8`` (Grounding DINO's backbone and
+  SAM's encoder over the batch);
 * grounded-sam-mm-gdino-t, grounded-sam-owlv2-b, grounded-sam-owlv2-l: the same with MM-Grounding-DINO
   Swin-T or OWLv2 B/16 or L/14 as the detector and SAM ViT-B;
 * sam3: SAM 3 (848M parameters, 1008 px) on each image's 2 class names in one batch;
@@ -114,6 +116,10 @@ def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str
         "cam-batch8": [*cam, "--batch-size", "8", "--out", str(scratch / "cam-batch8")],
         "cam-pole": [*cam, "--synonyms", "pole", "--out", str(scratch / "cam-pole")],
         "grounded-sam-vit_b": [*grounded, "--sam", "vit_b", "--out", str(scratch / "gsam-b")],
+        "grounded-sam-vit_b-batch4": [*grounded, "--sam", "vit_b", "--batch-size", "4",
+                                      "--out", str(scratch / "gsam-b-batch4")],
+        "grounded-sam-vit_b-batch8": [*grounded, "--sam", "vit_b", "--batch-size", "8",
+                                      "--out", str(scratch / "gsam-b-batch8")],
         "grounded-sam-vit_h": [*grounded, "--sam", "vit_h", "--out", str(scratch / "gsam-h")],
         "grounded-sam-hq_vit_h": [*grounded, "--sam", "hq_vit_h", "--out", str(scratch / "gsam-hq-h")],
         "grounded-sam-sam2.1_hiera_l": [*grounded, "--sam", "sam2.1_hiera_l", "--out", str(scratch / "gsam-sam2-l")],

@@ -96,7 +96,8 @@ class ModelHub:
             options = _options(declared, settings.components)
             return self._once("grounding", lambda: declared.load()(settings.detector, settings, self.device, options))
         return self._once(
-            "grounding", lambda: build_detector(settings.detector, settings.detector_weights, self.device)
+            "grounding",
+            lambda: build_detector(settings.detector, settings.detector_weights, self.device, settings.autocast_dtype),
         )
 
 

@@ -252,18 +252,18 @@ def test_the_comparison_reports_how_far_off_a_run_is(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "encoders"),
-    [("grounded-joint", {"SamPrompter"}), ("cam-sam-points", {"ClipEsCam", "SamPrompter"}),
+    [("grounded-joint", {"GroundingDino", "SamPrompter"}), ("cam-sam-points", {"ClipEsCam", "SamPrompter"}),
      ("cam-pole-multiscale", {"ClipEsCam"}), ("refine-sam-points-mask", {"SamPrompter"}),
-     ("refine-sam-auto-mask", {"SamPrompter"}), ("grounded-joint-hq-token-only", {"HqSamPrompter"}),
+     ("refine-sam-auto-mask", {"SamPrompter"}), ("grounded-joint-hq-token-only", {"GroundingDino", "HqSamPrompter"}),
      ("refine-sam2-points-mask", {"Sam2Prompter"})],
 )  # fmt: skip
 def test_runs_in_batches_write_the_bytes_of_batch_size_1(
     name: str, encoders: set[str], tmp_path: Path, tiny_models: None
 ) -> None:
-    """SAM's image encoder (every family's) and CLIP-ES's views take the 4 example images 2 at a
-    time: masks, scores and records are the batch-size-1 ones, byte for byte (both runs in this
-    process; the example images differ in size, so CLIP-ES batches each image's flipped views only,
-    as at batch size 1: test_batching.py checks views of equal size across images)."""
+    """SAM's image encoder (every family's), CLIP-ES's views and Grounding DINO's backbone take the 4
+    example images 2 at a time: masks, scores and records are the batch-size-1 ones, byte for byte
+    (both runs in this process; the example images differ in size, so CLIP-ES and Grounding DINO
+    batch no two of them, as at batch size 1: test_batching.py checks images of equal size)."""
     if name in NEEDS_SAM2:
         pytest.importorskip("sam2", reason="Meta's sam2 package is an optional extra")
     encoded: list[tuple[str, int]] = []

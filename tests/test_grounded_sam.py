@@ -152,13 +152,18 @@ def test_detector_pixels_are_the_reference_transform(tmp_path: Path) -> None:
 
 def test_per_class_detection_equals_groundingdino_predict_on_each_caption(tmp_path: Path) -> None:
     """The tiny random detector, run the way SAM_WSSS runs it: per class, caption "name.", the query's
-    best token probability over the whole caption > 0.5, boxes scaled by W, H and not clipped."""
+    best token probability over the whole caption > 0.5, boxes scaled by W, H and not clipped. The
+    image backbone runs once for both captions."""
     torch.manual_seed(0)
     detector = build_grounding_dino(str(write_tiny_grounding_config(tmp_path)), "random")
     rgb = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)
     names = ["wild bird", "dining table"]
     options = DetectorOptions(box_threshold=0.5, nms_threshold=1.0, captions="per-class", max_detections=0)
+    backbone_runs = []
+    hook = detector.model.model.backbone.register_forward_hook(lambda *args: backbone_runs.append(1))
     found = detect(detector, rgb, names, options)
+    hook.remove()
+    assert backbone_runs == [1]
     pixels = detector.pixel_values(rgb)
     expected_boxes, expected_scores, expected_classes = [], [], []
     for index, name in enumerate(names):
@@ -350,7 +355,7 @@ def test_pole_picks_names_on_detected_regions_and_detects_again(monkeypatch) -> 
     second = Detections(torch.tensor([[5.0, 5, 25, 25]]), torch.tensor([0.8]), torch.tensor([0]), torch.tensor([4]))
     captions: list[list[str]] = []
 
-    def fake_detect(detector, rgb, names, options, dtype):
+    def fake_detect(detector, rgb, names, options):
         captions.append(names)
         return first if len(captions) == 1 else second
 

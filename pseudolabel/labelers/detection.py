@@ -116,18 +116,13 @@ def centre_to_corners(boxes: torch.Tensor, height: int, width: int) -> torch.Ten
     return torch.cat([corner, corner + scaled[:, 2:]], dim=1)
 
 
-@torch.no_grad()
 def detector_pass(
-    detector: GroundingDino, pixels: torch.Tensor, encoding: dict[str, torch.Tensor], autocast: torch.dtype | None
+    detector: GroundingDino, rgb: np.ndarray, encoding: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Grounding DINO forward: token probabilities [Q, T] (padding 0) and boxes [Q, 4] as
-    normalised cx, cy, w, h, for pixels [1, 3, h, w] and one tokenised caption."""
-    device = detector.device
-    inputs = {key: value.to(device) for key, value in encoding.items()}
-    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        outputs = detector.model(
-            pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0], dtype=torch.long), **inputs
-        )
+    """One Grounding DINO pass over uint8 [H, W, 3] ``rgb`` (its backbone features reused) and one
+    tokenised caption: token probabilities [Q, T] (padding 0) and boxes [Q, 4] as normalised
+    cx, cy, w, h."""
+    outputs = detector.detect_pass(rgb, encoding)
     return outputs.logits[0].float().sigmoid(), outputs.pred_boxes[0].float()
 
 
@@ -158,12 +153,10 @@ def select_owl_detections(
 
 
 @torch.no_grad()
-def owl_pass(
-    detector: OwlDetector, rgb: np.ndarray, names: list[str], autocast: torch.dtype | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def owl_pass(detector: OwlDetector, rgb: np.ndarray, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """One OWLv2 forward with one text query per name: logits [Q, C] and boxes [Q, 4] as normalised
     cx, cy, w, h of the padded square."""
-    device = detector.device
+    device, autocast = detector.device, detector.autocast_dtype
     with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         outputs = detector.model(pixel_values=detector.pixel_values(rgb), **detector.text_inputs(names))
     return outputs.logits[0].float(), outputs.pred_boxes[0].float()
@@ -174,29 +167,28 @@ def detect(
     rgb: np.ndarray,
     names: list[str],
     options: DetectorOptions,
-    autocast_dtype: torch.dtype | None = None,
 ) -> Detections:
-    """Detections of ``names`` in uint8 [H, W, 3] ``rgb``. OWLv2: one pass, each name a query
-    (``captions`` and ``text_threshold`` do not apply). Grounding DINO and MM-Grounding-DINO: one
-    pass for ``joint`` captions, one per name for ``per-class``."""
+    """Detections of ``names`` in uint8 [H, W, 3] ``rgb``, at the detector's precision. OWLv2: one
+    pass, each name a query (``captions`` and ``text_threshold`` do not apply). Grounding DINO and
+    MM-Grounding-DINO: one pass for ``joint`` captions, one per name for ``per-class`` (the image
+    backbone runs once for all)."""
     height, width = rgb.shape[:2]
     cap = options.max_detections or None
     if isinstance(detector, OwlDetector):
-        logits, boxes = owl_pass(detector, rgb, names, autocast_dtype)
+        logits, boxes = owl_pass(detector, rgb, names)
         return select_owl_detections(logits, boxes, height, width, options.box_threshold, options.nms_threshold, cap)
-    pixels = detector.pixel_values(rgb)
     if options.captions == "per-class":
         probs, boxes = [], []
         for name in names:
             caption = name.lower().strip()
             caption = caption if caption.endswith(".") else caption + "."
             encoding = dict(detector.tokenizer([caption], return_tensors="pt"))
-            token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
+            token_probs, centre_boxes = detector_pass(detector, rgb, encoding)
             probs.append(token_probs)
             boxes.append(centre_to_corners(centre_boxes, height, width))
         return select_class_detections(probs, boxes, options.box_threshold, options.nms_threshold, cap)
     _, encoding, spans = caption_spans(detector.tokenizer, names)
-    token_probs, centre_boxes = detector_pass(detector, pixels, encoding, autocast_dtype)
+    token_probs, centre_boxes = detector_pass(detector, rgb, encoding)
     return select_detections(
         class_probabilities(token_probs, spans),
         centre_to_corners(centre_boxes, height, width),

@@ -90,7 +90,6 @@ class GroundedSamLabeler(InstanceLabeler):
         options: GroundedSamOptions | None = None,
         clip: ClipModel | None = None,
         exclusion: ClassExclusion | None = None,
-        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         """``clip`` is needed for zero-shot candidates, POLE and exclusion; ``exclusion`` replaces the
         default plain-CLIP exclusion (e.g. a CLIPN-based one)."""
@@ -100,13 +99,12 @@ class GroundedSamLabeler(InstanceLabeler):
         super().__init__(prompts, options, SYNONYM_MODES, clip, exclusion)
         self.detector = detector
         self.sam = sam
-        self.autocast_dtype = autocast_dtype
 
     def _segment(self, sample: Sample, names: list[str], record: StageRecord) -> Segments:
         """Detect ``names`` and segment every distinct box (one image embedding per image)."""
         height, width = sample.rgb.shape[:2]
         with record.timed("detector_s"):
-            found = detect(self.detector, sample.rgb, names, self.options.detector, self.autocast_dtype)
+            found = detect(self.detector, sample.rgb, names, self.options.detector)
         record["detections"] = len(found.scores)
         if not len(found.scores):
             return Segments(torch.zeros(0, height, width, dtype=torch.bool), torch.zeros(0), found.classes + 1)
@@ -130,6 +128,4 @@ def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options:
     if clip is None and labeler_options.needs_clip:
         clip = hub.clip()
     detector = hub.grounding_dino()
-    return GroundedSamLabeler(
-        detector, hub.sam(), prompts, labeler_options, clip, exclusion, hub.settings.autocast_dtype
-    )
+    return GroundedSamLabeler(detector, hub.sam(), prompts, labeler_options, clip, exclusion)

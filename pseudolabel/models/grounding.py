@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -33,6 +34,7 @@ from PIL import Image
 
 from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.grounding_convert import convert_original_state_dict, is_original_checkpoint
+from pseudolabel.models.image_encodings import CachedImageEncoder
 from pseudolabel.models.weights import read_state_dict, resolve_weights
 
 if TYPE_CHECKING:
@@ -145,9 +147,29 @@ def load_detector_weights(model: Any, state_dict: dict[str, torch.Tensor], path:
         )
 
 
-@dataclass
-class GroundingDino:
+@dataclass(frozen=True)
+class ImageFeatures:
+    """One image's detector input and what the image backbone (Swin and its position embedding)
+    made of it: the text-independent part of a detector pass.
+
+    Attributes:
+        pixels: normalised float [1, 3, h, w] at the detector's input size.
+        levels: per backbone level, (feature map [1, C_l, h_l, w_l], valid mask bool [1, h_l, w_l]).
+        positions: per level, the position embedding [1, D, h_l, w_l].
+    """
+
+    pixels: torch.Tensor
+    levels: list[tuple[torch.Tensor, torch.Tensor]]
+    positions: list[torch.Tensor]
+
+
+class GroundingDino(CachedImageEncoder):
     """A frozen Grounding DINO (IDEA-Research's or OpenMMLab's) with its tokenizer and input size.
+
+    The image backbone runs once per image (:meth:`set_image`), or once per batch of images
+    (:meth:`embed_batch`: images of equal input size as one forward, no padding, so a batch gives
+    the outputs of one image at a time); :meth:`detect_pass` then runs the text-dependent rest for
+    any number of captions of that image (per-class captions and POLE's second pass reuse it).
 
     Attributes:
         model: ``GroundingDinoForObjectDetection`` or ``MMGroundingDinoForObjectDetection`` in eval mode.
@@ -155,13 +177,57 @@ class GroundingDino:
         size_rule: (height, width) -> the detector's input size.
     """
 
-    model: Any
-    tokenizer: Any
-    size_rule: Callable[[int, int], tuple[int, int]]
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        size_rule: Callable[[int, int], tuple[int, int]],
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(autocast_dtype)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.size_rule = size_rule
+        self._features: ImageFeatures | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def detect_pass(self, rgb: np.ndarray, text: dict[str, torch.Tensor]) -> Any:
+        """The model's outputs (``logits`` [1, Q, T], ``pred_boxes`` [1, Q, 4]) for uint8 [H, W, 3]
+        ``rgb`` and one tokenised caption, the image's backbone features taken from
+        :meth:`set_image` / :meth:`embed_batch`."""
+        self.set_image(rgb)
+        features = self._features
+        inputs = {key: value.to(self.device) for key, value in text.items()}
+        mask = torch.ones_like(features.pixels[:, 0], dtype=torch.long)
+        with _backbone_features(self.model.model, features), self._autocast():
+            return self.model(pixel_values=features.pixels, pixel_mask=mask, **inputs)
+
+    def _encode_batch(self, images: list[np.ndarray]) -> list[ImageFeatures]:
+        pixels = [self.pixel_values(rgb) for rgb in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, tensor in enumerate(pixels):
+            groups.setdefault(tuple(tensor.shape), []).append(index)
+        encoded: dict[int, ImageFeatures] = {}
+        backbone = self.model.model.backbone
+        for members in groups.values():
+            batch = torch.cat([pixels[index] for index in members])
+            levels, positions = backbone(batch, torch.ones_like(batch[:, 0], dtype=torch.long))
+            for row, index in enumerate(members):
+                own = slice(row, row + 1)
+                encoded[index] = ImageFeatures(
+                    pixels[index], [(level[own], mask[own]) for level, mask in levels], [pos[own] for pos in positions]
+                )
+        return [encoded[index] for index in range(len(images))]
+
+    def _install(self, encoding: Any) -> None:
+        self._features = encoding
+
+    def _embed_one(self, rgb: np.ndarray) -> None:
+        self._features = self._encode_batch([rgb])[0]
 
     def pixel_values(self, rgb: np.ndarray) -> torch.Tensor:
         """uint8 [H, W, 3] -> normalised float [1, 3, h, w] at ``size_rule``'s size (:func:`input_size`
@@ -173,6 +239,32 @@ class GroundingDino:
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         return (image - mean) / std
+
+
+class _StoredBackbone(torch.nn.Module):
+    """Stands in for a detector's image backbone: returns one image's stored :class:`ImageFeatures`
+    (fresh lists each call: the detector appends its extra level to them) and keeps the real
+    position embedding, which the detector also calls for that extra level."""
+
+    def __init__(self, features: ImageFeatures, position_embedding: torch.nn.Module) -> None:
+        super().__init__()
+        self.features = features
+        self.position_embedding = position_embedding
+
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple[list, list]:
+        return list(self.features.levels), list(self.features.positions)
+
+
+@contextmanager
+def _backbone_features(detector_model: torch.nn.Module, features: ImageFeatures) -> Iterator[None]:
+    """Within this block ``detector_model`` (a ``GroundingDinoModel`` or ``MMGroundingDinoModel``)
+    reads ``features`` instead of running its backbone."""
+    backbone = detector_model.backbone
+    detector_model.backbone = _StoredBackbone(features, backbone.position_embedding)
+    try:
+        yield
+    finally:
+        detector_model.backbone = backbone
 
 
 def input_size(height: int, width: int) -> tuple[int, int]:
@@ -223,22 +315,27 @@ def detector_checkpoint(variant: str, weights: str) -> Path | None:
 
 def detector(name: str, settings: ModelSettings, device: str | torch.device, options: None) -> GroundingDino:
     """The run's registered Grounding DINO or MM-Grounding-DINO ``name`` with ``settings.detector_weights``."""
-    return build_grounding_dino(name, settings.detector_weights, device)
+    return build_grounding_dino(name, settings.detector_weights, device, settings.autocast_dtype)
 
 
-def build_detector(variant: str, weights: str, device: str | torch.device = "cpu") -> Any:
+def build_detector(
+    variant: str, weights: str, device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None
+) -> Any:
     """The detector a config ``.json`` or a published name describes: OWLv2 (``model_type``
     ``owlv2``, :func:`pseudolabel.models.owl.build_owl`), else Grounding DINO or MM-Grounding-DINO."""
     from pseudolabel.models.owl import VARIANTS as OWL_VARIANTS
     from pseudolabel.models.owl import build_owl
 
     if variant in OWL_VARIANTS or config_model_type(variant) == OWL_MODEL_TYPE:
-        return build_owl(variant, weights, device)
-    return build_grounding_dino(variant, weights, device)
+        return build_owl(variant, weights, device, autocast_dtype)
+    return build_grounding_dino(variant, weights, device, autocast_dtype)
 
 
 def build_grounding_dino(
-    variant: str = "swint", weights: str = DEFAULT_WEIGHTS, device: str | torch.device = "cpu"
+    variant: str = "swint",
+    weights: str = DEFAULT_WEIGHTS,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
 ) -> GroundingDino:
     """Create Grounding DINO once per process.
 
@@ -246,6 +343,7 @@ def build_grounding_dino(
         variant: ``swint``, ``swinb``, ``mm-gdino-t``, ``mm-gdino-b`` or a config JSON file.
         weights: ``default`` (the variant's registry checkpoint), a registry name, a checkpoint
             file (original or transformers layout), a transformers model folder, or ``random``.
+        autocast_dtype: the precision its passes run in (None: fp32).
 
     Raises:
         ConfigError: unknown variant. WeightsError: missing file, or weights of another model.
@@ -273,4 +371,4 @@ def build_grounding_dino(
             f"the BERT vocabulary has {len(tokenizer)} tokens but the detector's text encoder expects "
             f"{model.config.text_config.vocab_size}"
         )
-    return GroundingDino(model, tokenizer, mmdet_input_size if mm else input_size)
+    return GroundingDino(model, tokenizer, mmdet_input_size if mm else input_size, autocast_dtype)

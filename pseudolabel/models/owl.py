@@ -97,11 +97,13 @@ class OwlDetector:
         model: ``Owlv2ForObjectDetection`` in eval mode.
         processor: ``Owlv2ImageProcessor`` at the model's input size.
         tokenizer: CLIP's BPE tokenizer, 16 tokens.
+        autocast_dtype: the precision its passes run in (None: fp32).
     """
 
     model: Any
     processor: Any
     tokenizer: Any
+    autocast_dtype: torch.dtype | None = None
 
     @property
     def device(self) -> torch.device:
@@ -119,11 +121,14 @@ class OwlDetector:
 
 def detector(name: str, settings: ModelSettings, device: str | torch.device, options: None) -> OwlDetector:
     """The run's registered OWLv2 ``name`` with ``settings.detector_weights``."""
-    return build_owl(name, settings.detector_weights, device)
+    return build_owl(name, settings.detector_weights, device, settings.autocast_dtype)
 
 
 def build_owl(
-    variant: str = "owlv2-b", weights: str = DEFAULT_WEIGHTS, device: str | torch.device = "cpu"
+    variant: str = "owlv2-b",
+    weights: str = DEFAULT_WEIGHTS,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
 ) -> OwlDetector:
     """OWLv2 built once per process (see :func:`owl_config`, :func:`owl_checkpoint`).
 
@@ -148,4 +153,4 @@ def build_owl(
     model.requires_grad_(False)
     size = config.vision_config.image_size
     processor = Owlv2ImageProcessor(size={"height": size, "width": size})
-    return OwlDetector(model, processor, SimpleTokenizer(context_length=CONTEXT_LENGTH))
+    return OwlDetector(model, processor, SimpleTokenizer(context_length=CONTEXT_LENGTH), autocast_dtype)
