@@ -18,7 +18,8 @@ its own process on the same generated VOC-size images (500x375, 2 labels each):
 * sam3: SAM 3 (848M parameters, 1008 px) on each image's 2 class names in one batch;
 * crf, sam-points, sam-auto: ``refine`` of the cam stage's masks (SAM ViT-B); sam-points-hq_vit_h,
   sam-points-sam2.1_hiera_l the same points rule with HQ-SAM ViT-H and SAM 2.1 Hiera-L
-  (SAM 2.1 rows need Meta's ``sam2`` package);
+  (SAM 2.1 rows need Meta's ``sam2`` package); sam-points-compile: sam-points with ``--compile``
+  (its compile time is in the first image, which the rate leaves out, and in wall);
 * cam-12mp: one 4000x3000 photo through ``generate`` with the default ``--max-side``;
 * deeplab-train: ``benchmarks/train_seg.py`` (DeepLabV2-ResNet101, batch 10, 321 px, MSC);
 * ray-1-worker, ray-2-workers: the cam stage with ``--engine ray`` on a local Ray instance.
@@ -134,6 +135,8 @@ def stage_commands(voc: Path, big: Path, scratch: Path, device: str) -> dict[str
         "crf": [*refine, "--refine", "crf", "--out", str(scratch / "crf")],
         "sam-points": [*refine, "--refine", "sam", "--sam", "vit_b", "--sam-checkpoint", "random",
                        "--out", str(scratch / "sam-points")],
+        "sam-points-compile": [*refine, "--refine", "sam", "--sam", "vit_b", "--sam-checkpoint", "random",
+                               "--compile", "--out", str(scratch / "sam-points-compile")],
         "sam-points-hq_vit_h": [*refine, "--refine", "sam", "--sam", "hq_vit_h", "--sam-checkpoint", "random",
                                 "--out", str(scratch / "sam-points-hq-h")],
         "sam-points-sam2.1_hiera_l": [*refine, "--refine", "sam", "--sam", "sam2.1_hiera_l", "--sam-checkpoint",

@@ -67,7 +67,14 @@ class ModelHub:
         settings = self.settings
         declared = component("sam", settings.sam)
         options = _options(declared, settings.components)
-        return self._once("sam", lambda: declared.load()(settings.sam, settings, self.device, options))
+
+        def build() -> Any:
+            prompter = declared.load()(settings.sam, settings, self.device, options)
+            if settings.compile_sam:
+                prompter.compile_image_encoder()
+            return prompter
+
+        return self._once("sam", build)
 
     def sam3(self) -> Any:
         """The run's SAM 3 (``sam3_model`` with ``sam3_checkpoint``) as a

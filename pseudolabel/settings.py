@@ -24,6 +24,8 @@ class ModelSettings:
     sam: str = "vit_b"
     sam_checkpoint: str = "default"
     sam_batch: int = 64
+    compile_sam: bool = False
+    """``torch.compile`` the SAM family's image encoder (``--compile``)."""
     detector: str = "swint"
     sam3_model: str = "sam3"
     sam3_checkpoint: str = "default"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import stand_in_checkpoint, torch_threads
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_detectors import write_tiny_owl_config
@@ -305,3 +306,20 @@ def test_the_ray_engine_writes_the_bytes_of_a_local_run(
     on_ray = _run(name, tmp_path / "ray", *flags, "--engine", "ray", "--ray-workers", "1")
     assert _files(on_ray) == _files(local)
     assert RunOutputs.read(on_ray).records == RunOutputs.read(local).records
+
+
+def test_compiled_sam_encoder_gives_the_golden_outputs(tmp_path: Path, tiny_models: None) -> None:
+    """``--compile``: SAM's image encoder runs through torch.compile (the module compiled is the
+    encoder) and the outputs stay within the golden bounds of the eager run."""
+    compiled: list[str] = []
+    real_compile = torch.nn.Module.compile
+
+    def compile_module(self, *args, **kwargs):
+        compiled.append(type(self).__name__)
+        return real_compile(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Module, "compile", compile_module)
+        out = _run("refine-sam-points-mask", tmp_path, "--compile")
+    assert compiled == ["ImageEncoderViT"]
+    assert RunOutputs.read(out).differences(RunOutputs.load("refine-sam-points-mask")) == []

@@ -36,6 +36,7 @@ def model_settings(flags: dict[str, Any]) -> Any:
         sam3_model=flags.get("sam3_model", defaults.sam3_model),
         sam3_checkpoint=flags.get("sam3_checkpoint", defaults.sam3_checkpoint),
         seed=flags.get("seed", defaults.seed),
+        compile_sam=flags.get("compile_sam", defaults.compile_sam),
         components=component_options("sam", sam, flags),
     )
 

@@ -31,6 +31,7 @@ from pseudolabel.cli.options import (
     ZERO_SHOT,
     BatchSizeOption,
     ClassesOption,
+    CompileSamOption,
     ConfigOption,
     DatasetOption,
     DecodeWorkersOption,
@@ -152,6 +153,7 @@ def generate(
     workers: OldRayWorkersOption = None,
     gpus_per_worker: GpusPerWorkerOption = None,
     batch_size: BatchSizeOption = None,
+    compile_sam: CompileSamOption = False,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:

@@ -109,6 +109,15 @@ GpusPerWorkerOption = Annotated[
 BatchSizeOption = Annotated[
     int | None, typer.Option(help="Images per batch (default: 4 on CUDA, 1 on CPU).", rich_help_panel=SCALE)
 ]
+CompileSamOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile SAM's image encoder: on a 2-core CPU in fp32 ViT-B's ran 1.57x faster after a "
+        "29 s first call (repaid after ~6 images); each new batch size compiles once more.",
+        rich_help_panel=SCALE,
+    ),
+]
 ReportOption = Annotated[
     bool, typer.Option("--report", help="Write an HTML report into OUT/report at the end.", rich_help_panel=RUN)
 ]

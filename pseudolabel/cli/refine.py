@@ -22,6 +22,7 @@ from pseudolabel.cli.options import (
     RUN,
     BatchSizeOption,
     ClassesOption,
+    CompileSamOption,
     ConfigOption,
     DatasetOption,
     DeviceOption,
@@ -107,6 +108,7 @@ def refine(
     workers: OldRayWorkersOption = None,
     gpus_per_worker: GpusPerWorkerOption = None,
     batch_size: BatchSizeOption = None,
+    compile_sam: CompileSamOption = False,
     report: ReportOption = False,
     config: ConfigOption = None,
 ) -> None:

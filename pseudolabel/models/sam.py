@@ -98,6 +98,11 @@ class PromptedSegmenter(CachedImageEncoder):
     def device(self) -> torch.device:
         return next(self.sam.parameters()).device
 
+    def compile_image_encoder(self) -> None:
+        """``torch.compile`` the family's image encoder in place (its first call per batch size
+        compiles; state-dict keys unchanged)."""
+        self.sam.image_encoder.compile()
+
     def predict_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One mask per box: (bool [N, H, W], predicted IoU [N]) for x0, y0, x1, y1 pixel boxes [N, 4]."""
         return self._predict(torch.as_tensor(boxes).float(), self._decode_boxes)

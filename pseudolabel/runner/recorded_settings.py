@@ -3,8 +3,9 @@
 A run command records the option values that change its outputs in
 ``OUT/.pseudolabel-settings.json``. Resuming into that folder with other values is refused,
 naming each differing flag, unless ``--overwrite`` redoes the images; options that only decide
-how or which images run (workers, device, engine, batch size, shard, limit), or which extra
-files are kept, do not count.
+how or which images run (workers, device, engine, batch size, compiling, shard, limit), or which
+extra files are kept, do not count (another device or a compiled encoder rounds floats
+differently, as another CPU does).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ RUN_ONLY_OPTIONS = frozenset(
         "ray_workers",
         "gpus_per_worker",
         "batch_size",
+        "compile_sam",
         "max_image_pixels",
         "save_scores",
         "save_instances",
