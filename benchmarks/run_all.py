@@ -1,6 +1,7 @@
 """One table of every stage's speed and memory at real model sizes (random weights).
 
     python benchmarks/run_all.py [--device auto|cpu|cuda] [--images N] [--only cam,crf,...] [--bf16]
+                                 [--clip-es PATH]
 
 Each stage is the real command (``pseudolabel generate`` / ``refine`` / the trainer step) run in
 its own process on the same generated VOC-size images (500x375, 2 labels each):
@@ -22,7 +23,11 @@ its own process on the same generated VOC-size images (500x375, 2 labels each):
   (its compile time is in the first image, which the rate leaves out, and in wall);
 * cam-12mp: one 4000x3000 photo through ``generate`` with the default ``--max-side``;
 * deeplab-train: ``benchmarks/train_seg.py`` (DeepLabV2-ResNet101, batch 10, 321 px, MSC);
-* ray-1-worker, ray-2-workers: the cam stage with ``--engine ray`` on a local Ray instance.
+* ray-1-worker, ray-2-workers: the cam stage with ``--engine ray`` on a local Ray instance;
+* clip-es-published, cam-labeler (and cam-labeler-bf16 with ``--bf16``), with ``--clip-es`` naming a
+  checkout of github.com/linyq2117/CLIP-ES: ``benchmarks/cam.py`` on the same images, the published
+  ``perform`` loop and our ``CamLabeler`` in turn, twice, in one process (labelling only: no decode
+  or PNG); the note gives each of ours as a multiple of the published loop's speed.
 
 Every model stage runs with ``--precision fp32``; with ``--bf16`` each of cam, grounded-sam-vit_b,
 sam-points and deeplab-train also runs with ``--precision bf16`` (a ``-bf16`` row beside it, same
@@ -182,6 +187,30 @@ def deeplab_row(device: str, iterations: int, precision: str = "fp32") -> dict[s
             "memory": memory, "note": f"20k iterations: {hours} h"}  # fmt: skip
 
 
+def clip_es_rows(device: str, images: int, clip_es: Path, bf16: bool) -> list[dict[str, object]]:
+    """The published CLIP-ES loop and our CAM labeler side by side (``benchmarks/cam.py``, same
+    generated images as the stages, 2 classes each, 2 interleaved rounds) as table rows."""
+    precisions = "fp32,bf16" if bf16 else "fp32"
+    done = subprocess.run(
+        [sys.executable, str(HERE / "cam.py"), "--images", str(images), "--classes", "2", "--rounds", "2",
+         "--device", device, "--precisions", precisions, "--clip-es", str(clip_es), "--skip-generate"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    published = float(re.search(r"^published: ([\d.]+) s/image", done.stdout, re.M).group(1))
+    memory = float(re.search(r"peak (\d+) MB", done.stdout).group(1))
+
+    def row(stage: str, seconds: float, note: str) -> dict[str, object]:
+        return {"stage": stage, "rate": f"{1 / seconds:.3g} img/s", "s/img": f"{seconds:.3g}", "images": images,
+                "wall": "-", "memory": memory, "note": note}  # fmt: skip
+
+    rows = [row("clip-es-published", published, "cam.py: one process with the rows below")]
+    for name in precisions.split(","):
+        seconds = float(re.search(rf"^ours {name}: ([\d.]+) s/image", done.stdout, re.M).group(1))
+        stage = "cam-labeler" + ("" if name == "fp32" else f"-{name}")
+        rows.append(row(stage, seconds, f"{published / seconds:.2f}x the published loop"))
+    return rows
+
+
 def write_big_photo(root: Path) -> Path:
     """A VOC folder with one 4000x3000 photo labelled cat and sofa."""
     write_images(root, 1, 2, 300, 400)
@@ -198,6 +227,7 @@ def main() -> None:
     parser.add_argument("--train-iters", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="also bf16 rows of cam, grounded-sam-vit_b, sam-points, "
                         "deeplab-train")  # fmt: skip
+    parser.add_argument("--clip-es", type=Path, help="a checkout of CLIP-ES: add its published loop's row")
     args = parser.parse_args()
     import torch
 
@@ -222,6 +252,8 @@ def main() -> None:
                     run_command(commands["cam"], scratch)
                 rows.append(stage_row(name, commands[name], scratch))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        if args.clip_es is not None:
+            rows += clip_es_rows(device, count, args.clip_es, args.bf16)
     print(f"\npseudolabel stages on {device} ({torch.get_num_threads()} CPU threads), random weights, real sizes")
     print(f"| {'stage':<27} | {'rate':>14} | {'s/image':>8} | {'images':>6} | {'wall s':>7} | {'peak MB':>8} | note")
     print(f"| {'-' * 27} | {'-' * 14} | {'-' * 8} | {'-' * 6} | {'-' * 7} | {'-' * 8} | ---")

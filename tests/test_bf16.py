@@ -154,3 +154,23 @@ def test_train_and_predict_under_bf16(tmp_path: Path) -> None:
         assert yaml.safe_load((out / "config.yaml").read_text())["predict"]["precision"] == precision
     labels = [{png.stem: read_mask(png) for png in (tmp_path / p).glob("*.png")} for p in ("fp32", "bf16")]
     assert _agreement(*labels) >= 0.99
+
+
+def test_frozen_batch_norm_keeps_bf16_activations_bf16() -> None:
+    """DeepLabV2's frozen batch norm: in float32 exactly torchvision's; a bf16 input stays bf16
+    (torchvision's float32 scale would promote it) and is that result rounded to bf16."""
+    from torchvision.ops.misc import FrozenBatchNorm2d as Reference
+
+    from pseudolabel.models.frozen_norm import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    ours, reference = FrozenBatchNorm2d(8), Reference(8)
+    for name in ("weight", "bias", "running_mean"):
+        getattr(ours, name).normal_()
+    ours.running_var.uniform_(0.5, 2.0)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 5, 7)
+    assert torch.equal(ours(x), reference(x))
+    low = ours(x.bfloat16())
+    assert low.dtype == torch.bfloat16 and reference(x.bfloat16()).dtype == torch.float32
+    torch.testing.assert_close(low.float(), reference(x.bfloat16()), atol=0.05, rtol=0.02)

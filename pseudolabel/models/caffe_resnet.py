@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops.misc import FrozenBatchNorm2d
+
+from pseudolabel.models.frozen_norm import FrozenBatchNorm2d
 
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 BLOCKS_101 = (3, 4, 23, 3)

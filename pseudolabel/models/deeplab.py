@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.caffe_resnet import BLOCKS_101, Stem, from_deeplab_pytorch, is_deeplab_pytorch, residual_stage
+from pseudolabel.models.frozen_norm import FrozenBatchNorm2d
 from pseudolabel.models.weights import read_state_dict, resolve_weights
 
 CAFFE_BACKBONE = "resnet101-caffe"
