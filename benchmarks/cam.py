@@ -6,7 +6,7 @@
 All timings use the same generated 500x375 images, K classes each, and the same random weights
 (rounded to fp16, as OpenAI's released checkpoint is):
 
-* ours: ``CamLabeler`` per image (encode, one batched GradCAM of all classes, CAA, background;
+* ours: ``CamLabeler`` per image (encode, GradCAM of all classes from one forward, CAA, background;
   the class prompts encoded before timing, as the published script does),
   once per ``--precisions`` entry (fp32, bf16 autocast on CUDA or a CPU with native bf16); bf16's
   maps are compared with fp32's (Pearson correlation per map, and the share of pixels whose

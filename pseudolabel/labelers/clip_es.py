@@ -5,7 +5,7 @@ multiple of the patch size without cropping; the first L-1 blocks run without gr
 record attention; GradCAM is taken, as CLIP-ES hooks pytorch-grad-cam on
 ``resblocks[-1].ln_1``, at the OUTPUT of the last block's first LayerNorm (activations A =
 ln_1(x) of the patch tokens, gradients dP_k/dA, which reach A only through the attention
-branch), for all classes at once (one forward of the last block, one batched backward); each
+branch), for all classes from one forward of the last block (one backward per class); each
 class map is refined with the class-aware attention affinity (CAA) inside boxes found by
 CLIP-ES's ``scoremap2bbox`` rule, min-max scaled on the patch grid and resized bilinearly to
 the image. Views are averaged.
@@ -52,7 +52,8 @@ def min_max(values: torch.Tensor) -> torch.Tensor:
 def gradcam_last_block(
     clip: ClipModel, tokens: torch.Tensor, text_features: torch.Tensor, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GradCAM of every target class at the last block's ``ln_1`` output, in one batched backward.
+    """GradCAM of every target class at the last block's ``ln_1`` output: one forward of the last
+    block, then one backward per class.
 
     The target of class k is its softmax probability over all texts (the image's classes and
     the background words): softmax is what makes the classes compete. The activations are
@@ -75,9 +76,13 @@ def gradcam_last_block(
         features = F.normalize(pooled_patch_features(visual, out).float(), dim=-1)
         logits = clip.model.logit_scale.exp() * features @ text_features.T
         probabilities = logits.softmax(dim=-1)[0, :num_classes]
-        selectors = torch.eye(num_classes, device=probabilities.device, dtype=probabilities.dtype)
-        (gradients,) = torch.autograd.grad(probabilities, normed, grad_outputs=selectors, is_grads_batched=True)
-    channel_weights = gradients[:, 0, 1:].float().mean(dim=1)
+        # one backward per class through the one forward (the graph kept): on a 2-core CPU 9-21 %
+        # faster for 1-3 classes than one vmapped backward (is_grads_batched)
+        gradients = torch.cat([
+            torch.autograd.grad(probabilities[k], normed, retain_graph=k < num_classes - 1)[0]
+            for k in range(num_classes)
+        ])  # fmt: skip
+    channel_weights = gradients[:, 1:].float().mean(dim=1)
     cams = torch.relu(channel_weights @ normed[0, 1:].detach().float().T)
     # pytorch-grad-cam min-max scales each target layer's map, then the mean over layers again;
     # with one layer the second pass matters only where the map's maximum is near the 1e-7 epsilon.
