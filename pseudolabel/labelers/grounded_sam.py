@@ -45,8 +45,13 @@ from pseudolabel.core.prompts import PromptSet
 from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.detection import detect
-from pseudolabel.labelers.exclusion import ClassExclusion, exclusion_for
-from pseudolabel.labelers.instance_labeler import InstanceLabeler, InstanceLabelerOptions, Segments
+from pseudolabel.labelers.exclusion import ClassExclusion
+from pseudolabel.labelers.instance_labeler import (
+    InstanceLabeler,
+    InstanceLabelerOptions,
+    Segments,
+    clip_and_exclusion,
+)
 from pseudolabel.labelers.options import (
     CAPTION_MODES,
     SYNONYM_MODES,
@@ -124,8 +129,5 @@ def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options:
     labeler_options = GroundedSamOptions(
         prompting=settings.prompting, exclusion=settings.exclusion, zero_shot=settings.zero_shot, detector=options
     )
-    clip, exclusion = exclusion_for(hub, prompts, settings)
-    if clip is None and labeler_options.needs_clip:
-        clip = hub.clip()
-    detector = hub.grounding_dino()
-    return GroundedSamLabeler(detector, hub.sam(), prompts, labeler_options, clip, exclusion)
+    clip, exclusion = clip_and_exclusion(hub, prompts, settings, labeler_options)
+    return GroundedSamLabeler(hub.grounding_dino(), hub.sam(), prompts, labeler_options, clip, exclusion)

@@ -12,6 +12,7 @@ are closer than the margin as 255.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,12 +22,16 @@ from pseudolabel.core.prompts import PromptSet
 from pseudolabel.core.scoremaps import ScoreMaps
 from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
-from pseudolabel.labelers.exclusion import ClassExclusion, Regions
+from pseudolabel.labelers.exclusion import ClassExclusion, Regions, exclusion_for
 from pseudolabel.labelers.options import ExclusionOptions, PromptingOptions, ZeroShotOptions
 from pseudolabel.labelers.pole import choose_and_record
 from pseudolabel.labelers.zero_shot import zero_shot_classes
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.sam import merge_by_confidence
+
+if TYPE_CHECKING:
+    from pseudolabel.registry import ModelHub
+    from pseudolabel.settings import LabelerSettings
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,17 @@ class Segments:
     def select(self, kept: torch.Tensor) -> Segments:
         """The segments where bool [N] ``kept`` is true."""
         return Segments(self.masks[kept], self.confidences[kept], self.channels[kept])
+
+
+def clip_and_exclusion(
+    hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options: InstanceLabelerOptions
+) -> tuple[ClipModel | None, ClassExclusion | None]:
+    """The CLIP an instance labeler needs (a CLIPN exclusion's own, else the run's when zero-shot
+    candidates, POLE or exclusion ask for one, else None) and a CLIPN exclusion (else None)."""
+    clip, exclusion = exclusion_for(hub, prompts, settings)
+    if clip is None and options.needs_clip:
+        clip = hub.clip()
+    return clip, exclusion
 
 
 class InstanceLabeler:

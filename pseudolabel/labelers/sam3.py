@@ -23,8 +23,13 @@ from typing import TYPE_CHECKING
 from pseudolabel.core.prompts import PromptSet
 from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
-from pseudolabel.labelers.exclusion import ClassExclusion, exclusion_for
-from pseudolabel.labelers.instance_labeler import InstanceLabeler, InstanceLabelerOptions, Segments
+from pseudolabel.labelers.exclusion import ClassExclusion
+from pseudolabel.labelers.instance_labeler import (
+    InstanceLabeler,
+    InstanceLabelerOptions,
+    Segments,
+    clip_and_exclusion,
+)
 from pseudolabel.labelers.options import SYNONYM_MODES, Sam3Options
 from pseudolabel.models.clip import ClipModel
 from pseudolabel.models.sam3 import ConceptSegmenter
@@ -99,7 +104,5 @@ def build(hub: ModelHub, prompts: PromptSet, settings: LabelerSettings, options:
     labeler_options = Sam3LabelerOptions(
         prompting=settings.prompting, exclusion=settings.exclusion, zero_shot=settings.zero_shot, sam3=options
     )
-    clip, exclusion = exclusion_for(hub, prompts, settings)
-    if clip is None and labeler_options.needs_clip:
-        clip = hub.clip()
+    clip, exclusion = clip_and_exclusion(hub, prompts, settings, labeler_options)
     return Sam3Labeler(hub.sam3(), prompts, labeler_options, clip, exclusion)

@@ -14,12 +14,14 @@ import re
 
 import torch
 
+from pseudolabel.models.weights import RenameRule, renamed
+
 SWIN = "model.backbone.conv_encoder.model.swin"
 HIDDEN_NORMS = "model.backbone.conv_encoder.model.hidden_states_norms"
 
 DROPPED = re.compile(r"(relative_position_index|position_ids|^bert\.pooler\.|attn_mask)")
 
-RENAMES: tuple[tuple[str, str], ...] = (
+RENAMES: tuple[RenameRule, ...] = (
     # Swin backbone
     (r"^backbone\.0\.patch_embed\.proj\.", f"{SWIN}.embeddings.patch_embeddings.projection."),
     (r"^backbone\.0\.patch_embed\.norm\.", f"{SWIN}.embeddings.norm."),
@@ -87,9 +89,7 @@ def is_original_checkpoint(state_dict: dict[str, torch.Tensor]) -> bool:
 
 def rename_key(key: str) -> str:
     """The transformers name of one original (non-fused) key."""
-    for pattern, replacement in RENAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
+    return renamed(key, RENAMES)
 
 
 def convert_original_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

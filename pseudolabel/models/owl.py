@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pseudolabel.core.errors import ConfigError, WeightsError
-from pseudolabel.models.weights import read_state_dict, resolve_weights
+from pseudolabel.core.errors import ConfigError
+from pseudolabel.models.weights import load_every_parameter, read_state_dict, resolve_weights
 
 if TYPE_CHECKING:
     from pseudolabel.settings import ModelSettings
@@ -142,13 +142,7 @@ def build_owl(
     path = owl_checkpoint(variant, weights)
     model = Owlv2ForObjectDetection(config)
     if path is not None:
-        state = read_state_dict(path, "OWLv2 weights")
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ValueError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
-        except (RuntimeError, ValueError) as error:
-            raise WeightsError(f"OWLv2 weights {path} do not load: {str(error).splitlines()[0]}") from error
+        load_every_parameter(model, read_state_dict(path, "OWLv2 weights"), "OWLv2 checkpoint", path)
     model = model.float().eval().to(device)
     model.requires_grad_(False)
     size = config.vision_config.image_size

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from pseudolabel.core.errors import ConfigError, WeightsError
 from pseudolabel.models.image_encodings import CachedImageEncoder
 from pseudolabel.models.sam3_convert import is_meta_checkpoint, meta_to_transformers
-from pseudolabel.models.weights import read_state_dict, resolve_weights
+from pseudolabel.models.weights import load_every_parameter, read_state_dict, resolve_weights
 
 if TYPE_CHECKING:
     from pseudolabel.settings import ModelSettings
@@ -125,13 +125,11 @@ def load_sam3_state(network: torch.nn.Module, path: Path) -> None:
     try:
         if is_meta_checkpoint(state):
             state = meta_to_transformers(state)
-        state = {key.removeprefix("detector_model."): value for key, value in state.items()}
-        state = {key: value for key, value in state.items() if not key.startswith(("tracker_", *_UNUSED_KEYS))}
-        missing, unexpected = network.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
     except (RuntimeError, ValueError, IndexError) as error:
         raise WeightsError(f"SAM 3 checkpoint {path} does not load: {str(error).splitlines()[0]}") from error
+    state = {key.removeprefix("detector_model."): value for key, value in state.items()}
+    state = {key: value for key, value in state.items() if not key.startswith(("tracker_", *_UNUSED_KEYS))}
+    load_every_parameter(network, state, "SAM 3 checkpoint", path)
 
 
 def concept_segmenter(settings: ModelSettings, device: str | torch.device) -> ConceptSegmenter:

@@ -16,7 +16,9 @@ import re
 
 import torch
 
-_RENAMES: tuple[tuple[str, str], ...] = (
+from pseudolabel.models.weights import RenameRule, renamed
+
+_RENAMES: tuple[RenameRule, ...] = (
     # the image model's keys inside a full SAM 3 checkpoint (the video tracker's are dropped)
     (r"^detector\.", ""),
     # vision: ViT trunk
@@ -119,10 +121,8 @@ def meta_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def _rename(key: str) -> str:
-    for pattern, replacement in _RENAMES:
-        key = re.sub(pattern, replacement, key)
     # CLIP's text layers keep torch's ``out_proj`` name in transformers
-    return _TEXT_ENCODER_OUT_PROJ.sub(r"\1.out_proj.", key)
+    return _TEXT_ENCODER_OUT_PROJ.sub(r"\1.out_proj.", renamed(key, _RENAMES))
 
 
 def _split_projections(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:

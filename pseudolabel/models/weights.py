@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -486,6 +487,31 @@ def verify_weights(spec: WeightSpec) -> VerifyResult:
     if spec.sha256 is None:
         return VerifyResult(spec, "unverifiable", digest)
     return VerifyResult(spec, "ok" if checksum_matches(spec, digest) else "mismatch", digest)
+
+
+RenameRule = tuple[str, str | Callable[[re.Match[str]], str]]
+"""A regular expression and its ``re.sub`` replacement, for a checkpoint's key names."""
+
+
+def renamed(key: str, rules: Sequence[RenameRule]) -> str:
+    """``key`` after every rule in turn (each ``re.sub`` over the whole key)."""
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def load_every_parameter(module: Any, state: dict[str, Any], what: str, path: Path) -> None:
+    """Load ``state`` into torch ``module``: every parameter must be there and nothing else.
+
+    Raises:
+        WeightsError: missing or unexpected keys, or other shapes (``what`` and ``path`` name the file).
+    """
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
+    except (RuntimeError, ValueError) as error:
+        raise WeightsError(f"{what} {path} does not load: {str(error).splitlines()[0]}") from error
 
 
 def read_state_dict(path: Path, what: str) -> dict[str, Any]:
