@@ -262,9 +262,11 @@ def test_runs_in_batches_write_the_bytes_of_batch_size_1(
     name: str, encoders: set[str], tmp_path: Path, tiny_models: None
 ) -> None:
     """SAM's image encoder (every family's), CLIP-ES's views and Grounding DINO's backbone take the 4
-    example images 2 at a time: masks, scores and records are the batch-size-1 ones, byte for byte
-    (both runs in this process; the example images differ in size, so CLIP-ES and Grounding DINO
-    batch no two of them, as at batch size 1: test_batching.py checks images of equal size)."""
+    example images 2 at a time: masks, scores and records are the batch-size-1 ones within the
+    golden tolerance (the example images differ in size, so CLIP-ES and Grounding DINO batch no two
+    of them, as at batch size 1: test_batching.py checks images of equal size). Not byte for byte:
+    a batch of 2 changes the GEMM library's blocking, so the tiny SAM encoder's embedding moves by
+    up to 2e-6 on a Sapphire Rapids Xeon (bit-equal on an EPYC), which moved a mask edge once."""
     if name in NEEDS_SAM2:
         pytest.importorskip("sam2", reason="Meta's sam2 package is an optional extra")
     encoded: list[tuple[str, int]] = []
@@ -279,8 +281,9 @@ def test_runs_in_batches_write_the_bytes_of_batch_size_1(
         patch.setattr(CachedImageEncoder, "embed_batch", embed_batch)
         two = _run(name, tmp_path / "two", "--batch-size", "2")
     assert sorted(encoded) == sorted((encoder, 2) for encoder in encoders for _ in range(2))
-    assert _files(two) == _files(one)
-    assert RunOutputs.read(two).records == RunOutputs.read(one).records
+    assert sorted(_files(two)) == sorted(_files(one))
+    differences = RunOutputs.read(two).differences(RunOutputs.read(one))
+    assert not differences, f"{name} at batch size 2 against batch size 1:\n" + "\n".join(differences)
 
 
 @pytest.mark.parametrize(
