@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pseudolabel.labelers.options import CamOptions
-from pseudolabel.models.clip import ClipModel, block_forward, patch_tokens, pooled_patch_features
+from pseudolabel.models.clip import (
+    BlockWeights,
+    ClipModel,
+    block_forward,
+    block_weights,
+    patch_tokens,
+    pooled_patch_features,
+)
 from pseudolabel.models.image_encodings import CachedImageEncoder
 
 EPSILON = 1e-7
@@ -50,7 +57,11 @@ def min_max(values: torch.Tensor) -> torch.Tensor:
 
 
 def gradcam_last_block(
-    clip: ClipModel, tokens: torch.Tensor, text_features: torch.Tensor, num_classes: int
+    clip: ClipModel,
+    tokens: torch.Tensor,
+    text_features: torch.Tensor,
+    num_classes: int,
+    weights: BlockWeights | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GradCAM of every target class at the last block's ``ln_1`` output: one forward of the last
     block, then one backward per class.
@@ -63,6 +74,7 @@ def gradcam_last_block(
     Args:
         tokens: last-block input [1, 1 + N, C] (no grad needed).
         text_features: normalised [T, D]; the first ``num_classes`` rows are the targets.
+        weights: the last block's linear layers cast for the compute dtype (default: as stored).
 
     Returns:
         (cams [K, N] min-max scaled, last-block attention [1 + N, 1 + N] averaged over heads).
@@ -72,7 +84,7 @@ def gradcam_last_block(
     tokens = tokens.detach()
     normed = last_block.ln_1(tokens).detach().requires_grad_(True)
     with torch.enable_grad():
-        out, attention = block_forward(last_block, tokens, need_attention=True, normed=normed)
+        out, attention = block_forward(last_block, tokens, need_attention=True, normed=normed, weights=weights)
         features = F.normalize(pooled_patch_features(visual, out).float(), dim=-1)
         logits = clip.model.logit_scale.exp() * features @ text_features.T
         probabilities = logits.softmax(dim=-1)[0, :num_classes]
@@ -155,6 +167,20 @@ class ClipEsCam(CachedImageEncoder):
         self.clip = clip
         self.options = options or CamOptions()
         self._views: list[View] = []
+        self._weights: list[BlockWeights] = []
+
+    def cast_weights(self) -> list[BlockWeights]:
+        """Every block's linear layers in the autocast dtype (as stored without autocast), cast on
+        first use."""
+        if not self._weights:
+            blocks = self.clip.model.visual.transformer.resblocks
+            self._weights = [block_weights(block, self.autocast_dtype) for block in blocks]
+        return self._weights
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for a Ray worker) without the cast weights (170 MB in bf16 for ViT-B/16): the
+        worker casts its own on first use."""
+        return {**self.__dict__, "_weights": []}
 
     @property
     def device(self) -> torch.device:
@@ -217,11 +243,12 @@ class ClipEsCam(CachedImageEncoder):
         [B, 1 + N, 1 + N] float32, how many blocks that sum holds)."""
         blocks = self.clip.model.visual.transformer.resblocks
         window_start = max(0, len(blocks) - self.options.attention_layers)
+        weights = self.cast_weights()
         with self._autocast():
             tokens = patch_tokens(self.clip.model.visual, images)
             attention_sum = torch.zeros(len(images), tokens.shape[1], tokens.shape[1], device=tokens.device)
             for index, block in enumerate(blocks[:-1]):
-                tokens, attention = block_forward(block, tokens, need_attention=index >= window_start)
+                tokens, attention = block_forward(block, tokens, index >= window_start, weights=weights[index])
                 if attention is not None:
                     attention_sum += attention.float()
         return tokens, attention_sum, len(blocks) - 1 - window_start
@@ -253,7 +280,9 @@ class ClipEsCam(CachedImageEncoder):
             return total
         for view in views:
             with self._autocast():
-                cams, last_attention = gradcam_last_block(self.clip, view.tokens, text_features, num_classes)
+                cams, last_attention = gradcam_last_block(
+                    self.clip, view.tokens, text_features, num_classes, self.cast_weights()[-1]
+                )
             cams, last_attention = cams.float(), last_attention.float()  # CAA, resizing and numpy in fp32
             if self.options.caa:
                 attention = (view.attention_sum + last_attention) / (view.attention_count + 1)

@@ -209,8 +209,50 @@ def patch_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return visual.ln_pre(x)
 
 
+Linear = tuple[torch.Tensor, torch.Tensor | None]
+"""A linear layer's weight [out, in] and bias [out], as ``F.linear`` takes them."""
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """The linear layers of one open_clip ``ResidualAttentionBlock`` in one compute dtype.
+
+    Under bf16 autocast ``F.linear`` casts a float32 weight on every call (autocast caches the
+    casts only of weights that require grad, and a frozen model's do not): 48 casts of 85M
+    weights per ViT-B/16 image view. Weights cast once (:func:`block_weights` with the autocast
+    dtype) leave autocast only the activations to cast, with the same bf16 operands and results;
+    a bf16 CAM image ran 1.09x faster for it on a 2-core Sapphire Rapids Xeon.
+    """
+
+    in_proj: Linear
+    out_proj: Linear
+    fc: Linear
+    proj: Linear
+
+
+def block_weights(block: nn.Module, dtype: torch.dtype | None = None) -> BlockWeights:
+    """``block``'s attention projections and MLP layers, detached, cast to ``dtype`` (None: as stored,
+    no copy)."""
+
+    def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
+        cast = (lambda tensor: tensor.detach()) if dtype is None else (lambda tensor: tensor.detach().to(dtype))
+        return cast(weight), None if bias is None else cast(bias)
+
+    attention, mlp = block.attn, block.mlp
+    return BlockWeights(
+        linear(attention.in_proj_weight, attention.in_proj_bias),
+        linear(attention.out_proj.weight, attention.out_proj.bias),
+        linear(mlp.c_fc.weight, mlp.c_fc.bias),
+        linear(mlp.c_proj.weight, mlp.c_proj.bias),
+    )
+
+
 def block_forward(
-    block: nn.Module, x: torch.Tensor, need_attention: bool = False, normed: torch.Tensor | None = None
+    block: nn.Module,
+    x: torch.Tensor,
+    need_attention: bool = False,
+    normed: torch.Tensor | None = None,
+    weights: BlockWeights | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One open_clip ``ResidualAttentionBlock`` on batch-first tokens, optionally with attention maps.
 
@@ -219,15 +261,16 @@ def block_forward(
         need_attention: also return the softmax attention averaged over heads.
         normed: ``block.ln_1(x)`` computed by the caller (e.g. as a leaf to take gradients at);
             the residual still adds ``x``.
+        weights: ``block``'s linear layers cast for the compute dtype (default: as stored).
 
     Returns:
         (tokens [B, L, C], attention [B, L, L] or None).
     """
-    attention_module = block.attn
+    weights = weights or block_weights(block)
     batch, length, width = x.shape
-    heads = attention_module.num_heads
+    heads = block.attn.num_heads
     normed = block.ln_1(x) if normed is None else normed
-    qkv = F.linear(normed, attention_module.in_proj_weight, attention_module.in_proj_bias)
+    qkv = F.linear(normed, *weights.in_proj)
     query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
     if need_attention:
         # one view at a time: a batch's [B, heads, L, L] weights outgrow the CPU's caches (4 views of
@@ -237,10 +280,10 @@ def block_forward(
     else:
         mixed = F.scaled_dot_product_attention(query, key, value)
         attention = None
-    mixed = attention_module.out_proj(mixed.transpose(1, 2).reshape(batch, length, width))
+    mixed = F.linear(mixed.transpose(1, 2).reshape(batch, length, width), *weights.out_proj)
     x = x + block.ls_1(mixed)
-    x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    return x, attention
+    hidden = block.mlp.gelu(F.linear(block.ln_2(x), *weights.fc))
+    return x + block.ls_2(F.linear(hidden, *weights.proj)), attention
 
 
 def _attention_with_weights(
