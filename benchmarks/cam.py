@@ -6,22 +6,25 @@
 All timings use the same generated 500x375 images, K classes each, and the same random weights
 (rounded to fp16, as OpenAI's released checkpoint is):
 
-* ours: ``CamLabeler`` per image (encode, GradCAM of all classes from one forward, CAA, background;
-  the class prompts encoded before timing, as the published script does),
-  once per ``--precisions`` entry (fp32, bf16 autocast on CUDA or a CPU with native bf16); bf16's
-  maps are compared with fp32's (Pearson correlation per map, and the share of pixels whose
-  label, argmax over background and classes, is the same);
+* ours: per image what ``generate`` does with it: decode the JPEG, ``CamLabeler`` (encode, GradCAM
+  of all classes from one forward, CAA, background), the unsure margin and argmax, and the palette
+  PNG written; the class prompts are encoded before timing, as the published script encodes them
+  before its loop. Once per ``--precisions`` entry (fp32, bf16 autocast on CUDA or a CPU with
+  native bf16); bf16's maps are compared with fp32's (Pearson correlation per map, and the share of
+  pixels whose label, argmax over background and classes, is the same);
 * generate: the whole command per image (decode, label, PNG + manifest) with
   ``--num-workers 0`` and ``2``, model loading left out;
 * published: with ``--clip-es`` naming a checkout of github.com/linyq2117/CLIP-ES, its own
-  ``perform`` loop from ``generate_cams_voc12.py`` on this device (the first 11 blocks under
-  no_grad, then one pytorch-grad-cam call per class through the last block); it needs the
-  packages that code imports (ttach, ftfy, regex, lxml). Its maps are compared with ours too.
+  ``perform`` loop from ``generate_cams_voc12.py`` on this device, one image per call (read the XML
+  and the JPEG, the first 11 blocks under no_grad, one pytorch-grad-cam call per class through the
+  last block, CAA, the ``.npy`` written); it needs the packages that code imports (ttach, ftfy,
+  regex, lxml). Its maps are compared with ours too.
 
-Ours and the published loop run in turn, ``--rounds`` times over the same images (models built
-once, before timing), so the ratio printed at the end compares them under the same machine load.
-Prints seconds per image (after one warm-up image per round), the ratio, and peak memory. Asserts
-nothing.
+Ours and the published loop take turns image by image (the order swapped every round), ``--rounds``
+times over the same images, models built once before timing: a shared machine's load changes over
+seconds, and taking turns per image lets it weigh on both alike. Prints seconds per image (the
+first round's first image left out as warm-up), the ratio of the means and the median of the
+per-image ratios, and peak memory. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import open_clip
@@ -44,13 +50,17 @@ from typer.testing import CliRunner
 
 from pseudolabel.cli import app
 from pseudolabel.core.devices import autocast_dtype, resolve_device, resolve_precision
+from pseudolabel.core.images import load_rgb
+from pseudolabel.core.masks import write_mask
 from pseudolabel.core.prompts import load_prompts
-from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.cam import CamLabeler
 from pseudolabel.models.clip import create_clip
+from pseudolabel.runner.per_image import ScoreRefineDecode
 
 VOC = load_prompts("voc")
+T = TypeVar("T")
+UNSURE_MARGIN = 0.05  # generate's default --unsure-margin
 
 
 def random_weights() -> dict[str, torch.Tensor]:
@@ -92,18 +102,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ours(labeler: CamLabeler, root: Path, labels: dict[str, list[int]], device) -> tuple[float, dict]:
-    """Seconds per image of ``CamLabeler`` (after a warm-up image) and its CAMs [K, H, W] by id."""
-    maps, seconds = {}, []
-    for image_id, ids in labels.items():
-        rgb = np.asarray(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB"))
-        sync(device)
-        start = time.perf_counter()
-        result = labeler(Sample(image_id, rgb, tuple(ids), None), StageRecord())
-        sync(device)
-        seconds.append(time.perf_counter() - start)
-        maps[image_id] = result.scores[1:]
-    return float(np.mean(seconds[1:] or seconds)), maps
+def run_ours(labeler: CamLabeler, root: Path, image_id: str, ids: list[int], out: Path) -> np.ndarray:
+    """``generate``'s work on one image (decode, scores, unsure margin, argmax, palette PNG);
+    returns the CAMs [K, H, W]."""
+    rgb = load_rgb(root / "JPEGImages" / f"{image_id}.jpg")
+    result = ScoreRefineDecode(labeler, UNSURE_MARGIN)(Sample(image_id, rgb, tuple(ids), None))
+    write_mask(out / f"{image_id}.png", result.label_map)
+    return result.scores.scores[1:]
+
+
+def timed(device: torch.device, work: Callable[[], T]) -> tuple[float, T]:
+    """Seconds ``work`` takes (CUDA synchronised at both ends), and what it returned."""
+    sync(device)
+    start = time.perf_counter()
+    value = work()
+    sync(device)
+    return time.perf_counter() - start, value
 
 
 def map_agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> str:
@@ -182,24 +196,18 @@ class Published:
         finally:
             os.chdir(cwd)
 
-    def time(self, root: Path, labels: dict[str, list[int]]) -> tuple[float, dict]:
-        """Seconds per image of ``perform`` (after a warm-up image) and its saved maps [K, H, W] by id."""
-        perform, device = self.namespace["perform"], self.device
-        with self._inside(), tempfile.TemporaryDirectory() as out:
-            args = types.SimpleNamespace(img_root=str(root / "JPEGImages"), cam_out_dir=out)
-            seconds = []
-            for image_id in labels:
-                sync(device)
-                start = time.perf_counter()
-                perform(0, [[f"{image_id}.jpg"]], args, self.model, self.background, self.foreground, self.cam)
-                sync(device)
-                seconds.append(time.perf_counter() - start)
-            maps = {}
-            for image_id in labels:
-                saved = np.load(Path(out) / f"{image_id}.npy", allow_pickle=True).item()
-                order = np.argsort(saved["keys"])  # the published code keeps XML order; ours sorts ids
-                maps[image_id] = saved["attn_highres"][order].astype(np.float32)
-        return float(np.mean(seconds[1:] or seconds)), maps
+    def run(self, root: Path, image_id: str, out: Path) -> None:
+        """``perform`` on one image: reads its XML and JPEG under ``root``, writes ``out/<id>.npy``."""
+        args = types.SimpleNamespace(img_root=str(root / "JPEGImages"), cam_out_dir=str(out))
+        with self._inside():
+            self.namespace["perform"](0, [[f"{image_id}.jpg"]], args, self.model, self.background, self.foreground,
+                                      self.cam)  # fmt: skip
+
+    @staticmethod
+    def maps(out: Path, image_id: str) -> np.ndarray:
+        """The saved CAMs [K, H, W] of an image, in class-id order (the published code keeps XML order)."""
+        saved = np.load(out / f"{image_id}.npy", allow_pickle=True).item()
+        return saved["attn_highres"][np.argsort(saved["keys"])].astype(np.float32)
 
 
 def main() -> None:
@@ -229,31 +237,37 @@ def main() -> None:
         labels = write_images(root, args.images, args.classes, args.height, args.width)
         print(f"device {device}, torch threads {torch.get_num_threads()}, {args.images} images "
               f"{args.width}x{args.height}, {args.classes} classes, ViT-B/16 random weights")  # fmt: skip
-        ours_seconds: dict[str, list[float]] = {name: [] for name in precisions}
-        our_maps: dict[str, dict] = {}
-        published_seconds = []
-        for round_index in range(1, args.rounds + 1):  # interleaved, so drift on the machine hits all alike
-            line = f"round {round_index}:"
-            for name, labeler in labelers.items():
-                seconds, our_maps[name] = time_ours(labeler, root, labels, device)
-                ours_seconds[name].append(seconds)
-                line += f" ours {name} {seconds:.3f} s/image,"
-            if published is not None:
-                seconds, published_maps = published.time(root, labels)
-                published_seconds.append(seconds)
-                line += f" published CLIP-ES perform loop {seconds:.3f} s/image"
-            print(line.rstrip(","))
+        seconds: dict[str, list[float]] = {name: [] for name in [*labelers, "published"]}
+        our_maps: dict[str, dict[str, np.ndarray]] = {name: {} for name in labelers}
+        published_maps: dict[str, np.ndarray] = {}
+        out = Path(scratch) / "out"
+        out.mkdir()
+        for round_index in range(args.rounds):
+            for image_id, ids in labels.items():
+                turns = [*labelers, "published"] if published is not None else [*labelers]
+                for name in turns if round_index % 2 == 0 else turns[::-1]:
+                    if name == "published":
+                        took, _ = timed(device, partial(published.run, root, image_id, out))
+                        published_maps[image_id] = Published.maps(out, image_id)
+                    else:
+                        took, our_maps[name][image_id] = timed(
+                            device, partial(run_ours, labelers[name], root, image_id, ids, out)
+                        )
+                    seconds[name].append(took)
+        for name in seconds:
+            seconds[name] = seconds[name][1:]  # the first image of the first round warms up
         for name in precisions:
-            print(f"ours {name}: {np.mean(ours_seconds[name]):.3f} s/image")
+            print(f"ours {name}: {np.mean(seconds[name]):.3f} s/image (decode, label, PNG)")
         print(f"peak {peak_memory_mb(device):.0f} MB (every model here)")
         if published is not None:
-            reference = np.mean(published_seconds)
-            print(f"published: {reference:.3f} s/image")
+            reference = np.array(seconds["published"])
+            print(f"published: {reference.mean():.3f} s/image (XML, decode, label, .npy)")
             for name in precisions:
-                print(f"ours {name} runs at {reference / np.mean(ours_seconds[name]):.2f}x the published loop's speed")
-            fp32_maps = our_maps.get("fp32")
-            if fp32_maps is not None:
-                difference = max(np.abs(fp32_maps[i] - published_maps[i]).max() for i in labels)
+                ratios = reference / np.array(seconds[name])
+                print(f"ours {name} runs at {reference.mean() / np.mean(seconds[name]):.2f}x the published loop's "
+                      f"speed (median of per-image ratios {np.median(ratios):.2f}x)")  # fmt: skip
+            if "fp32" in our_maps:
+                difference = max(np.abs(our_maps["fp32"][i] - published_maps[i]).max() for i in labels)
                 print(f"largest |ours fp32 - published| in the maps {difference:.4f}")
         if "fp32" in our_maps and "bf16" in our_maps:
             print(map_agreement(our_maps["fp32"], our_maps["bf16"]))
