@@ -1,6 +1,6 @@
 """Where one CAM image's time goes, stage by stage, at real CLIP ViT-B/16 size (random weights).
 
-    python benchmarks/cam_profile.py [--images 6] [--classes 3] [--scales 1.0] [--device auto]
+    python benchmarks/cam_profile.py [--images 6] [--classes 3] [--scales 1.0] [--device auto] [--precision fp32]
 
 Each generated 500x375 JPEG (K classes) goes through the steps ``generate --method cam`` runs,
 called one by one with the labeler's own functions and timed separately (CUDA synchronised):
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pseudolabel.core.devices import resolve_device
+from pseudolabel.core.devices import autocast_dtype, resolve_device
 from pseudolabel.core.images import load_rgb
 from pseudolabel.core.masks import encode_mask_png
 from pseudolabel.core.prompts import load_prompts
@@ -81,6 +81,7 @@ def profile_image(labeler: CamLabeler, path: Path, class_ids: list[int], clock: 
     with clock.step("decode"):
         rgb = load_rgb(path)
     blocks = clip.model.visual.transformer.resblocks
+    weights = cam.cast_weights()
     window_start = max(0, len(blocks) - options.attention_layers)
     total = None
     names = labeler._names(class_ids)
@@ -94,11 +95,11 @@ def profile_image(labeler: CamLabeler, path: Path, class_ids: list[int], clock: 
             tokens = patch_tokens(clip.model.visual, images)
             attention_sum = torch.zeros(tokens.shape[1], tokens.shape[1], device=tokens.device)
             for index, block in enumerate(blocks[:-1]):
-                tokens, attention = block_forward(block, tokens, need_attention=index >= window_start)
+                tokens, attention = block_forward(block, tokens, index >= window_start, weights=weights[index])
                 if attention is not None:
                     attention_sum += attention[0].float()
         with clock.step("last block fwd + bwd"), cam._autocast():
-            cams, last_attention = gradcam_last_block(clip, tokens, text_features, len(class_ids))
+            cams, last_attention = gradcam_last_block(clip, tokens, text_features, len(class_ids), weights[-1])
         with clock.step("CAA affinity"):
             count = len(blocks) - 1 - window_start
             transition = caa_transition(((attention_sum + last_attention) / (count + 1))[1:, 1:])
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--scales", default="1.0")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast, as --precision bf16)")
     args = parser.parse_args()
     device = resolve_device(args.device)
 
@@ -140,7 +142,8 @@ def main() -> None:
         labels = write_images(root, args.images, args.classes, 375, 500)
         clip = create_clip("ViT-B-16-quickgelu", random_weights(), device)
         scales = tuple(float(s) for s in args.scales.split(","))
-        labeler = CamLabeler(clip, VOC, CamOptions(scales=scales))
+        dtype = autocast_dtype(args.precision, device)
+        labeler = CamLabeler(clip, VOC, CamOptions(scales=scales), autocast_dtype=dtype)
         clock = StepClock(device)
         whole = []
         for image_id, ids in labels.items():
@@ -154,7 +157,8 @@ def main() -> None:
             whole.append(time.perf_counter() - start)
     threads = torch.get_num_threads()
     print(f"CAM steps per image: {args.images - 1} images after a warm-up, {args.classes} classes, scales {scales},")
-    print(f"{device}, {threads} torch threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"{args.precision}, {device}, {threads} torch threads, CPU capability {capability}")
     means = {name: 1000 * float(np.mean(values[1:] or values)) for name, values in clock.seconds.items()}
     total = sum(means.values())
     for name, value in sorted(means.items(), key=lambda item: -item[1]):

@@ -234,17 +234,15 @@ def block_weights(block: nn.Module, dtype: torch.dtype | None = None) -> BlockWe
     """``block``'s attention projections and MLP layers, detached, cast to ``dtype`` (None: as stored,
     no copy)."""
 
-    def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
-        cast = (lambda tensor: tensor.detach()) if dtype is None else (lambda tensor: tensor.detach().to(dtype))
-        return cast(weight), None if bias is None else cast(bias)
+    def cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        return tensor.detach() if dtype is None else tensor.detach().to(dtype)
 
     attention, mlp = block.attn, block.mlp
-    return BlockWeights(
-        linear(attention.in_proj_weight, attention.in_proj_bias),
-        linear(attention.out_proj.weight, attention.out_proj.bias),
-        linear(mlp.c_fc.weight, mlp.c_fc.bias),
-        linear(mlp.c_proj.weight, mlp.c_proj.bias),
-    )
+    layers = [(attention.in_proj_weight, attention.in_proj_bias), (attention.out_proj.weight, attention.out_proj.bias),
+              (mlp.c_fc.weight, mlp.c_fc.bias), (mlp.c_proj.weight, mlp.c_proj.bias)]  # fmt: skip
+    return BlockWeights(*[(cast(weight), cast(bias)) for weight, bias in layers])
 
 
 def block_forward(
