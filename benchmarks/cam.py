@@ -242,9 +242,9 @@ def main() -> None:
         published_maps: dict[str, np.ndarray] = {}
         out = Path(scratch) / "out"
         out.mkdir()
+        turns = [*labelers, "published"] if published is not None else [*labelers]
         for round_index in range(args.rounds):
             for image_id, ids in labels.items():
-                turns = [*labelers, "published"] if published is not None else [*labelers]
                 for name in turns if round_index % 2 == 0 else turns[::-1]:
                     if name == "published":
                         took, _ = timed(device, partial(published.run, root, image_id, out))

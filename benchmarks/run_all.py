@@ -202,19 +202,21 @@ def clip_es_rows(device: str, images: int, clip_es: Path, bf16: bool) -> list[di
         )  # fmt: skip
         published = float(re.search(r"^published: ([\d.]+) s/image", done.stdout, re.M).group(1))
         memory = float(re.search(r"peak (\d+) MB", done.stdout).group(1))
-
-        def row(stage: str, seconds: float, note: str, memory: float = memory) -> dict[str, object]:
-            return {"stage": stage, "rate": f"{1 / seconds:.3g} img/s", "s/img": f"{seconds:.3g}", "images": images,
-                    "wall": "-", "memory": memory, "note": note}  # fmt: skip
-
-        rows.append(row(f"clip-es-published-{classes}c", published, "cam.py: one process with the rows below"))
+        rows.append(_cam_py_row(f"clip-es-published-{classes}c", published, images, memory,
+                                "cam.py: one process with the rows below"))  # fmt: skip
         for name in precisions.split(","):
             seconds = float(re.search(rf"^ours {name}: ([\d.]+) s/image", done.stdout, re.M).group(1))
             median = re.search(rf"^ours {name} runs at .*median of per-image ratios ([\d.]+)x", done.stdout, re.M)
             stage = "cam-labeler" + ("" if name == "fp32" else f"-{name}") + f"-{classes}c"
             note = f"{published / seconds:.2f}x the published loop (per-image median {median.group(1)}x)"
-            rows.append(row(stage, seconds, note))
+            rows.append(_cam_py_row(stage, seconds, images, memory, note))
     return rows
+
+
+def _cam_py_row(stage: str, seconds: float, images: int, memory: float, note: str) -> dict[str, object]:
+    """A table row of one ``benchmarks/cam.py`` figure (seconds per image, the process's peak MB)."""
+    return {"stage": stage, "rate": f"{1 / seconds:.3g} img/s", "s/img": f"{seconds:.3g}", "images": images,
+            "wall": "-", "memory": memory, "note": note}  # fmt: skip
 
 
 def write_big_photo(root: Path) -> Path:

@@ -258,7 +258,7 @@ def test_the_comparison_reports_how_far_off_a_run_is(tmp_path: Path) -> None:
      ("refine-sam-auto-mask", {"SamPrompter"}), ("grounded-joint-hq-token-only", {"GroundingDino", "HqSamPrompter"}),
      ("refine-sam2-points-mask", {"Sam2Prompter"})],
 )  # fmt: skip
-def test_runs_in_batches_write_the_bytes_of_batch_size_1(
+def test_runs_in_batches_write_the_outputs_of_batch_size_1(
     name: str, encoders: set[str], tmp_path: Path, tiny_models: None
 ) -> None:
     """SAM's image encoder (every family's), CLIP-ES's views and Grounding DINO's backbone take the 4
