@@ -20,11 +20,12 @@ from pseudolabel.labelers.clip_es import (
     ClipEsCam,
     caa_transition,
     gradcam_last_block,
+    patch_mean_qkv_gradient,
     refine_with_affinity,
     region_box_mask,
 )
 from pseudolabel.labelers.options import CamOptions, PromptingOptions
-from pseudolabel.models.clip import block_forward, patch_tokens
+from pseudolabel.models.clip import attention_with_weights, block_forward, patch_tokens
 
 VOC = load_prompts("voc")
 
@@ -220,6 +221,24 @@ def test_batched_gradcam_equals_hooked_per_class_gradcam(clip) -> None:
         expected, _ = _reference_gradcam(clip, tokens, text_features, index)
         assert expected.max() > 0.5 and (expected == 0).sum() < expected.size  # a non-trivial map
         np.testing.assert_allclose(cams[index].numpy(), expected, atol=1e-5)
+
+
+def test_patch_mean_qkv_gradient_equals_autograd_through_the_attention() -> None:
+    """The closed form GradCAM uses against autograd's full dQ, dK, dV, averaged over patch tokens."""
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, 3, 1 + 10, 4, generator=generator) for _ in range(3))
+    key[..., 0, :] *= 8  # the class token draws much of the attention, so its terms matter
+    query, key, value = (part.requires_grad_(True) for part in (query, key, value))
+    mixed, attention = attention_with_weights(query, key, value)
+    grad_mixed = torch.randn(2, 3, 1 + 10, 4, generator=generator)
+    expected = []
+    for gradient in grad_mixed:
+        parts = torch.autograd.grad(mixed, (query, key, value), gradient[None], retain_graph=True)
+        expected.append(torch.stack([part[0, :, 1:].mean(dim=1) for part in parts]).flatten())
+    assert attention[..., 0].mean() > 0.2  # uniform attention would give it 1/11
+    got = patch_mean_qkv_gradient(grad_mixed, query.detach(), key.detach(), value.detach(), attention.detach(),
+                                  mixed.detach())  # fmt: skip
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-6, rtol=1e-5)
 
 
 def test_gradcam_is_taken_at_ln_1_output_not_the_block_input(clip) -> None:

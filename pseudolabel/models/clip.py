@@ -265,32 +265,49 @@ def block_forward(
         (tokens [B, L, C], attention [B, L, L] or None).
     """
     weights = weights or block_weights(block)
-    batch, length, width = x.shape
-    heads = block.attn.num_heads
     normed = block.ln_1(x) if normed is None else normed
-    qkv = F.linear(normed, *weights.in_proj)
-    query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    query, key, value = attention_heads(block, normed, weights)
     if need_attention:
         # one view at a time: a batch's [B, heads, L, L] weights outgrow the CPU's caches (4 views of
         # 745 tokens took 25 % longer per view than one at a time on a 2-core EPYC)
-        rows = [_attention_with_weights(query[i : i + 1], key[i : i + 1], value[i : i + 1]) for i in range(batch)]
+        rows = [attention_with_weights(query[i : i + 1], key[i : i + 1], value[i : i + 1]) for i in range(len(x))]
         mixed, attention = (torch.cat(parts) for parts in zip(*rows, strict=True))
+        attention = attention.mean(dim=1)
     else:
         mixed = F.scaled_dot_product_attention(query, key, value)
         attention = None
-    mixed = F.linear(mixed.transpose(1, 2).reshape(batch, length, width), *weights.out_proj)
-    x = x + block.ls_1(mixed)
-    hidden = block.mlp.gelu(F.linear(block.ln_2(x), *weights.fc))
-    return x + block.ls_2(F.linear(hidden, *weights.proj)), attention
+    return block_tail(block, x, mixed, weights), attention
 
 
-def _attention_with_weights(
+def attention_heads(
+    block: nn.Module, normed: torch.Tensor, weights: BlockWeights
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query, key and value [B, heads, L, C / heads] of ``block``'s attention from ``ln_1`` output
+    [B, L, C] (head h of query/key/value is row block (0/1/2, h) of the in-projection)."""
+    batch, length, width = normed.shape
+    heads = block.attn.num_heads
+    qkv = F.linear(normed, *weights.in_proj)
+    query, key, value = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    return query, key, value
+
+
+def attention_with_weights(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of [B, heads, L, d] query, key and value: (mixed values [B, heads, L, d],
-    weights averaged over heads [B, L, L])."""
+    weights [B, heads, L, L], a row per query)."""
     weights = torch.softmax((query * query.shape[-1] ** -0.5) @ key.transpose(-2, -1), dim=-1)
-    return weights @ value, weights.mean(dim=1)
+    return weights @ value, weights
+
+
+def block_tail(block: nn.Module, x: torch.Tensor, mixed: torch.Tensor, weights: BlockWeights) -> torch.Tensor:
+    """The rest of ``block`` after attention: out-projection of the heads' mixed values
+    [B, heads, L, d] added to the input tokens ``x`` [B, L, C], then the MLP residual; tokens [B, L, C]."""
+    batch, length, width = x.shape
+    mixed = F.linear(mixed.transpose(1, 2).reshape(batch, length, width), *weights.out_proj)
+    x = x + block.ls_1(mixed)
+    hidden = block.mlp.gelu(F.linear(block.ln_2(x), *weights.fc))
+    return x + block.ls_2(F.linear(hidden, *weights.proj))
 
 
 def pooled_patch_features(visual: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
