@@ -1,6 +1,7 @@
 """CLIP blocks with their linear weights cast once to the autocast dtype compute what the
-modules compute under the same autocast (bit for bit: autocast would cast the same weights to
-the same bf16 values on every call), and a CAM labeler holding such weights pickles without them."""
+uncast weights compute under the same autocast (bit for bit: autocast would cast the same weights to
+the same bf16 values on every call), a QuickGELU MLP folded into SiLU computes the module's MLP,
+and a CAM labeler holding cast weights pickles without them."""
 
 from __future__ import annotations
 
@@ -8,43 +9,61 @@ import pickle
 
 import pytest
 import torch
-from tiny_clip import tiny_clip
+import torch.nn.functional as F
+from tiny_clip import TINY_CLIP, tiny_clip
 
 from pseudolabel.labelers.clip_es import ClipEsCam, gradcam_last_block
 from pseudolabel.labelers.options import CamOptions
-from pseudolabel.models.clip import block_forward, block_weights
+from pseudolabel.models.clip import block_forward, block_weights, build_clip
 
 
 @pytest.mark.parametrize("need_attention", [False, True])
-def test_a_block_with_bf16_weights_equals_the_modules_under_bf16_autocast(need_attention: bool) -> None:
+def test_a_block_with_bf16_weights_equals_autocast_casting_per_call(need_attention: bool) -> None:
     block = tiny_clip().model.visual.transformer.resblocks[1]
     weights = block_weights(block, torch.bfloat16)
     assert {tensor.dtype for linear in (weights.in_proj, weights.fc) for tensor in linear} == {torch.bfloat16}
     tokens = torch.randn(2, 13, 64)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         cast, cast_attention = block_forward(block, tokens, need_attention, weights=weights)
-        modules, module_attention = block_forward(block, tokens, need_attention)
-    assert torch.equal(cast, modules)
+        per_call, per_call_attention = block_forward(block, tokens, need_attention)
+    assert torch.equal(cast, per_call)
     if need_attention:
-        assert torch.equal(cast_attention, module_attention)
+        assert torch.equal(cast_attention, per_call_attention)
 
 
-def test_stored_weights_are_the_parameters_without_a_copy() -> None:
+def test_weights_as_stored_are_the_parameters_without_a_copy() -> None:
+    gelu_clip = build_clip({**TINY_CLIP, "quick_gelu": False}, "random", "cpu")
+    block = gelu_clip.model.visual.transformer.resblocks[0]
+    weights = block_weights(block)
+    for linear, layer in [(weights.in_proj, (block.attn.in_proj_weight, block.attn.in_proj_bias)),
+                          (weights.out_proj, (block.attn.out_proj.weight, block.attn.out_proj.bias)),
+                          (weights.fc, (block.mlp.c_fc.weight, block.mlp.c_fc.bias)),
+                          (weights.proj, (block.mlp.c_proj.weight, block.mlp.c_proj.bias))]:  # fmt: skip
+        assert [tensor.data_ptr() for tensor in linear] == [tensor.data_ptr() for tensor in layer]
+        assert not any(tensor.requires_grad for tensor in linear)
+    assert weights.activation is block.mlp.gelu
+
+
+def test_quick_gelu_is_folded_into_silu_with_the_mlp_unchanged() -> None:
     block = tiny_clip().model.visual.transformer.resblocks[0]
     weights = block_weights(block)
-    assert weights.fc[0].data_ptr() == block.mlp.c_fc.weight.data_ptr()
-    assert not weights.fc[0].requires_grad
+    torch.testing.assert_close(weights.fc[0], 1.702 * block.mlp.c_fc.weight, rtol=0, atol=0)
+    assert weights.in_proj[0].data_ptr() == block.attn.in_proj_weight.data_ptr()
+    hidden = torch.randn(2, 13, 64)
+    with torch.no_grad():
+        folded = F.linear(weights.activation(F.linear(hidden, *weights.fc)), *weights.proj)
+        torch.testing.assert_close(folded, block.mlp(hidden), atol=1e-6, rtol=1e-5)
 
 
-def test_gradcam_with_bf16_weights_equals_the_modules() -> None:
+def test_gradcam_with_bf16_weights_equals_autocast_casting_per_call() -> None:
     clip = tiny_clip()
     cam = ClipEsCam(clip, CamOptions(), autocast_dtype=torch.bfloat16)
     tokens = torch.randn(1, 1 + 12, 64)
     texts = torch.nn.functional.normalize(torch.randn(4, clip.model.visual.output_dim), dim=-1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cast = gradcam_last_block(clip, tokens, texts, 2, cam.cast_weights()[-1])
-        modules = gradcam_last_block(clip, tokens, texts, 2)
-    for got, expected in zip(cast, modules, strict=True):
+        per_call = gradcam_last_block(clip, tokens, texts, 2)
+    for got, expected in zip(cast, per_call, strict=True):
         assert torch.equal(got, expected)
 
 

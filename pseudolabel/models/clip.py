@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,9 +214,14 @@ Linear = tuple[torch.Tensor, torch.Tensor | None]
 """A linear layer's weight [out, in] and bias [out], as ``F.linear`` takes them."""
 
 
+QUICK_GELU_SLOPE = 1.702
+"""open_clip's ``QuickGELU`` is x * sigmoid(1.702 x), that is silu(1.702 x) / 1.702."""
+
+
 @dataclass(frozen=True)
 class BlockWeights:
-    """The linear layers of one open_clip ``ResidualAttentionBlock`` in one compute dtype.
+    """The linear layers of one open_clip ``ResidualAttentionBlock`` in one compute dtype, and the
+    MLP's nonlinearity between ``fc`` and ``proj``.
 
     Under bf16 autocast ``F.linear`` casts a float32 weight on every call (autocast caches the
     casts only of weights that require grad, and a frozen model's do not): 48 casts of 85M
@@ -228,21 +234,40 @@ class BlockWeights:
     out_proj: Linear
     fc: Linear
     proj: Linear
+    activation: Callable[[torch.Tensor], torch.Tensor]
 
 
 def block_weights(block: nn.Module, dtype: torch.dtype | None = None) -> BlockWeights:
-    """``block``'s attention projections and MLP layers, detached, cast to ``dtype`` (None: as stored,
-    no copy)."""
+    """``block``'s attention projections and MLP layers, detached, cast to ``dtype`` (None: as stored).
 
-    def cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    A QuickGELU MLP (OpenAI's CLIP) is folded into SiLU: ``fc`` scaled by 1.702 and ``proj``'s
+    weight by 1 / 1.702, so proj(silu(1.702 fc(x)) / 1.702) = proj(quick_gelu(fc(x))) with one fused
+    pass over the [L, 4C] hidden layer instead of QuickGELU's three (ViT-B/16's blocks 1-11 ran
+    1.06x faster for it in fp32 on a 2-core Xeon; outputs within 3e-6 of the module's). Those two
+    layers are then copies (226 MB for ViT-B/16 in float32); the others are the parameters
+    themselves unless cast.
+    """
+
+    def cast(tensor: torch.Tensor | None, factor: float = 1.0) -> torch.Tensor | None:
         if tensor is None:
             return None
-        return tensor.detach() if dtype is None else tensor.detach().to(dtype)
+        tensor = tensor.detach() if factor == 1.0 else tensor.detach() * factor
+        return tensor if dtype is None else tensor.to(dtype)
 
     attention, mlp = block.attn, block.mlp
-    layers = [(attention.in_proj_weight, attention.in_proj_bias), (attention.out_proj.weight, attention.out_proj.bias),
-              (mlp.c_fc.weight, mlp.c_fc.bias), (mlp.c_proj.weight, mlp.c_proj.bias)]  # fmt: skip
-    return BlockWeights(*[(cast(weight), cast(bias)) for weight, bias in layers])
+    fold = QUICK_GELU_SLOPE if isinstance(mlp.gelu, open_clip.transformer.QuickGELU) else 1.0
+    return BlockWeights(
+        in_proj=(cast(attention.in_proj_weight), cast(attention.in_proj_bias)),
+        out_proj=(cast(attention.out_proj.weight), cast(attention.out_proj.bias)),
+        fc=(cast(mlp.c_fc.weight, fold), cast(mlp.c_fc.bias, fold)),
+        proj=(cast(mlp.c_proj.weight, 1 / fold), cast(mlp.c_proj.bias)),
+        activation=_silu if fold != 1.0 else mlp.gelu,
+    )
+
+
+def _silu(hidden: torch.Tensor) -> torch.Tensor:
+    """SiLU, in place unless autograd records ``hidden`` (the MLP's hidden layer is a temporary)."""
+    return F.silu(hidden, inplace=not hidden.requires_grad)
 
 
 def block_forward(
@@ -306,7 +331,7 @@ def block_tail(block: nn.Module, x: torch.Tensor, mixed: torch.Tensor, weights: 
     batch, length, width = x.shape
     mixed = F.linear(mixed.transpose(1, 2).reshape(batch, length, width), *weights.out_proj)
     x = x + block.ls_1(mixed)
-    hidden = block.mlp.gelu(F.linear(block.ln_2(x), *weights.fc))
+    hidden = weights.activation(F.linear(block.ln_2(x), *weights.fc))
     return x + block.ls_2(F.linear(hidden, *weights.proj))
 
 
