@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_golden import RunOutputs, _files, _run, tiny_models  # noqa: F401 (tiny_models: a fixture)
+from test_golden import RunOutputs, _run, tiny_models  # noqa: F401 (tiny_models: a fixture)
 from tiny_sam3 import RESOLUTION, meta_tiny_sam3, write_tiny_sam3_config
 
 from pseudolabel.core.errors import ConfigError, WeightsError
@@ -137,12 +137,14 @@ def test_missing_sam3_weights_name_the_file_and_the_licence(tmp_path: Path) -> N
 
 
 @pytest.mark.usefixtures("tiny_models")
-def test_sam3_runs_in_batches_write_the_bytes_of_batch_size_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sam3_runs_in_batches_write_the_outputs_of_batch_size_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``generate --method sam3 --batch-size 2``: SAM 3's vision encoder takes the 4 example images 2
-    at a time, and the masks, saved scores and records are the batch-size-1 ones, byte for byte; the
-    saved instances hold the same classes, masks that differ on under 1 pixel in 10,000 and float32
-    scores within 1e-5 (a batched encoder rounds differently in the last bits; the label maps and
-    float16 saved scores do not see it)."""
+    at a time, and the masks, saved scores and records are the batch-size-1 ones within the golden
+    tolerance (a batch's shape may change the matrix products' blocking and so the last bits, as it
+    did for tiny SAM on a Sapphire Rapids Xeon); the saved instances hold the same classes, masks
+    that differ on under 1 pixel in 10,000 and float32 scores within 1e-5."""
     encoded: list[int] = []
     real_embed = ConceptSegmenter.embed_batch
 
@@ -154,8 +156,7 @@ def test_sam3_runs_in_batches_write_the_bytes_of_batch_size_1(tmp_path: Path, mo
     monkeypatch.setattr(ConceptSegmenter, "embed_batch", embed_batch)
     two = _run("sam3", tmp_path / "two", "--batch-size", "2", "--save-instances", str(tmp_path / "two" / "instances"))
     assert encoded == [2, 2]
-    assert _files(two) == _files(one)
-    assert RunOutputs.read(two).records == RunOutputs.read(one).records
+    assert RunOutputs.read(two).differences(RunOutputs.read(one)) == []
     instances = sorted((tmp_path / "two" / "instances").glob("*.npz"))
     assert len(instances) == 4
     for path in instances:
