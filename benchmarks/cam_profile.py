@@ -100,6 +100,7 @@ def profile_image(labeler: CamLabeler, path: Path, class_ids: list[int], clock: 
                     attention_sum += attention[0].float()
         with clock.step("last block fwd + bwd"), cam._autocast():
             cams, last_attention = gradcam_last_block(clip, tokens, text_features, len(class_ids), weights[-1])
+            cams, last_attention = cams.float(), last_attention.float()  # as the labeler: CAA in fp32
         with clock.step("CAA affinity"):
             count = len(blocks) - 1 - window_start
             transition = caa_transition(((attention_sum + last_attention) / (count + 1))[1:, 1:])

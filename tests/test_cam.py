@@ -25,7 +25,14 @@ from pseudolabel.labelers.clip_es import (
     region_box_mask,
 )
 from pseudolabel.labelers.options import CamOptions, PromptingOptions
-from pseudolabel.models.clip import attention_with_weights, block_forward, patch_tokens
+from pseudolabel.models.clip import (
+    ATTENTION_QUERY_ROWS,
+    attention_heads,
+    attention_with_weights,
+    block_forward,
+    block_weights,
+    patch_tokens,
+)
 
 VOC = load_prompts("voc")
 
@@ -47,17 +54,25 @@ def _text_features(clip, names: list[str]) -> torch.Tensor:
     return clip.encode_texts(texts)
 
 
-def test_block_forward_matches_open_clip(clip) -> None:
+@pytest.mark.parametrize("length", [13, 2 * ATTENTION_QUERY_ROWS + 5])
+def test_block_forward_matches_open_clip(clip, length: int) -> None:
+    """Tokens, head-mean attention and per-head attention equal open_clip's, also where the
+    queries run in several steps of :data:`ATTENTION_QUERY_ROWS`."""
     block = clip.model.visual.transformer.resblocks[1]
-    tokens = torch.randn(2, 13, 64)
+    tokens = torch.randn(2, length, 64)
     plain, none = block_forward(block, tokens)
     with_attention, attention = block_forward(block, tokens, need_attention=True)
     expected = block(tokens)
     assert none is None
     torch.testing.assert_close(plain, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(with_attention, expected, atol=1e-5, rtol=1e-5)
-    _, weights = block.attn(block.ln_1(tokens), block.ln_1(tokens), block.ln_1(tokens), average_attn_weights=True)
-    torch.testing.assert_close(attention, weights, atol=1e-6, rtol=1e-5)
+    normed = block.ln_1(tokens)
+    _, weights = block.attn(normed, normed, normed, average_attn_weights=False)
+    torch.testing.assert_close(attention, weights.mean(dim=1), atol=1e-6, rtol=1e-5)
+    query, key, value = attention_heads(block, normed, block_weights(block))
+    mixed, per_head = attention_with_weights(query, key, value)
+    torch.testing.assert_close(per_head, weights, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(mixed, F.scaled_dot_product_attention(query, key, value), atol=1e-6, rtol=1e-5)
 
 
 def test_patch_tokens_equal_open_clip_at_training_size_and_interpolate_otherwise(clip) -> None:
