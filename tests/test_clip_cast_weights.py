@@ -1,7 +1,8 @@
 """CLIP blocks with their linear weights cast once to the autocast dtype compute what the
 uncast weights compute under the same autocast (bit for bit: autocast would cast the same weights to
-the same bf16 values on every call), a QuickGELU MLP folded into SiLU computes the module's MLP,
-and a CAM labeler holding cast weights pickles without them."""
+the same bf16 values on every call), weights packed for oneDNN compute the same within bf16
+rounding, a QuickGELU MLP folded into SiLU computes the module's MLP, and a CAM labeler holding
+cast weights pickles without them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tiny_clip import TINY_CLIP, tiny_clip
 
 from pseudolabel.labelers.clip_es import ClipEsCam, gradcam_last_block
 from pseudolabel.labelers.options import CamOptions
-from pseudolabel.models.clip import block_forward, block_weights, build_clip
+from pseudolabel.models.clip import block_forward, block_weights, build_clip, can_pack_bf16_weights
 
 
 @pytest.mark.parametrize("need_attention", [False, True])
@@ -29,6 +30,37 @@ def test_a_block_with_bf16_weights_equals_autocast_casting_per_call(need_attenti
     assert torch.equal(cast, per_call)
     if need_attention:
         assert torch.equal(cast_attention, per_call_attention)
+
+
+PACKING = pytest.mark.skipif(
+    not can_pack_bf16_weights(torch.device("cpu")), reason="PyTorch's oneDNN has no bf16 on this CPU"
+)
+
+
+@PACKING
+@pytest.mark.parametrize("need_attention", [False, True])
+def test_a_block_with_packed_bf16_weights_equals_autocast_casting_per_call(need_attention: bool) -> None:
+    block = tiny_clip().model.visual.transformer.resblocks[1]
+    weights = block_weights(block, torch.bfloat16, packed=True)
+    assert all(linear[0].is_mkldnn for linear in (weights.in_proj, weights.out_proj, weights.fc, weights.proj))
+    tokens = torch.randn(2, 13, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        packed, packed_attention = block_forward(block, tokens, need_attention, weights=weights)
+        per_call, per_call_attention = block_forward(block, tokens, need_attention)
+    # the same bf16 products; another oneDNN kernel for the packed layout may round the last bf16 bit
+    torch.testing.assert_close(packed.float(), per_call.float(), rtol=1.6e-2, atol=1e-2)
+    if need_attention:
+        torch.testing.assert_close(packed_attention, per_call_attention, rtol=1.6e-2, atol=1e-3)
+
+
+@PACKING
+def test_a_bf16_cam_packs_every_block_but_the_one_gradcam_differentiates() -> None:
+    cam = ClipEsCam(tiny_clip(), CamOptions(), autocast_dtype=torch.bfloat16)
+    assert [weights.fc[0].is_mkldnn for weights in cam.cast_weights()] == [True] * (len(cam.cast_weights()) - 1) + [
+        False
+    ]
+    fp32 = ClipEsCam(tiny_clip(), CamOptions())
+    assert not any(weights.fc[0].is_mkldnn for weights in fp32.cast_weights())
 
 
 def test_weights_as_stored_are_the_parameters_without_a_copy() -> None:

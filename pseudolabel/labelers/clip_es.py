@@ -32,6 +32,7 @@ from pseudolabel.models.clip import (
     block_forward,
     block_tail,
     block_weights,
+    can_pack_bf16_weights,
     patch_tokens,
     pooled_patch_features,
 )
@@ -229,10 +230,15 @@ class ClipEsCam(CachedImageEncoder):
 
     def cast_weights(self) -> list[BlockWeights]:
         """Every block's linear layers in the autocast dtype (as stored without autocast), cast on
-        first use."""
+        first use; in bf16 on a CPU that can, packed for oneDNN (:func:`block_weights`) but for the
+        last block's, which GradCAM differentiates through."""
         if not self._weights:
             blocks = self.clip.model.visual.transformer.resblocks
-            self._weights = [block_weights(block, self.autocast_dtype) for block in blocks]
+            pack = self.autocast_dtype == torch.bfloat16 and can_pack_bf16_weights(self.device)
+            self._weights = [
+                block_weights(block, self.autocast_dtype, packed=pack and index < len(blocks) - 1)
+                for index, block in enumerate(blocks)
+            ]
         return self._weights
 
     def __getstate__(self) -> dict[str, Any]:
