@@ -314,7 +314,6 @@ def block_forward(
     block: nn.Module,
     x: torch.Tensor,
     need_attention: bool = False,
-    normed: torch.Tensor | None = None,
     weights: BlockWeights | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One open_clip ``ResidualAttentionBlock`` on batch-first tokens, optionally with attention maps.
@@ -322,16 +321,13 @@ def block_forward(
     Args:
         x: tokens [B, L, C].
         need_attention: also return the softmax attention averaged over heads.
-        normed: ``block.ln_1(x)`` computed by the caller (e.g. as a leaf to take gradients at);
-            the residual still adds ``x``.
         weights: ``block``'s linear layers cast for the compute dtype (default: as stored).
 
     Returns:
         (tokens [B, L, C], attention [B, L, L] or None).
     """
     weights = weights or block_weights(block)
-    normed = block.ln_1(x) if normed is None else normed
-    query, key, value = attention_heads(block, normed, weights)
+    query, key, value = attention_heads(block, block.ln_1(x), weights)
     if need_attention:
         # one view at a time: a batch's [B, heads, L, L] weights outgrow the CPU's caches (4 views of
         # 745 tokens took 25 % longer per view than one at a time on a 2-core EPYC)
