@@ -169,17 +169,80 @@ def test_bad_options_are_user_errors(tmp_path: Path, flag: str, value: str, mess
     assert result.exit_code == 1 and message in result.output, result.output
 
 
-def test_decode_workers_default_to_none_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_runs_label_in_one_thread_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from pseudolabel.core.devices import decode_workers
+    from pseudolabel.core.devices import LocalWorkers, local_workers
 
-    assert decode_workers(None, torch.device("cpu")) == 0
-    assert decode_workers(3, torch.device("cpu")) == 3
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert decode_workers(None, torch.device("cuda")) == 4
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert decode_workers(None, torch.device("cuda")) == 1
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for cores, expected in [(1, LocalWorkers(0)), (2, LocalWorkers(2, True)), (4, LocalWorkers(4, True)),
+                            (16, LocalWorkers(0))]:  # fmt: skip
+        monkeypatch.setattr("pseudolabel.core.devices.usable_cores", lambda cores=cores: cores)
+        assert local_workers(None, cpu) == expected
+    assert local_workers(0, cpu) == LocalWorkers(0)  # --num-workers 0: all in this process
+    assert local_workers(8, cpu) == LocalWorkers(8, True)
+    assert local_workers(None, cpu, batch_size=4) == LocalWorkers(0)  # a batch is labelled here
+    assert local_workers(2, cpu, batch_size=4) == LocalWorkers(2)
+    assert local_workers(None, cuda) == LocalWorkers(4)  # decoding ahead of the GPU only
+    monkeypatch.setattr("pseudolabel.core.devices.usable_cores", lambda: 2)
+    assert local_workers(None, cuda) == LocalWorkers(1)
+
+
+class RecordsItsProcess:
+    """An image function that notes in each image's record which process labelled it, with how many
+    torch threads, and (for one image) presses Ctrl-C as a terminal does: to every process of the run."""
+
+    def __init__(self, labeler: ScoreRefineDecode, interrupt_at: str | None = None) -> None:
+        self.labeler = labeler
+        self.interrupt_at = interrupt_at
+
+    def __call__(self, sample):
+        import torch
+
+        if sample.image_id == self.interrupt_at:
+            os.kill(os.getppid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        result = self.labeler(sample)
+        result.record["pid"], result.record["threads"] = os.getpid(), torch.get_num_threads()
+        return result
+
+
+def test_labelling_workers_run_one_thread_each_and_give_the_masks_of_one_process(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 4)
+    dataset = VocDataset(voc, "train")
+    labeler = RecordsItsProcess(ScoreRefineDecode(CamLabeler(tiny_clip(), dataset.prompts), unsure_margin=0.05))
+    here = run_images(dataset, lambda: labeler, RunOptions(tmp_path / "here", tmp_path / "here_scores", num_workers=0))
+    options = RunOptions(tmp_path / "workers", tmp_path / "workers_scores", num_workers=2, label_in_workers=True)
+    in_workers = run_images(dataset, lambda: labeler, options)
+    assert here.done == in_workers.done == 4
+    records = read_manifest(tmp_path / "workers" / "manifest.jsonl")
+    assert [r["id"] for r in records] == dataset.ids()
+    assert len({r["pid"] for r in records}) == 2 and os.getpid() not in {r["pid"] for r in records}
+    assert {r["threads"] for r in records} == {1}
+    assert {r["pid"] for r in read_manifest(tmp_path / "here" / "manifest.jsonl")} == {os.getpid()}
+    for image_id in dataset.ids():  # another thread count sums in another order: float rounding only
+        ours, theirs = (load_scores(tmp_path / f"{name}_scores" / f"{image_id}.npz") for name in ("here", "workers"))
+        np.testing.assert_allclose(ours.scores, theirs.scores, atol=2e-3)
+        same = read_mask(tmp_path / "here" / f"{image_id}.png") == read_mask(tmp_path / "workers" / f"{image_id}.png")
+        assert same.mean() > 0.99
+
+
+def test_ctrl_c_with_labelling_workers_stops_cleanly_and_resume_does_the_rest(tmp_path: Path) -> None:
+    voc = _dataset(tmp_path, 8)
+    dataset = VocDataset(voc, "train")
+    labeler = ScoreRefineDecode(CamLabeler(tiny_clip(), dataset.prompts), unsure_margin=0.05)
+    options = RunOptions(tmp_path / "masks", num_workers=2, label_in_workers=True)
+    summary = run_images(dataset, lambda: RecordsItsProcess(labeler, interrupt_at="im1"), options)
+    assert summary.interrupted and 1 <= summary.done < 8 and summary.failed == 0
+    done = [r["id"] for r in read_manifest(tmp_path / "masks" / "manifest.jsonl")]
+    assert done == dataset.ids()[: len(done)]
+    assert sorted(p.stem for p in (tmp_path / "masks").glob("*.png")) == done  # nothing else written
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "masks").glob("*.png")}
+    resumed = run_images(dataset, lambda: RecordsItsProcess(labeler), options)
+    assert not resumed.interrupted and resumed.already_done == len(done) and resumed.done == 8 - len(done)
+    records = read_manifest(tmp_path / "masks" / "manifest.jsonl")
+    assert [r["id"] for r in records] == dataset.ids()
+    assert all((tmp_path / "masks" / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
 
 
 def test_the_summary_names_the_failed_images_and_their_causes(tmp_path: Path) -> None:

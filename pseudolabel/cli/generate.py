@@ -34,7 +34,6 @@ from pseudolabel.cli.options import (
     CompileSamOption,
     ConfigOption,
     DatasetOption,
-    DecodeWorkersOption,
     DeviceOption,
     EngineName,
     EngineOption,
@@ -57,6 +56,7 @@ from pseudolabel.cli.options import (
     SamOption,
     ShardOption,
     SplitOption,
+    WorkerProcessesOption,
     open_dataset,
 )  # fmt: skip
 from pseudolabel.core.errors import ConfigError
@@ -141,7 +141,7 @@ def generate(
     limit: LimitOption = None,
     shard: ShardOption = "0/1",
     overwrite: OverwriteOption = False,
-    num_workers: DecodeWorkersOption = None,
+    num_workers: WorkerProcessesOption = None,
     seed: Annotated[int, _option("Seed for anything random (random weights too).", RUN)] = 0,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     max_side: Annotated[int, _option("Longest side the models see (0: full size); masks stay full size.", RUN)] = (
@@ -160,7 +160,7 @@ def generate(
     """Generate pseudo-label masks from image-level labels."""
     remember_output_folder(out)
     from pseudolabel.cli.running import make_engine, run_with_progress
-    from pseudolabel.core.devices import decode_workers, default_batch_size
+    from pseudolabel.core.devices import LocalWorkers, default_batch_size, local_workers
     from pseudolabel.registry import (
         ModelHub,
         check_weights,
@@ -186,11 +186,12 @@ def generate(
         raise ConfigError(f"--max-side must be 0 (full size) or at least 32 pixels, got {max_side}")
     if save_instances is not None and method.value not in INSTANCE_LABELERS:
         raise ConfigError("--save-instances keeps instance masks; it needs --method grounded-sam or sam3")
-    decoders = decode_workers(num_workers, models.device) if models else 0
     batch = default_batch_size(batch_size, models.device if models else None)
+    workers = local_workers(num_workers, models.device, batch) if models else LocalWorkers(0)
     run = RunOptions(
-        out, save_scores, overwrite, limit, run_shard(shard), decoders, instances_dir=save_instances, batch_size=batch
-    )
+        out, save_scores, overwrite, limit, run_shard(shard), workers.processes, workers.label_in_workers,
+        instances_dir=save_instances, batch_size=batch,
+    )  # fmt: skip
     source = open_dataset(ctx.params)
     # the flags and the dataset checked first, then every checkpoint (which may download), before any work
     check_weights(models or cpu_model_settings(flags), run_models(method.value, labeler, refiner_names))

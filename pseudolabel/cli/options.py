@@ -78,8 +78,13 @@ PrecisionOption = Annotated[
 LimitOption = Annotated[int | None, typer.Option(help="Only the first N images of the split.", rich_help_panel=RUN)]
 ShardOption = Annotated[str, typer.Option(help="i/n: every n-th image from i.", rich_help_panel=RUN)]
 OverwriteOption = Annotated[bool, typer.Option(help="Redo finished images (default: resume).", rich_help_panel=RUN)]
-DecodeWorkersOption = Annotated[
-    int | None, typer.Option(help="Decoding processes (default: 0 on CPU, <= 4 on CUDA).", rich_help_panel=RUN)
+WorkerProcessesOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Worker processes: on the CPU each decodes and labels its own images with one thread (default: one "
+        "per core on 2-4 cores, else 0: all here), on CUDA they decode ahead of the GPU (default: <= 4).",
+        rich_help_panel=RUN,
+    ),
 ]
 
 

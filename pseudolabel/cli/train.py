@@ -18,7 +18,6 @@ from pseudolabel.cli.options import (
     ConfigOption,
     DatasetName,
     DatasetOption,
-    DecodeWorkersOption,
     DeviceOption,
     EngineName,
     EngineOption,
@@ -37,6 +36,7 @@ from pseudolabel.cli.options import (
     RootOption,
     ShardOption,
     SplitOption,
+    WorkerProcessesOption,
     open_dataset,
 )  # fmt: skip
 from pseudolabel.cli.running import make_engine, run_with_progress
@@ -224,7 +224,7 @@ def predict(
     limit: LimitOption = None,
     shard: ShardOption = "0/1",
     overwrite: OverwriteOption = False,
-    num_workers: DecodeWorkersOption = None,
+    num_workers: WorkerProcessesOption = None,
     max_image_pixels: MaxPixelsOption = DEFAULT_MAX_IMAGE_PIXELS,
     engine: EngineOption = EngineName.local,
     ray_address: RayAddressOption = None,
@@ -237,7 +237,7 @@ def predict(
     """Predict masks with a trained DeepLabV2 (multi-scale max, optional flip and CRF)."""
     remember_output_folder(out)
     from pseudolabel.cli.flag_values import record_resolved_precision
-    from pseudolabel.core.devices import autocast_dtype, decode_workers, resolve_device
+    from pseudolabel.core.devices import LocalWorkers, autocast_dtype, local_workers, resolve_device
     from pseudolabel.registry import create_refiners
     from pseudolabel.runner.loop import RunOptions
     from pseudolabel.runner.torchrun import local_device, run_shard
@@ -251,8 +251,8 @@ def predict(
     torch_device = resolve_device(local_device(device)) if ray is None else None
     record_resolved_precision(ctx.params, torch_device)
     checkpoint_path = resolve_checkpoint(checkpoint)
-    decoders = decode_workers(num_workers, torch_device) if torch_device else 0
-    run = RunOptions(out, None, overwrite, limit, run_shard(shard), decoders)
+    workers = local_workers(num_workers, torch_device) if torch_device else LocalWorkers(0)
+    run = RunOptions(out, None, overwrite, limit, run_shard(shard), workers.processes, workers.label_in_workers)
 
     def make_image_function() -> SegmentationPredictor:
         model_device = torch_device or resolve_device(device)

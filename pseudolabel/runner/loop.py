@@ -69,7 +69,8 @@ class RunOptions:
         shard: (i, n): this run does every n-th image starting at i.
         num_workers: processes decoding images ahead of the model (0 = in this process).
         label_in_workers: run the image function inside those processes too (CPU-bound ones such
-            as DenseCRF refinement; it must pickle).
+            as DenseCRF refinement, and any model on the CPU; it must pickle where processes
+            start by spawning).
         instances_dir: if set, instance masks a labeler keeps (Grounded-SAM) are saved there as
             ``<id>.npz``.
         batch_size: images labelled together: an image function with ``prepare_batch(samples)``
@@ -197,10 +198,16 @@ def _keep_as_is(item: Any) -> Any:
     return item
 
 
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """A DataLoader worker leaves Ctrl-C to the main process, which stops after the current image
+    and shuts the workers down (a terminal sends SIGINT to every process of the run)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def iterate_items(
     dataset: Dataset, ids: list[str], num_workers: int, image_function: ImageFunction | None = None
 ) -> Iterator[Item]:
-    """Items in order, prepared by ``num_workers`` processes ahead of use."""
+    """Items in order, prepared by ``num_workers`` processes (one torch thread each) ahead of use."""
     loader = torch.utils.data.DataLoader(
         SampleSource(dataset, ids, image_function),
         batch_size=None,
@@ -208,6 +215,7 @@ def iterate_items(
         num_workers=num_workers,
         collate_fn=_keep_as_is,
         prefetch_factor=4 if num_workers else None,
+        worker_init_fn=_ignore_ctrl_c if num_workers else None,
     )
     yield from loader
 
