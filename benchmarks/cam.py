@@ -1,7 +1,7 @@
 """CAM speed at real CLIP ViT-B/16 size (random weights), beside the published CLIP-ES code.
 
     python benchmarks/cam.py [--images 4] [--classes 3] [--rounds 2] [--device auto] [--precisions fp32,bf16]
-                             [--clip-es PATH] [--skip-generate]
+                             [--clip-es PATH] [--skip-generate] [--runs R]
 
 All timings use the same generated 500x375 images, K classes each, and the same random weights
 (rounded to fp16, as OpenAI's released checkpoint is):
@@ -14,6 +14,10 @@ All timings use the same generated 500x375 images, K classes each, and the same 
   pixels whose label, argmax over background and classes, is the same);
 * generate: the whole command per image (decode, label, PNG + manifest) with
   ``--num-workers 0`` and ``2``, model loading left out;
+* whole runs (``--runs R``): R rounds, each of the published loop over every image and of ``generate``'s
+  local run over the same images (decode, label, PNG + manifest), in this process (``--num-workers 0``,
+  the default) and, on a CPU of several cores, with ``--num-workers <cores>`` (one-thread labelling
+  processes), taking turns round by round; models built once before timing;
 * published: with ``--clip-es`` naming a checkout of github.com/linyq2117/CLIP-ES, its own
   ``perform`` loop from ``generate_cams_voc12.py`` on this device, one image per call (read the XML
   and the JPEG, the first 11 blocks under no_grad, one pytorch-grad-cam call per class through the
@@ -49,13 +53,22 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
-from pseudolabel.core.devices import autocast_dtype, resolve_device, resolve_precision
+from pseudolabel.core.devices import (
+    LocalWorkers,
+    autocast_dtype,
+    local_workers,
+    resolve_device,
+    resolve_precision,
+    usable_cores,
+)
 from pseudolabel.core.images import load_rgb
 from pseudolabel.core.masks import write_mask
 from pseudolabel.core.prompts import load_prompts
 from pseudolabel.datasets.base import Sample
 from pseudolabel.labelers.cam import CamLabeler
 from pseudolabel.models.clip import create_clip
+from pseudolabel.registry import DATASETS
+from pseudolabel.runner.loop import RunOptions, run_images
 from pseudolabel.runner.per_image import ScoreRefineDecode
 
 VOC = load_prompts("voc")
@@ -157,6 +170,52 @@ def time_generate(weights, root: Path, count: int, device, workers: int) -> floa
         return (seconds[1] - seconds[0]) / (count - 1)
 
 
+def time_run(labeler: CamLabeler, root: Path, out: Path, workers: LocalWorkers) -> float:
+    """Seconds per image of ``generate``'s local run over the VOC folder at ``root`` (decode, label
+    with ``workers``, PNG and manifest written), the labeler already built."""
+    dataset = DATASETS["voc"](root, "train")
+    options = RunOptions(out, None, True, None, (0, 1), workers.processes, workers.label_in_workers)
+    start = time.perf_counter()
+    summary = run_images(dataset, lambda: ScoreRefineDecode(labeler, UNSURE_MARGIN), options)
+    return (time.perf_counter() - start) / summary.done
+
+
+def compare_whole_runs(labelers: dict[str, CamLabeler], published: Published, root: Path, out: Path, device,
+                       rounds: int) -> None:  # fmt: skip
+    """Print seconds per image of whole runs over the images, taking turns round by round: the
+    published loop, and each labeler in this process and (on a CPU of several cores) in one
+    one-thread labelling process per core."""
+    image_ids = sorted(path.stem for path in (root / "JPEGImages").glob("*.jpg"))
+    cores = usable_cores()
+    workers = local_workers(cores, device) if device.type == "cpu" and cores > 1 else None
+    runs: dict[str, Callable[[], float]] = {"published": lambda: published_run(published, root, image_ids, out)}
+    for name, labeler in labelers.items():
+        runs[f"ours {name}, this process"] = partial(time_run, labeler, root, out / name, LocalWorkers(0))
+        if workers is not None:
+            runs[f"ours {name}, --num-workers {cores} (one-thread labelling processes)"] = partial(
+                time_run, labeler, root, out / f"{name}-workers", workers
+            )
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(rounds):
+        for name in runs if round_index % 2 == 0 else list(runs)[::-1]:
+            seconds[name].append(runs[name]())
+    reference = np.array(seconds.pop("published"))
+    print(f"whole runs over {len(image_ids)} images, {rounds} rounds taking turns: published {reference.mean():.3f} "
+          "s/image")  # fmt: skip
+    for name, values in seconds.items():
+        ratios = reference / np.array(values)
+        print(f"whole run {name}: {np.mean(values):.3f} s/image, {reference.mean() / np.mean(values):.2f}x the "
+              f"published loop (per-round ratios {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+
+
+def published_run(published: Published, root: Path, image_ids: list[str], out: Path) -> float:
+    """Seconds per image of the published loop over ``image_ids``."""
+    start = time.perf_counter()
+    for image_id in image_ids:
+        published.run(root, image_id, out)
+    return (time.perf_counter() - start) / len(image_ids)
+
+
 class Published:
     """The published ``perform`` loop of CLIP-ES, its source run unchanged except the device it picks;
     model, text features and the GradCAM object are built once, as its script does."""
@@ -221,6 +280,7 @@ def main() -> None:
     parser.add_argument("--clip-es", type=Path, help="a checkout of the published CLIP-ES repository")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of ours and the published loop")
     parser.add_argument("--skip-generate", action="store_true", help="leave out the whole-command timings")
+    parser.add_argument("--runs", type=int, default=0, help="rounds of whole runs beside the published loop's")
     args = parser.parse_args()
     device = resolve_device(args.device)
     weights = random_weights()
@@ -271,6 +331,8 @@ def main() -> None:
                 print(f"largest |ours fp32 - published| in the maps {difference:.4f}")
         if "fp32" in our_maps and "bf16" in our_maps:
             print(map_agreement(our_maps["fp32"], our_maps["bf16"]))
+        if published is not None and args.runs:
+            compare_whole_runs(labelers, published, root, out, device, args.runs)
         auto = resolve_precision("auto", device)
         for workers in () if args.skip_generate else (0, 2):
             seconds = time_generate(weights, root, args.images, device, workers)

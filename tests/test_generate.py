@@ -169,21 +169,19 @@ def test_bad_options_are_user_errors(tmp_path: Path, flag: str, value: str, mess
     assert result.exit_code == 1 and message in result.output, result.output
 
 
-def test_cpu_runs_label_in_one_thread_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_workers_label_with_one_thread_each_and_cuda_workers_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     from pseudolabel.core.devices import LocalWorkers, local_workers
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    for cores, expected in [(1, LocalWorkers(0)), (2, LocalWorkers(2, True)), (4, LocalWorkers(4, True)),
-                            (16, LocalWorkers(0))]:  # fmt: skip
-        monkeypatch.setattr("pseudolabel.core.devices.usable_cores", lambda cores=cores: cores)
-        assert local_workers(None, cpu) == expected
-    assert local_workers(0, cpu) == LocalWorkers(0)  # --num-workers 0: all in this process
-    assert local_workers(8, cpu) == LocalWorkers(8, True)
-    assert local_workers(None, cpu, batch_size=4) == LocalWorkers(0)  # a batch is labelled here
-    assert local_workers(2, cpu, batch_size=4) == LocalWorkers(2)
+    assert local_workers(None, cpu) == LocalWorkers(0)  # this process, every core's threads
+    assert local_workers(0, cpu) == LocalWorkers(0)
+    assert local_workers(3, cpu) == LocalWorkers(3, True)
+    assert local_workers(2, cpu, batch_size=4) == LocalWorkers(2)  # a batch is labelled here
+    monkeypatch.setattr("pseudolabel.core.devices.usable_cores", lambda: 16)
     assert local_workers(None, cuda) == LocalWorkers(4)  # decoding ahead of the GPU only
+    assert local_workers(6, cuda) == LocalWorkers(6)
     monkeypatch.setattr("pseudolabel.core.devices.usable_cores", lambda: 2)
     assert local_workers(None, cuda) == LocalWorkers(1)
 

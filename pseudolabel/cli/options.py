@@ -81,8 +81,8 @@ OverwriteOption = Annotated[bool, typer.Option(help="Redo finished images (defau
 WorkerProcessesOption = Annotated[
     int | None,
     typer.Option(
-        help="Worker processes: on the CPU each decodes and labels its own images with one thread (default: one "
-        "per core on 2-4 cores, else 0: all here), on CUDA they decode ahead of the GPU (default: <= 4).",
+        help="Worker processes: on the CPU each decodes and labels its own images with one thread (default 0: "
+        "all here, with every core's threads), on CUDA they decode ahead of the GPU (default: <= 4).",
         rich_help_panel=RUN,
     ),
 ]

@@ -70,12 +70,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(precision, device)]
 
 
-MAX_CPU_LABELLING_PROCESSES = 4
-"""Most cores for which a CPU run labels in one-thread worker processes by default: each holds its
-own activations (a SAM ViT-H encoder's reach gigabytes), so on more cores the run labels here with
-every core's threads unless ``--num-workers`` asks for processes."""
-
-
 @dataclass(frozen=True)
 class LocalWorkers:
     """How a local run uses worker processes besides its own.
@@ -101,24 +95,20 @@ def local_workers(requested: int | None, device: torch.device, batch_size: int =
     """Worker processes for ``generate`` and ``predict`` on this machine (``--num-workers``).
 
     On CUDA they decode ahead of the GPU, which labels here in batches: ``requested``, else
-    min(4, cores - 1). On the CPU each worker decodes *and labels* its own images with one torch
-    thread: ``requested``, else one per core on 2 to :data:`MAX_CPU_LABELLING_PROCESSES` cores (0
-    elsewhere: this process with every core's threads). Images side by side use the cores better
-    than one image's operations split across them: on a 2-core Xeon two workers labelled CLIP-ES
-    CAMs 1.26x faster than this process with two threads in fp32 and 1.6x in bf16, with the same
-    masks. A worker is forked and keeps one thread: GNU OpenMP hangs a forked child that starts a
-    thread team after its parent has used one. With ``batch_size`` > 1 on the CPU the batch is
-    labelled here and workers only decode (default 0: decoding processes compete with the model
-    for the cores).
+    min(4, cores - 1). On the CPU ``requested`` workers each decode *and label* their own images
+    with one torch thread, and by default (0) this process labels with every core's threads: on
+    the 2-core Xeon two one-thread workers labelled CLIP-ES CAMs at 0.96-1.26x (median 1.03x) the
+    speed of one two-thread process in fp32 and 0.97-1.6x in bf16 over seven paired runs, with the
+    same masks, which does not pay for a process per core by default; where one image's operations
+    spread badly over many cores, workers can. Decode-only workers on the CPU would compete with
+    the model for the cores. A worker is forked and keeps one thread: GNU OpenMP hangs a forked
+    child that starts a thread team after its parent has used one. With ``batch_size`` > 1 on the
+    CPU the batch is labelled here and workers only decode.
     """
-    cores = usable_cores()
     if device.type != "cpu":
-        return LocalWorkers(max(0, min(4, cores - 1)) if requested is None else requested)
-    if batch_size > 1:
-        return LocalWorkers(requested or 0)
-    if requested is None:
-        requested = cores if 1 < cores <= MAX_CPU_LABELLING_PROCESSES else 0
-    return LocalWorkers(requested, requested > 0)
+        return LocalWorkers(max(0, min(4, usable_cores() - 1)) if requested is None else requested)
+    count = requested or 0
+    return LocalWorkers(count, count > 0 and batch_size == 1)
 
 
 def default_batch_size(requested: int | None, device: torch.device | None) -> int:
