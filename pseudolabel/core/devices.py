@@ -98,8 +98,8 @@ def local_workers(requested: int | None, device: torch.device, batch_size: int =
     min(4, cores - 1). On the CPU ``requested`` workers each decode *and label* their own images
     with one torch thread, and by default (0) this process labels with every core's threads: on
     the 2-core Xeon two one-thread workers labelled CLIP-ES CAMs at 0.96-1.26x (median 1.03x) the
-    speed of one two-thread process in fp32 and 0.97-1.6x in bf16 over seven paired runs, with the
-    same masks, which does not pay for a process per core by default; where one image's operations
+    speed of one two-thread process in fp32 and 0.97-1.6x in bf16 over seven paired runs (masks equal
+    up to float rounding), which does not pay for a process per core by default; where one image's operations
     spread badly over many cores, workers can. Decode-only workers on the CPU would compete with
     the model for the cores. A worker is forked and keeps one thread: GNU OpenMP hangs a forked
     child that starts a thread team after its parent has used one. With ``batch_size`` > 1 on the
