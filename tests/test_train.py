@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,16 +97,19 @@ def test_small_model_overfits_a_handful_of_images(tmp_path: Path) -> None:
         train_scales=(1.0,),
     )  # fmt: skip
     train(VocDataset(voc, "train"), config)
-    predicted = runner.invoke(
-        app,
-        ["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--dataset", "voc", "--root", str(voc),
-         "--out", str(tmp_path / "pred"), "--device", "cpu", "--num-workers", "0", "--scales", "1.0", "--no-flip"],
-    )  # fmt: skip
+    predict = ["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--dataset", "voc", "--root", str(voc),
+               "--device", "cpu", "--scales", "1.0", "--no-flip"]  # fmt: skip
+    predicted = runner.invoke(app, [*predict, "--out", str(tmp_path / "pred"), "--num-workers", "0"])
     assert predicted.exit_code == 0, predicted.output
     out = tmp_path / "score.json"
     scored = runner.invoke(app, ["score", "--pred", str(tmp_path / "pred"), "--gt", str(masks), "--json", str(out)])
     assert scored.exit_code == 0, scored.output
     assert json.loads(out.read_text())["miou"] > 0.8
+    # two one-thread labelling processes: the masks of one process, up to float rounding at ties
+    in_workers = runner.invoke(app, [*predict, "--out", str(tmp_path / "pred_workers"), "--num-workers", "2"])
+    assert in_workers.exit_code == 0, in_workers.output
+    for path in sorted((tmp_path / "pred").glob("*.png")):
+        assert np.mean(read_mask(path) == read_mask(tmp_path / "pred_workers" / path.name)) > 0.99
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
