@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from pseudolabel.cli import app
 from pseudolabel.core.masks import read_mask, write_mask
-from pseudolabel.core.scoremaps import ScoreMaps, decode, from_label_map, mark_unsure, relabel
+from pseudolabel.core.scoremaps import ScoreMaps, best_two, decode, from_label_map, mark_unsure, relabel
 from pseudolabel.core.stage_record import StageRecord
 from pseudolabel.datasets import build_dataset
 from pseudolabel.models.sam import SamPrompter
@@ -51,6 +51,18 @@ def test_relabel_keeps_agreeing_and_unsure_pixels_scores() -> None:
 def test_unsure_margin_marks_close_pixels() -> None:
     scores = np.array([[[0.5, 0.5]], [[0.52, 0.9]]], np.float32)
     assert decode(mark_unsure(ScoreMaps(scores, (0, 3)), 0.05)).tolist() == [[255, 3]]
+
+
+@pytest.mark.parametrize("channels", [2, 3, 6])
+def test_best_two_equals_sorting_each_pixel_with_ties(channels: int) -> None:
+    scores = np.random.default_rng(channels).random((channels, 7, 9)).astype(np.float32)
+    scores[:, 0] = 0.25  # every channel tied
+    scores[-2:, 1] = 0.99  # the two best tied
+    best, second = best_two(scores)
+    ordered = np.sort(scores, axis=0)
+    np.testing.assert_array_equal(best, ordered[-1])
+    np.testing.assert_array_equal(second, ordered[-2])
+    assert np.all(best[0] == second[0]) and np.all(best[1] == second[1])
 
 
 @pytest.mark.parametrize("order", [("crf", "sam"), ("sam", "crf")])
