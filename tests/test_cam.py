@@ -70,8 +70,9 @@ def test_block_forward_matches_open_clip(clip, length: int) -> None:
     _, weights = block.attn(normed, normed, normed, average_attn_weights=False)
     torch.testing.assert_close(attention, weights.mean(dim=1), atol=1e-6, rtol=1e-5)
     query, key, value = attention_heads(block, normed, block_weights(block))
-    mixed, per_head = attention_with_weights(query, key, value)
+    mixed, head_mean, per_head = attention_with_weights(query, key, value)
     torch.testing.assert_close(per_head, weights, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(head_mean, weights.mean(dim=1), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(mixed, F.scaled_dot_product_attention(query, key, value), atol=1e-6, rtol=1e-5)
 
 
@@ -244,7 +245,7 @@ def test_patch_mean_qkv_gradient_equals_autograd_through_the_attention() -> None
     query, key, value = (torch.randn(1, 3, 1 + 10, 4, generator=generator) for _ in range(3))
     key[..., 0, :] *= 8  # the class token draws much of the attention, so its terms matter
     query, key, value = (part.requires_grad_(True) for part in (query, key, value))
-    mixed, attention = attention_with_weights(query, key, value)
+    mixed, _, attention = attention_with_weights(query, key, value)
     grad_mixed = torch.randn(2, 3, 1 + 10, 4, generator=generator)
     expected = []
     for gradient in grad_mixed:

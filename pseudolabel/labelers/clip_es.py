@@ -94,7 +94,7 @@ def gradcam_last_block(
     with torch.no_grad():
         normed = last_block.ln_1(tokens)
         query, key, value = attention_heads(last_block, normed, weights)
-        mixed, attention = attention_with_weights(query, key, value)
+        mixed, head_mean, attention = attention_with_weights(query, key, value)
     mixed.requires_grad_(True)
     with torch.enable_grad():
         out = block_tail(last_block, tokens.detach(), mixed, weights)
@@ -112,7 +112,7 @@ def gradcam_last_block(
     cams = torch.relu(channel_weights @ normed[0, 1:].float().T)
     # pytorch-grad-cam min-max scales each target layer's map, then the mean over layers again;
     # with one layer the second pass matters only where the map's maximum is near the 1e-7 epsilon.
-    return min_max(min_max(cams)), attention[0].mean(dim=0).float()
+    return min_max(min_max(cams)), head_mean[0]
 
 
 def patch_mean_qkv_gradient(
