@@ -369,7 +369,8 @@ def attention_with_weights(
     out) while they are still in the caches.
 
     Returns:
-        (mixed values [B, heads, L, d], weights averaged over heads [B, L, L] float32, and with
+        (mixed values [B, heads, L, d] (a view of token-major [B, L, heads, d]), weights averaged
+        over heads [B, L, L] float32, and with
         ``per_head`` the weights [B, heads, L, L] with a row per query, else None).
     """
     batch, heads, length, _ = query.shape
@@ -379,13 +380,14 @@ def attention_with_weights(
     keys, value = key.transpose(-2, -1).contiguous(), value.contiguous()
     head_mean = query.new_empty(batch, length, length, dtype=torch.float32)
     every_head = None
-    mixed_rows = []
+    # token-major [B, L, heads, d], the layout the out-projection reads, so that needs no copy
+    mixed = value.new_empty(batch, length, heads, value.shape[-1])
     for start in range(0, length, ATTENTION_QUERY_ROWS):
         rows = slice(start, start + ATTENTION_QUERY_ROWS)
         weights = torch.softmax(scaled[..., rows, :] @ keys, dim=-1)
-        mixed_rows.append(weights @ value)
+        mixed[:, rows] = (weights @ value).transpose(1, 2)
         # the head mean summed in float32 (a bf16 mean converts to float32 and back, and rounds)
-        head_mean[:, rows] = weights.detach().sum(dim=1, dtype=torch.float32)
+        torch.sum(weights.detach(), dim=1, dtype=torch.float32, out=head_mean[:, rows])
         if per_head:
             if every_head is None:  # in the softmax's dtype (autocast chooses it)
                 every_head = weights.new_empty(batch, heads, length, length)
@@ -393,7 +395,7 @@ def attention_with_weights(
             # from the caches, where a concatenation read them back from memory (the last block's
             # attention 1.15x faster on a 2-core Xeon)
             every_head[:, :, rows] = weights
-    return torch.cat(mixed_rows, dim=-2), head_mean.div_(heads), every_head
+    return mixed.transpose(1, 2), head_mean.div_(heads), every_head
 
 
 def block_tail(block: nn.Module, x: torch.Tensor, mixed: torch.Tensor, weights: BlockWeights) -> torch.Tensor:
