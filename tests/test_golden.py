@@ -297,16 +297,26 @@ def test_the_ray_engine_writes_the_bytes_of_a_local_run(
     process's run with as many torch threads as the actor has: float sums run in an order that
     depends on the thread count (2 actors of 1 core moved 1 pixel in 135,300 of one multiscale
     POLE mask against a 2-thread run), so both sides use 1 thread here. Grounded-SAM runs with OWLv2
-    as its detector (random weights in both processes) on one image."""
-    pytest.importorskip("ray")
+    as its detector (random weights in both processes) and the tiny SAM on both sides: it reaches
+    the actor through Ray's worker setup hook (the engine joins the Ray instance started here), and
+    SAM ViT-B's random masks there would not equal the local run's."""
+    ray = pytest.importorskip("ray")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # Ray's workers keep a thread count they inherit
-    # Grounded-SAM builds SAM ViT-B at real size in the actor (no stand-in reaches it): one image only
     flags = []
     if detector is not None:
-        flags = ["--detector", str(detector(tmp_path)), "--box-threshold", "0.6", "--limit", "1"]
-    with torch_threads(1):
-        local = _run(name, tmp_path / "local", *flags)
-    on_ray = _run(name, tmp_path / "ray", *flags, "--engine", "ray", "--ray-workers", "1")
+        flags = ["--detector", str(detector(tmp_path)), "--box-threshold", "0.6"]
+        monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+        tests = str(Path(__file__).parent)
+        path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+        setup = {"env_vars": {"PYTHONPATH": path}, "worker_process_setup_hook": "tiny_sam.use_tiny_sam_in_this_process"}
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=setup)
+    try:
+        with torch_threads(1):
+            local = _run(name, tmp_path / "local", *flags)
+        on_ray = _run(name, tmp_path / "ray", *flags, "--engine", "ray", "--ray-workers", "1")
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
     assert _files(on_ray) == _files(local)
     assert RunOutputs.read(on_ray).records == RunOutputs.read(local).records
 

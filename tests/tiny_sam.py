@@ -31,6 +31,14 @@ def tiny_sam():
     ))  # fmt: skip
 
 
+def use_tiny_sam_in_this_process() -> None:
+    """``build_sam`` gives :func:`tiny_sam` in this process: a Ray worker's ``worker_process_setup_hook``
+    (a test's monkeypatch does not reach another process)."""
+    import pseudolabel.models.sam
+
+    pseudolabel.models.sam.build_sam = lambda variant, checkpoint, device: tiny_sam()
+
+
 def tiny_hq_sam():
     """HQ-SAM (``segment_anything_hq`` modules) at the sizes of :func:`tiny_sam`."""
     from segment_anything_hq import modeling
