@@ -13,7 +13,7 @@ import torch
 import yaml
 from tiny_clip import write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
-from tiny_sam import tiny_hq_sam, tiny_sam
+from tiny_sam import build_tiny_sam, tiny_hq_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -101,7 +101,7 @@ def test_generate_under_bf16_is_close_to_fp32(
     first bf16 CAM run crashed in OpenCV); labels agree with fp32 on most pixels (tiny random
     models, whose maps are flatter than real ones: measured 99.55 % for CAM, 99.78 % with POLE,
     exclusion and CRF, 98.19 % for Grounded-SAM with HQ-SAM; mean score change 0.05 % to 1.4 %)."""
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     monkeypatch.setattr("pseudolabel.models.hq_sam.build_hq_sam", lambda variant, checkpoint, device: tiny_hq_sam())
     runs = {}
     for precision in ("fp32", "bf16"):
@@ -122,7 +122,7 @@ def test_generate_under_bf16_is_close_to_fp32(
 
 @pytest.mark.parametrize("mode", ["points", "auto"])
 def test_refine_with_sam_under_bf16(mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     labels = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision

@@ -127,13 +127,13 @@ def test_instances_are_saved_and_exported_as_true_instances(method: str, tmp_pat
     COCO and read back by pycocotools mask for mask, with their class and score."""
     from tiny_clip import write_tiny_config
     from tiny_grounding import write_tiny_grounding_config
-    from tiny_sam import tiny_sam
+    from tiny_sam import build_tiny_sam
     from tiny_sam3 import tiny_sam3, write_tiny_sam3_config
 
     from pseudolabel.core.instances import load_instances
     from pseudolabel.runner.manifest import read_manifest
 
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     monkeypatch.setattr("pseudolabel.models.sam3.build_sam3", lambda model, checkpoint, device: tiny_sam3())
     out, saved = tmp_path / "run", tmp_path / "instances"
     args = ["generate", "--dataset", "voc", "--root", str(EXAMPLE_VOC), "--out", str(out), "--limit", "2"]

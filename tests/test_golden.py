@@ -32,7 +32,7 @@ from helpers import stand_in_checkpoint, torch_threads
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_detectors import write_tiny_owl_config
 from tiny_grounding import write_tiny_grounding_config
-from tiny_sam import tiny_hq_sam, tiny_sam, tiny_sam2
+from tiny_sam import build_tiny_sam, tiny_hq_sam, tiny_sam2
 from tiny_sam3 import tiny_sam3, write_tiny_sam3_config
 from typer.testing import CliRunner
 
@@ -210,7 +210,7 @@ def _files(out: Path) -> dict[str, bytes]:
 @pytest.fixture
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny seeded random models in place of every real one (SAM 2.1 where ``sam2`` is installed)."""
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     monkeypatch.setattr("pseudolabel.models.hq_sam.build_hq_sam", lambda variant, checkpoint, device: tiny_hq_sam())
     monkeypatch.setattr("pseudolabel.models.sam3.build_sam3", lambda model, checkpoint, device: tiny_sam3())
     if importlib.util.find_spec("sam2") is not None:
@@ -305,7 +305,7 @@ def test_the_ray_engine_writes_the_bytes_of_a_local_run(
     flags = []
     if detector is not None:
         flags = ["--detector", str(detector(tmp_path)), "--box-threshold", "0.6"]
-        monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+        monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
         tests = str(Path(__file__).parent)
         path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
         setup = {"env_vars": {"PYTHONPATH": path}, "worker_process_setup_hook": "tiny_sam.use_tiny_sam_in_this_process"}

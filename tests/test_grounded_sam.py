@@ -15,7 +15,7 @@ from helpers import score_sample
 from PIL import Image
 from tiny_clip import write_tiny_config
 from tiny_grounding import TINY_GROUNDING, write_tiny_grounding_config
-from tiny_sam import tiny_sam
+from tiny_sam import build_tiny_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -298,7 +298,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str, dataset: str = "voc"):
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     root = EXAMPLES / "voc" / "VOC2012"
     args = ["generate", "--dataset", "voc", "--root", str(root), "--split", "train"]
     if dataset == "folder":  # a plain folder of images, no labels file

@@ -13,7 +13,7 @@ import yaml
 from helpers import stand_in_checkpoint
 from tiny_clip import TINY_CLIP, write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
-from tiny_sam import tiny_sam, tiny_sam2
+from tiny_sam import build_tiny_sam, tiny_sam2
 from tiny_sam3 import write_tiny_sam3_config
 from typer.testing import CliRunner
 
@@ -171,7 +171,7 @@ def _stand_ins(command: str, recipe: dict, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", RECIPES, ids=[path.stem for path in RECIPES])
 def test_recipe_runs_on_the_example_data(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     if "sam2" in path.stem:
         pytest.importorskip("sam2", reason="Meta's sam2 package is an optional extra")
         sam2_model = tiny_sam2()

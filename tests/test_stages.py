@@ -12,7 +12,7 @@ from helpers import make_voc
 from test_refine import dilate, synthetic_scene
 from tiny_clip import write_tiny_config
 from tiny_grounding import write_tiny_grounding_config
-from tiny_sam import tiny_sam
+from tiny_sam import build_tiny_sam, tiny_sam
 from typer.testing import CliRunner
 
 from pseudolabel.cli import app
@@ -68,7 +68,7 @@ def test_best_two_equals_sorting_each_pixel_with_ties(channels: int) -> None:
 @pytest.mark.parametrize("order", [("crf", "sam"), ("sam", "crf")])
 def test_refine_chain_equals_the_refiners_applied_in_that_order(tmp_path: Path, monkeypatch, order) -> None:
     """``refine --refine a,b`` writes decode(b(a(scores of the mask))), computed here directly."""
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     _, gt = synthetic_scene(2, 60, 80)
     voc = make_voc(tmp_path, {"im0": gt})
     coarse = tmp_path / "coarse"
@@ -114,7 +114,7 @@ def _generate(tmp_path: Path, *extra: str):
 
 @pytest.mark.parametrize("chain", ["crf,sam", "sam,crf"])
 def test_generate_chains_refiners_in_either_order(tmp_path: Path, monkeypatch, chain: str) -> None:
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     result = _generate(tmp_path, "--refine", chain, "--grid", "8", "--iou-threshold", "0.1")
     assert result.exit_code == 0, result.output
     records = read_manifest(tmp_path / "out" / "manifest.jsonl")
@@ -142,7 +142,7 @@ def test_grounded_sam_and_sam_refinement_share_one_sam(tmp_path: Path, monkeypat
 
 
 def test_refine_short_form_and_deprecated_method(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("pseudolabel.models.sam.build_sam", lambda variant, checkpoint, device: tiny_sam())
+    monkeypatch.setattr("pseudolabel.models.sam.build_sam", build_tiny_sam)
     base = ["refine", "--dataset", "voc", "--root", str(_example_voc()), "--limit", "1", "--device", "cpu"]
     base += ["--masks", str(_example_voc().parent / "coarse_masks"), "--num-workers", "0", "--sam-checkpoint", "random"]
     short = runner.invoke(app, [*base, "--sam", "vit_b", "--out", str(tmp_path / "short")])

@@ -31,12 +31,17 @@ def tiny_sam():
     ))  # fmt: skip
 
 
+def build_tiny_sam(variant: str, checkpoint: str, device: str):
+    """A stand-in for ``pseudolabel.models.sam.build_sam``: :func:`tiny_sam` whatever is asked for."""
+    return tiny_sam()
+
+
 def use_tiny_sam_in_this_process() -> None:
     """``build_sam`` gives :func:`tiny_sam` in this process: a Ray worker's ``worker_process_setup_hook``
     (a test's monkeypatch does not reach another process)."""
     import pseudolabel.models.sam
 
-    pseudolabel.models.sam.build_sam = lambda variant, checkpoint, device: tiny_sam()
+    pseudolabel.models.sam.build_sam = build_tiny_sam
 
 
 def tiny_hq_sam():
