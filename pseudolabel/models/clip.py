@@ -370,8 +370,8 @@ def attention_with_weights(
 
     Returns:
         (mixed values [B, heads, L, d] (a view of token-major [B, L, heads, d]), weights averaged
-        over heads [B, L, L] float32, and with
-        ``per_head`` the weights [B, heads, L, L] with a row per query, else None).
+        over heads [B, L, L] float32, and with ``per_head`` the weights [B, heads, L, L] with a row
+        per query, else None).
     """
     batch, heads, length, _ = query.shape
     # contiguous once: the batched products would copy strided operands (views of the in-projection's
